@@ -1,0 +1,26 @@
+//! Kiln runtime: everything between a kernel launcher and wgpu.
+//!
+//! - [`device`]: adapter selection (backend, name filter, software fallback), real limits, the
+//!   optional features that were granted.
+//! - [`tensor`]: typed storage buffers with upload / download.
+//! - [`shader`]: WGSL sources and the small `#if` preprocessor that makes variants.
+//! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
+//! - [`recorder`]: the one place that records bind groups and dispatches, many per submit.
+//!
+//! A kernel crate describes *what* to run (a [`Dispatch`]); this crate decides *how*.
+
+pub mod device;
+pub mod error;
+pub mod pipeline;
+pub mod recorder;
+pub mod shader;
+pub mod tensor;
+pub mod testing;
+
+pub use device::{Context, DeviceOptions, GrantedFeatures};
+pub use error::{Result, RuntimeError};
+pub use pipeline::PipelineKey;
+pub use recorder::{Binding, Dispatch, Recorder};
+pub use shader::{Defines, Shader};
+pub use tensor::{DType, Tensor};
+pub use wgpu;

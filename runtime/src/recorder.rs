@@ -1,0 +1,273 @@
+//! Command recording: the one place where bind groups are made and dispatches recorded.
+//!
+//! A [`Recorder`] encodes many dispatches into one command buffer and submits them at once, so a
+//! whole token step costs one submit. Kernel parameters go into reusable uniform chunks owned by
+//! the [`Context`], written with a single `write_buffer` per chunk at submit time, so steady-state
+//! recording creates no buffers. Grids longer than the per-dimension limit are folded into 2-D;
+//! every kernel reads its linear workgroup index as `wid.x + wid.y * nwg.x` and ignores the excess.
+
+use crate::device::Context;
+use crate::error::{Result, RuntimeError};
+use crate::shader::{Defines, Shader};
+use crate::tensor::Tensor;
+
+/// Bytes per parameter chunk; a decode step of a 30-layer model needs about 120 KiB.
+const PARAM_CHUNK_BYTES: u64 = 256 * 1024;
+
+/// A storage buffer bound at `@group(group) @binding(binding)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Binding<'a> {
+    pub group: u32,
+    pub binding: u32,
+    pub tensor: &'a Tensor,
+}
+
+impl<'a> Binding<'a> {
+    /// A binding in group 0 (group 0 binding 0 is always the parameter uniform).
+    pub fn new(binding: u32, tensor: &'a Tensor) -> Self {
+        Self {
+            group: 0,
+            binding,
+            tensor,
+        }
+    }
+    /// A binding in group 1, where kernels keep weight buffers.
+    pub fn weight(binding: u32, tensor: &'a Tensor) -> Self {
+        Self {
+            group: 1,
+            binding,
+            tensor,
+        }
+    }
+}
+
+/// Everything needed to launch one kernel.
+pub struct Dispatch<'a> {
+    pub shader: &'a Shader,
+    pub entry: &'static str,
+    pub defines: &'a Defines,
+    /// The kernel's `#[repr(C)]` parameter struct as bytes, bound as a uniform at group 0 binding 0.
+    pub params: &'a [u8],
+    pub bindings: &'a [Binding<'a>],
+    /// Number of workgroups (linear); folded into two dimensions when over the device limit.
+    pub workgroups: u32,
+}
+
+pub struct Recorder<'c> {
+    ctx: &'c Context,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    chunks: Vec<wgpu::Buffer>,
+    /// Bytes staged for each used chunk.
+    staged: Vec<Vec<u8>>,
+    dispatches: usize,
+}
+
+impl Context {
+    /// Starts recording; nothing runs until [`Recorder::submit`].
+    pub fn recorder(&self) -> Recorder<'_> {
+        let chunks =
+            std::mem::take(&mut *self.param_chunks.lock().unwrap_or_else(|e| e.into_inner()));
+        Recorder {
+            ctx: self,
+            encoder: Some(
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("kiln step"),
+                    }),
+            ),
+            pass: None,
+            chunks,
+            staged: Vec::new(),
+            dispatches: 0,
+        }
+    }
+
+    /// Records one dispatch and submits it.
+    pub fn run(&self, dispatch: &Dispatch<'_>) -> Result<()> {
+        let mut recorder = self.recorder();
+        recorder.dispatch(dispatch)?;
+        recorder.submit()
+    }
+
+    /// The (x, y) grid that covers `workgroups` under the per-dimension limit.
+    pub fn fold_grid(&self, workgroups: u32) -> Result<(u32, u32)> {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if workgroups <= max {
+            return Ok((workgroups, 1));
+        }
+        let y = workgroups.div_ceil(max);
+        self.check_limit(
+            "a dispatch",
+            "max_compute_workgroups_per_dimension (squared)",
+            y as u64,
+            max as u64,
+        )?;
+        Ok((workgroups.div_ceil(y), y))
+    }
+}
+
+impl Recorder<'_> {
+    /// Records one kernel launch.
+    pub fn dispatch(&mut self, d: &Dispatch<'_>) -> Result<()> {
+        let ctx = self.ctx;
+        if d.workgroups == 0 {
+            return Ok(());
+        }
+        let max_binding = ctx.limits.max_storage_buffer_binding_size;
+        for b in d.bindings {
+            let size = b.tensor.buffer().size();
+            ctx.check_limit(
+                format!(
+                    "{}:{} binding {} ({:?}{:?})",
+                    d.shader.name,
+                    d.entry,
+                    b.binding,
+                    b.tensor.dtype(),
+                    b.tensor.shape()
+                ),
+                "max_storage_buffer_binding_size",
+                size,
+                max_binding,
+            )?;
+        }
+        let (x, y) = ctx.fold_grid(d.workgroups)?;
+        let pipeline = ctx.pipeline(d.shader, d.entry, d.defines)?;
+        let (chunk, offset, size) = self.stage_params(d.params)?;
+
+        let mut groups: Vec<u32> = d.bindings.iter().map(|b| b.group).chain([0]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut bind_groups = Vec::with_capacity(groups.len());
+        for &group in &groups {
+            let mut entries: Vec<wgpu::BindGroupEntry> = d
+                .bindings
+                .iter()
+                .filter(|b| b.group == group)
+                .map(|b| wgpu::BindGroupEntry {
+                    binding: b.binding,
+                    resource: b.tensor.buffer().as_entire_binding(),
+                })
+                .collect();
+            if group == 0 {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.chunks[chunk],
+                        offset,
+                        size: wgpu::BufferSize::new(size),
+                    }),
+                });
+            }
+            bind_groups.push(ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.entry),
+                layout: &pipeline.get_bind_group_layout(group),
+                entries: &entries,
+            }));
+        }
+
+        let encoder = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))?;
+        let pass = self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("kiln"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
+        });
+        pass.set_pipeline(&pipeline);
+        for (&group, bind_group) in groups.iter().zip(&bind_groups) {
+            pass.set_bind_group(group, bind_group, &[]);
+        }
+        pass.dispatch_workgroups(x, y, 1);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Copies `src` into `dst` (whole buffers of the same padded size, or the smaller of the two).
+    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        self.pass = None;
+        let size = src.buffer().size().min(dst.buffer().size());
+        let encoder = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))?;
+        encoder.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, size);
+        Ok(())
+    }
+
+    /// Dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.dispatches
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dispatches == 0
+    }
+
+    /// Writes the staged parameters and submits everything recorded, as one command buffer.
+    pub fn submit(mut self) -> Result<()> {
+        self.pass = None;
+        for (chunk, bytes) in self.chunks.iter().zip(&self.staged) {
+            if !bytes.is_empty() {
+                self.ctx.queue.write_buffer(chunk, 0, bytes);
+            }
+        }
+        if let Some(encoder) = self.encoder.take() {
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        self.ctx.check_device_error()
+    }
+
+    /// Places `params` in a chunk at the uniform offset alignment; returns (chunk, offset, size).
+    fn stage_params(&mut self, params: &[u8]) -> Result<(usize, u64, u64)> {
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
+        // Uniform structs are sized in multiples of 16 bytes; an empty struct still binds 16.
+        let size = params.len().div_ceil(16).max(1) * 16;
+        self.ctx.check_limit(
+            "kernel parameters",
+            "max_uniform_buffer_binding_size",
+            size as u64,
+            self.ctx.limits.max_uniform_buffer_binding_size,
+        )?;
+        let fits = |staged: &Vec<u8>| {
+            staged.len().div_ceil(align) * align + size <= PARAM_CHUNK_BYTES as usize
+        };
+        if self.staged.last().is_none_or(|s| !fits(s)) {
+            if self.staged.len() == self.chunks.len() {
+                self.chunks
+                    .push(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kiln params"),
+                        size: PARAM_CHUNK_BYTES,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }));
+            }
+            self.staged
+                .push(Vec::with_capacity(PARAM_CHUNK_BYTES as usize));
+        }
+        let chunk = self.staged.len() - 1;
+        let staged = &mut self.staged[chunk];
+        let offset = staged.len().div_ceil(align) * align;
+        staged.resize(offset, 0);
+        staged.extend_from_slice(params);
+        staged.resize(offset + size, 0);
+        Ok((chunk, offset as u64, size as u64))
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        // Hand the parameter chunks back for the next recording (submitted or not).
+        self.pass = None;
+        let mut pool = self
+            .ctx
+            .param_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pool.append(&mut self.chunks);
+    }
+}
