@@ -107,7 +107,12 @@ impl Context {
     }
 }
 
-impl Recorder<'_> {
+impl<'c> Recorder<'c> {
+    /// The context this recorder submits to (for feature and limit checks in launchers).
+    pub fn context(&self) -> &'c Context {
+        self.ctx
+    }
+
     /// Records one kernel launch.
     pub fn dispatch(&mut self, d: &Dispatch<'_>) -> Result<()> {
         let ctx = self.ctx;

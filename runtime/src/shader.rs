@@ -2,7 +2,8 @@
 //!
 //! A [`Shader`] is one kernel family: its `shaders/<family>.wgsl` file, optionally preceded by shared
 //! WGSL (the weight formats). Variants come from [`Defines`]: each define becomes a WGSL
-//! `const NAME: u32`, and `#if NAME` / `#if !NAME` / `#elif` / `#else` / `#endif` lines keep or drop
+//! `const NAME: u32`, and `#if EXPR` / `#elif EXPR` / `#else` / `#endif` lines (EXPR: names, `!NAME`,
+//! `&&`, `||`; a name is true when set and nonzero) keep or drop
 //! the text between them (as llama.cpp's WebGPU backend does with its templates). naga_oil would do
 //! this too, but it pins an older naga than wgpu's.
 
@@ -77,12 +78,14 @@ pub fn preprocess(shader: &Shader, defines: &Defines) -> Result<String> {
         message: message.to_string(),
     };
     let eval = |expr: &str| -> bool {
-        expr.split("||").any(|term| {
-            let term = term.trim();
-            match term.strip_prefix('!') {
-                Some(name) => defines.get(name.trim()) == 0,
-                None => defines.get(term) != 0,
-            }
+        expr.split("||").any(|all| {
+            all.split("&&").all(|term| {
+                let term = term.trim();
+                match term.strip_prefix('!') {
+                    Some(name) => defines.get(name.trim()) == 0,
+                    None => defines.get(term) != 0,
+                }
+            })
         })
     };
 
@@ -149,7 +152,7 @@ mod tests {
         static SRC: Shader = Shader {
             name: "t",
             parts: &[
-                "#if A\nenable f16;\n#endif\nx\n#if A\n#if !B\ny\n#else\nz\n#endif\n#elif C\nc\n#else\nw\n#endif",
+                "#if A\nenable f16;\n#endif\nx\n#if A\n#if !B\ny\n#else\nz\n#endif\n#elif C && !A || D\nc\n#else\nw\n#endif",
             ],
         };
         let a = preprocess(&SRC, &Defines::new().flag("A")).unwrap();

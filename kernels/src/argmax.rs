@@ -1,0 +1,74 @@
+//! Argmax over rows of logits on the GPU, so greedy decoding reads back 4 bytes per sequence:
+//! `shaders/argmax.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
+
+use crate::{Result, ShaderVariants, ensure, expect, groups_for};
+
+pub const SHADER: Shader = Shader {
+    name: "argmax",
+    parts: &[include_str!("../../shaders/argmax.wgsl")],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    v: u32,
+    _pad: [u32; 2],
+}
+
+/// Index of the largest value of each row of `len` values of `x` into `out` (`[rows]`, u32).
+/// Ties go to the lowest index.
+pub fn argmax(rec: &mut Recorder<'_>, x: &Tensor, len: usize, out: &Tensor) -> Result<()> {
+    ensure(
+        len > 0 && x.len() % len == 0 && x.dtype() == DType::F32,
+        "argmax",
+        || {
+            format!(
+                "x must be f32 rows of {len} values, got {:?}{:?}",
+                x.dtype(),
+                x.shape()
+            )
+        },
+    )?;
+    let rows = x.len() / len;
+    expect(out, "argmax", "out", DType::U32, rows)?;
+    let params = Params {
+        rows: rows as u32,
+        v: len as u32,
+        _pad: [0; 2],
+    };
+    rec.dispatch(&Dispatch {
+        shader: &SHADER,
+        entry: "argmax",
+        defines: &Defines::new(),
+        params: bytemuck::bytes_of(&params),
+        bindings: &[Binding::new(1, x), Binding::new(2, out)],
+        workgroups: groups_for(rows, 1)?,
+    })?;
+    Ok(())
+}
+
+/// CPU reference: first index of the maximum of each row.
+pub fn argmax_ref(x: &[f32], len: usize) -> Vec<u32> {
+    x.chunks(len)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+pub fn shader_variants() -> ShaderVariants {
+    ShaderVariants {
+        shader: SHADER,
+        variants: vec![(Defines::new(), vec!["argmax"])],
+    }
+}

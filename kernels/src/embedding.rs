@@ -1,0 +1,77 @@
+//! Embedding gather, `out[t, :] = W[ids[t], :]` for any weight format: `shaders/embedding.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+use kiln_runtime::{Binding, DType, Dispatch, Recorder, Shader, Tensor};
+
+use crate::weights::{HostWeights, WEIGHTS_WGSL, WeightFormat, Weights};
+use crate::{Result, ShaderVariants, expect, groups_for};
+
+pub const SHADER: Shader = Shader {
+    name: "embedding",
+    parts: &[WEIGHTS_WGSL, include_str!("../../shaders/embedding.wgsl")],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    t: u32,
+    n: u32,
+    k: u32,
+    g: u32,
+}
+
+/// Gathers the rows named by `ids` (`[T]`, u32) of `table` into `out` (`[T, K]`, f32).
+/// Ids at or past the table's rows give zero rows.
+pub fn embedding(
+    rec: &mut Recorder<'_>,
+    ids: &Tensor,
+    table: &Weights,
+    out: &Tensor,
+) -> Result<()> {
+    let t = ids.len();
+    expect(ids, "embedding", "ids", DType::U32, t)?;
+    expect(out, "embedding", "out", DType::F32, t * table.k)?;
+    let defines = table.defines();
+    let params = Params {
+        t: t as u32,
+        n: table.n as u32,
+        k: table.k as u32,
+        g: table.group(),
+    };
+    let mut bindings = vec![Binding::new(1, ids), Binding::new(2, out)];
+    // A bias (binding 3) belongs to the matrix kernels, not to a gather.
+    bindings.extend(table.bindings().into_iter().filter(|b| b.binding < 3));
+    rec.dispatch(&Dispatch {
+        shader: &SHADER,
+        entry: "embedding",
+        defines: &defines,
+        params: bytemuck::bytes_of(&params),
+        bindings: &bindings,
+        workgroups: groups_for(t, 1)?,
+    })?;
+    Ok(())
+}
+
+/// CPU reference.
+pub fn embedding_ref(ids: &[u32], table: &HostWeights) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&id| {
+            if (id as usize) < table.n {
+                table.row(id as usize)
+            } else {
+                vec![0.0; table.k]
+            }
+        })
+        .collect()
+}
+
+pub fn shader_variants() -> ShaderVariants {
+    let variants = WeightFormat::all_defines()
+        .into_iter()
+        .map(|d| (d, vec!["embedding"]))
+        .collect();
+    ShaderVariants {
+        shader: SHADER,
+        variants,
+    }
+}

@@ -1,0 +1,135 @@
+//! Matrix product for prefill, `Y[M, N] = X[M, K] · W[N, K]ᵀ (+ bias)`: `shaders/matmul.wgsl`.
+//! [`linear`] picks this kernel or [`crate::matvec`] by the number of rows.
+
+use bytemuck::{Pod, Zeroable};
+use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
+
+use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
+use crate::{Result, ShaderVariants, ensure, expect, matvec};
+
+pub const SHADER: Shader = Shader {
+    name: "matmul",
+    parts: &[WEIGHTS_WGSL, include_str!("../../shaders/matmul.wgsl")],
+};
+
+/// Output tile edge (rows and columns of Y per workgroup).
+pub const TILE: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    /// int8 group size
+    g: u32,
+    tiles_n: u32,
+    tiles: u32,
+    _pad: [u32; 2],
+}
+
+/// Rows of `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`, f32).
+pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+    let m = rows_of(x, w, "matmul")?;
+    expect(y, "matmul", "y", DType::F32, m * w.n)?;
+    let tiles_n = w.n.div_ceil(TILE);
+    let tiles = m.div_ceil(TILE) * tiles_n;
+    let mut defines = w.defines();
+    if w.has_bias() {
+        defines = defines.flag("HAS_BIAS");
+    }
+    if w.k % 4 == 0 {
+        defines = defines.flag("X_VEC4");
+    }
+    let params = Params {
+        m: m as u32,
+        n: w.n as u32,
+        k: w.k as u32,
+        g: w.group(),
+        tiles_n: tiles_n as u32,
+        tiles: tiles as u32,
+        _pad: [0; 2],
+    };
+    let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+    bindings.extend(w.bindings());
+    rec.dispatch(&Dispatch {
+        shader: &SHADER,
+        entry: "matmul",
+        defines: &defines,
+        params: bytemuck::bytes_of(&params),
+        bindings: &bindings,
+        workgroups: tiles as u32,
+    })?;
+    Ok(())
+}
+
+/// `Y = X · Wᵀ (+ bias)` with the kernel suited to the row count: the mat-vec kernel for up to
+/// [`matvec::MAX_BATCH`] rows (decode), the tiled matmul otherwise (prefill).
+pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+    if rows_of(x, w, "linear")? <= matvec::MAX_BATCH {
+        matvec::matvec(rec, x, w, y)
+    } else {
+        matmul(rec, x, w, y)
+    }
+}
+
+/// Rows of `x` for weights of width `w.k`.
+pub(crate) fn rows_of(x: &Tensor, w: &Weights, kernel: &'static str) -> Result<usize> {
+    ensure(
+        x.dtype() == DType::F32 && !x.is_empty() && x.len() % w.k == 0,
+        kernel,
+        || {
+            format!(
+                "x must be f32 rows of K = {} values, got {:?}{:?}",
+                w.k,
+                x.dtype(),
+                x.shape()
+            )
+        },
+    )?;
+    Ok(x.len() / w.k)
+}
+
+/// CPU reference: `y[i, j] = Σ_k x[i, k] · w[j, k] (+ bias[j])`, accumulated in f64.
+pub fn matmul_ref(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = bias.map_or(0.0, |b| b[j] as f64);
+            for c in 0..k {
+                s += x[i * k + c] as f64 * w[j * k + c] as f64;
+            }
+            y[i * n + j] = s as f32;
+        }
+    }
+    y
+}
+
+pub fn shader_variants() -> ShaderVariants {
+    let mut variants = Vec::new();
+    for w in WeightFormat::all_defines() {
+        for vec4 in [false, true] {
+            for bias in [false, true] {
+                let mut d: Defines = w.clone();
+                if vec4 {
+                    d = d.flag("X_VEC4");
+                }
+                if bias {
+                    d = d.flag("HAS_BIAS");
+                }
+                variants.push((d, vec!["matmul"]));
+            }
+        }
+    }
+    ShaderVariants {
+        shader: SHADER,
+        variants,
+    }
+}

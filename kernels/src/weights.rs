@@ -1,0 +1,400 @@
+//! Weight matrices in every format the matrix kernels read (`shaders/weights.wgsl`), on the host
+//! and on the device, with the CPU dequantizer that is the reference for the shader's `w_load4`.
+//!
+//! A matrix has `n` rows of `k` values, row-major (the GGUF / PyTorch `[out, in]` layout). GGUF
+//! block layouts follow ggml's `block_q8_0`, `block_q4_0` and `block_q4_1`: 32 values per block,
+//! an f16 scale (and an f16 minimum for Q4_1), then the quants; in Q4 blocks element j < 16 is the
+//! low nibble of byte j and element j + 16 its high nibble.
+
+use half::f16;
+use kiln_runtime::{Binding, Context, DType, Defines, Tensor};
+
+use crate::{KernelError, Result};
+
+/// The weight-format WGSL, prepended to every family that reads weights.
+pub const WEIGHTS_WGSL: &str = include_str!("../../shaders/weights.wgsl");
+
+/// Values per GGUF block.
+pub const BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    /// int8 with an f32 scale per `group` values of a row (`group == k` is per output channel),
+    /// and with an f32 zero point per group when `zero_point` (asymmetric).
+    Int8 {
+        group: usize,
+        zero_point: bool,
+    },
+}
+
+impl WeightFormat {
+    /// Bytes of one GGUF block, for block formats.
+    pub fn block_bytes(self) -> Option<usize> {
+        match self {
+            WeightFormat::Q8_0 => Some(34),
+            WeightFormat::Q4_0 => Some(18),
+            WeightFormat::Q4_1 => Some(20),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one row of `k` values in the data buffer.
+    pub fn row_bytes(self, k: usize) -> usize {
+        match self {
+            WeightFormat::F32 => 4 * k,
+            WeightFormat::F16 => 2 * k,
+            WeightFormat::Int8 { .. } => k.div_ceil(4) * 4,
+            block => k / BLOCK * block.block_bytes().unwrap_or(0),
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "W_F32",
+            WeightFormat::F16 => "W_F16",
+            WeightFormat::Q8_0 => "W_Q8_0",
+            WeightFormat::Q4_0 => "W_Q4_0",
+            WeightFormat::Q4_1 => "W_Q4_1",
+            WeightFormat::Int8 { .. } => "W_I8",
+        }
+    }
+
+    /// Checks that `k` values per row fit this format.
+    pub fn check_k(self, k: usize) -> Result<()> {
+        let ok = match self {
+            WeightFormat::F32 | WeightFormat::F16 => k > 0,
+            WeightFormat::Int8 { group, .. } => {
+                k > 0 && (group == k || (group > 0 && group % 4 == 0))
+            }
+            _ => k > 0 && k % BLOCK == 0,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(KernelError::Shape {
+            kernel: "weights",
+            message: format!(
+                "{self:?} cannot hold rows of {k} values (blocks of 32; int8 groups a multiple of 4 or the whole row)"
+            ),
+        })
+    }
+
+    /// Every define set the shader can be asked for, for the translation test.
+    pub(crate) fn all_defines() -> Vec<Defines> {
+        vec![
+            Defines::new().flag("W_F32"),
+            Defines::new().flag("W_F32").flag("W_VEC4"),
+            Defines::new().flag("W_F16"),
+            Defines::new().flag("W_F16").flag("F16_NATIVE"),
+            Defines::new().flag("W_Q8_0"),
+            Defines::new().flag("W_Q4_0"),
+            Defines::new().flag("W_Q4_1"),
+            Defines::new().flag("W_I8"),
+            Defines::new().flag("W_I8").flag("W_ZP"),
+        ]
+    }
+}
+
+/// A weight matrix on the host.
+#[derive(Clone, Debug)]
+pub struct HostWeights {
+    pub format: WeightFormat,
+    pub n: usize,
+    pub k: usize,
+    /// The data buffer: f32 / f16 values, GGUF blocks, or int8 rows padded to 4 bytes.
+    pub data: Vec<u8>,
+    /// int8: one scale per group, `[n, ceil(k / group)]`.
+    pub scales: Vec<f32>,
+    /// int8 with zero point: one per group, same shape as `scales`.
+    pub zeros: Vec<f32>,
+}
+
+impl HostWeights {
+    pub fn f32(n: usize, k: usize, values: &[f32]) -> Result<Self> {
+        Self::new(
+            WeightFormat::F32,
+            n,
+            k,
+            bytemuck::cast_slice(values).to_vec(),
+        )
+    }
+
+    pub fn f16(n: usize, k: usize, values: &[f16]) -> Result<Self> {
+        Self::new(
+            WeightFormat::F16,
+            n,
+            k,
+            bytemuck::cast_slice(values).to_vec(),
+        )
+    }
+
+    /// Raw GGUF blocks (Q8_0, Q4_0, Q4_1) or f32 / f16 bytes.
+    pub fn new(format: WeightFormat, n: usize, k: usize, data: Vec<u8>) -> Result<Self> {
+        let w = Self {
+            format,
+            n,
+            k,
+            data,
+            scales: Vec::new(),
+            zeros: Vec::new(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// int8 values `q` (`n * k`, row-major) with their group scales and optional zero points.
+    pub fn int8(
+        n: usize,
+        k: usize,
+        group: usize,
+        q: &[i8],
+        scales: Vec<f32>,
+        zeros: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let format = WeightFormat::Int8 {
+            group,
+            zero_point: zeros.is_some(),
+        };
+        format.check_k(k)?;
+        if q.len() != n * k {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!("int8 data has {} values, expected {n} x {k}", q.len()),
+            });
+        }
+        let row = format.row_bytes(k);
+        let mut data = vec![0u8; n * row];
+        for (r, values) in q.chunks(k).enumerate() {
+            for (c, &v) in values.iter().enumerate() {
+                data[r * row + c] = v as u8;
+            }
+        }
+        let w = Self {
+            format,
+            n,
+            k,
+            data,
+            scales,
+            zeros: zeros.unwrap_or_default(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Groups per row for int8.
+    pub fn groups_per_row(&self) -> usize {
+        match self.format {
+            WeightFormat::Int8 { group, .. } => self.k.div_ceil(group),
+            _ => 0,
+        }
+    }
+
+    /// Checks every buffer's size against the shape.
+    pub fn validate(&self) -> Result<()> {
+        self.format.check_k(self.k)?;
+        let expect = self.n * self.format.row_bytes(self.k);
+        let bad = |message: String| {
+            Err(KernelError::Shape {
+                kernel: "weights",
+                message,
+            })
+        };
+        if self.data.len() != expect {
+            return bad(format!(
+                "{:?} [{} x {}] needs {expect} bytes, got {}",
+                self.format,
+                self.n,
+                self.k,
+                self.data.len()
+            ));
+        }
+        if let WeightFormat::Int8 { zero_point, .. } = self.format {
+            let groups = self.n * self.groups_per_row();
+            if self.scales.len() != groups || (zero_point && self.zeros.len() != groups) {
+                return bad(format!(
+                    "int8 [{} x {}] needs {groups} scales (and zero points), got {} and {}",
+                    self.n,
+                    self.k,
+                    self.scales.len(),
+                    self.zeros.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Row `r` as f32: the CPU reference of the shader's dequantization.
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        let k = self.k;
+        let bytes = &self.data[r * self.format.row_bytes(k)..(r + 1) * self.format.row_bytes(k)];
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut out = Vec::with_capacity(k);
+        match self.format {
+            WeightFormat::F32 => out.extend(
+                bytes
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            WeightFormat::F16 => out.extend(bytes.chunks(2).map(half)),
+            WeightFormat::Q8_0 => {
+                for block in bytes.chunks(34) {
+                    let d = half(&block[0..2]);
+                    out.extend(block[2..].iter().map(|&q| d * q as i8 as f32));
+                }
+            }
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
+                let q4_1 = self.format == WeightFormat::Q4_1;
+                for block in bytes.chunks(self.format.block_bytes().unwrap_or(18)) {
+                    let d = half(&block[0..2]);
+                    let (offset, min) = if q4_1 {
+                        (-0.0, half(&block[2..4]))
+                    } else {
+                        (-8.0, 0.0)
+                    };
+                    let qs = &block[if q4_1 { 4 } else { 2 }..];
+                    let lows = qs.iter().map(|&b| (b & 15) as f32);
+                    let highs = qs.iter().map(|&b| (b >> 4) as f32);
+                    out.extend(lows.chain(highs).map(|q| d * (q + offset) + min));
+                }
+            }
+            WeightFormat::Int8 { group, zero_point } => {
+                let groups = self.groups_per_row();
+                for (c, &q) in bytes[..k].iter().enumerate() {
+                    let g = r * groups + c / group;
+                    let zero = if zero_point { self.zeros[g] } else { 0.0 };
+                    out.push(self.scales[g] * (q as i8 as f32 - zero));
+                }
+            }
+        }
+        out
+    }
+
+    /// The whole matrix as f32, `[n, k]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        (0..self.n).flat_map(|r| self.row(r)).collect()
+    }
+}
+
+/// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
+pub struct Weights {
+    pub format: WeightFormat,
+    pub n: usize,
+    pub k: usize,
+    data: Tensor,
+    scales: Option<Tensor>,
+    zeros: Option<Tensor>,
+    bias: Option<Tensor>,
+    native_f16: bool,
+}
+
+impl Weights {
+    /// Uploads host weights; f16 is read natively where SHADER_F16 was granted.
+    pub fn upload(ctx: &Context, host: &HostWeights) -> Result<Self> {
+        host.validate()?;
+        let data = match host.format {
+            WeightFormat::F32 => ctx.upload(&host.data, DType::F32, &[host.n, host.k])?,
+            WeightFormat::F16 => ctx.upload(&host.data, DType::F16, &[host.n, host.k])?,
+            _ => ctx.upload_bytes(&host.data)?,
+        };
+        let groups = [host.n, host.groups_per_row()];
+        let scales = match host.format {
+            WeightFormat::Int8 { .. } => Some(ctx.upload_f32(&host.scales, &groups)?),
+            _ => None,
+        };
+        let zeros = match host.format {
+            WeightFormat::Int8 {
+                zero_point: true, ..
+            } => Some(ctx.upload_f32(&host.zeros, &groups)?),
+            _ => None,
+        };
+        Ok(Self {
+            format: host.format,
+            n: host.n,
+            k: host.k,
+            data,
+            scales,
+            zeros,
+            bias: None,
+            native_f16: ctx.features.f16,
+        })
+    }
+
+    /// Adds a bias of `n` values.
+    pub fn with_bias(mut self, ctx: &Context, bias: &[f32]) -> Result<Self> {
+        if bias.len() != self.n {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!("bias has {} values for {} rows", bias.len(), self.n),
+            });
+        }
+        self.bias = Some(ctx.upload_f32(bias, &[self.n])?);
+        Ok(self)
+    }
+
+    /// Reads f16 through the packed-u32 fallback even where SHADER_F16 is granted (for tests
+    /// and comparisons).
+    pub fn force_packed_f16(mut self) -> Self {
+        self.native_f16 = false;
+        self
+    }
+
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
+    /// Bytes the kernels read for one pass over the matrix (data, scales, zero points, bias).
+    pub fn size_bytes(&self) -> u64 {
+        [
+            Some(&self.data),
+            self.scales.as_ref(),
+            self.zeros.as_ref(),
+            self.bias.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Tensor::size_bytes)
+        .sum()
+    }
+
+    /// The int8 group size passed to the shader (unused by other formats).
+    pub(crate) fn group(&self) -> u32 {
+        match self.format {
+            WeightFormat::Int8 { group, .. } => group as u32,
+            _ => self.k as u32,
+        }
+    }
+
+    /// The defines that select this format in `weights.wgsl` (the matrix kernels add `HAS_BIAS`).
+    pub(crate) fn defines(&self) -> Defines {
+        let mut d = Defines::new().flag(self.format.flag());
+        match self.format {
+            WeightFormat::F32 if self.k % 4 == 0 => d = d.flag("W_VEC4"),
+            WeightFormat::F16 if self.native_f16 => d = d.flag("F16_NATIVE"),
+            WeightFormat::Int8 {
+                zero_point: true, ..
+            } => d = d.flag("W_ZP"),
+            _ => {}
+        }
+        d
+    }
+
+    /// Group-1 bindings: data, scales, zero points, bias.
+    pub(crate) fn bindings(&self) -> Vec<Binding<'_>> {
+        let mut b = vec![Binding::weight(0, &self.data)];
+        if let Some(s) = &self.scales {
+            b.push(Binding::weight(1, s));
+        }
+        if let Some(z) = &self.zeros {
+            b.push(Binding::weight(2, z));
+        }
+        if let Some(bias) = &self.bias {
+            b.push(Binding::weight(3, bias));
+        }
+        b
+    }
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the kernel tests: seeded random data, random packed weights, comparisons.
+#![allow(dead_code)]
+
+use half::f16;
+use kiln_kernels::{HostWeights, WeightFormat};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub use kiln_runtime::testing::test_context;
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn rand_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Random weights of `format` with `n` rows of `k` values: random quants and plausible scales.
+pub fn random_weights(rng: &mut StdRng, format: WeightFormat, n: usize, k: usize) -> HostWeights {
+    let half = |v: f32| f16::from_f32(v).to_le_bytes();
+    match format {
+        WeightFormat::F32 => HostWeights::f32(n, k, &rand_vec(rng, n * k, -1.0, 1.0)).unwrap(),
+        WeightFormat::F16 => {
+            let v: Vec<f16> = rand_vec(rng, n * k, -1.0, 1.0)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            HostWeights::f16(n, k, &v).unwrap()
+        }
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
+            let mut data = Vec::new();
+            for _ in 0..n * k / 32 {
+                data.extend(half(rng.random_range(0.002..0.05)));
+                if format == WeightFormat::Q4_1 {
+                    data.extend(half(rng.random_range(-0.4..0.0)));
+                }
+                let quant_bytes = if format == WeightFormat::Q8_0 { 32 } else { 16 };
+                data.extend((0..quant_bytes).map(|_| rng.random::<u8>()));
+            }
+            HostWeights::new(format, n, k, data).unwrap()
+        }
+        WeightFormat::Int8 { group, zero_point } => {
+            let q: Vec<i8> = (0..n * k).map(|_| rng.random::<i8>()).collect();
+            let groups = n * k.div_ceil(group);
+            let scales = rand_vec(rng, groups, 0.001, 0.02);
+            let zeros = zero_point.then(|| {
+                (0..groups)
+                    .map(|_| rng.random_range(-20i32..20) as f32)
+                    .collect()
+            });
+            HostWeights::int8(n, k, group, &q, scales, zeros).unwrap()
+        }
+    }
+}
+
+/// The formats that can hold rows of `k` values.
+pub fn formats_for(k: usize) -> Vec<WeightFormat> {
+    let mut f = vec![
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Int8 {
+            group: k,
+            zero_point: false,
+        },
+    ];
+    if k % 4 == 0 && k > 4 {
+        f.push(WeightFormat::Int8 {
+            group: 4 * k.div_ceil(8).div_ceil(4).max(1),
+            zero_point: true,
+        });
+    }
+    if k % 32 == 0 {
+        f.extend([WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1]);
+    }
+    f
+}
+
+/// Asserts `|got - want| <= atol + rtol * |want|` elementwise, reporting the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let ok = err <= atol + rtol * w.abs();
+        if !ok || g.is_nan() != w.is_nan() {
+            let excess = if err.is_nan() { f32::INFINITY } else { err };
+            if worst.is_none_or(|(_, e)| excess > e) {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    if let Some((i, err)) = worst {
+        panic!(
+            "{what}: element {i}: got {} want {} (err {err}, atol {atol}, rtol {rtol})",
+            got[i], want[i]
+        );
+    }
+}
+
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}

@@ -1,0 +1,198 @@
+//! matmul (prefill) and matvec (decode) against the CPU reference, for every weight format, on
+//! ragged shapes. Tolerance: |gpu − ref| ≤ 2e-6 · K · max|x| · max|w| + 1e-6 (f32 accumulation of K
+//! products against an f64 reference); the reference dequantizes on the CPU independently.
+
+mod common;
+
+use common::*;
+use kiln_kernels::matmul::{linear, matmul, matmul_ref};
+use kiln_kernels::matvec::{MAX_BATCH, matvec};
+use kiln_kernels::{KernelError, WeightFormat, Weights};
+use kiln_runtime::{Context, DType};
+
+fn check(
+    ctx: &Context,
+    seed: u64,
+    format: WeightFormat,
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    kernel: &str,
+    packed_f16: bool,
+) {
+    let mut rng = rng(seed);
+    let host = random_weights(&mut rng, format, n, k);
+    let x = rand_vec(&mut rng, m * k, -1.0, 1.0);
+    let b = bias.then(|| rand_vec(&mut rng, n, -1.0, 1.0));
+    let wf = host.dequantize();
+    let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
+
+    let mut w = Weights::upload(ctx, &host).unwrap();
+    if let Some(b) = &b {
+        w = w.with_bias(ctx, b).unwrap();
+    }
+    if packed_f16 {
+        w = w.force_packed_f16();
+    }
+    let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
+    let yt = ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap(); // poisoned: every element must be written
+    let mut rec = ctx.recorder();
+    match kernel {
+        "matmul" => matmul(&mut rec, &xt, &w, &yt).unwrap(),
+        "matvec" => matvec(&mut rec, &xt, &w, &yt).unwrap(),
+        _ => linear(&mut rec, &xt, &w, &yt).unwrap(),
+    }
+    rec.submit().unwrap();
+    let got = ctx.read::<f32>(&yt).unwrap();
+    let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
+    assert_close(
+        &format!("{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16}"),
+        &got,
+        &want,
+        atol,
+        0.0,
+    );
+}
+
+const MATMUL_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (9, 1, 64),
+    (3, 5, 7),
+    (17, 31, 64),
+    (65, 67, 96),
+    (64, 64, 64),
+    (13, 129, 131),
+    (71, 97, 160),
+    (130, 200, 288),
+];
+
+#[test]
+fn matmul_matches_reference_for_every_format() {
+    let Some(ctx) = test_context() else { return };
+    for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
+        for format in formats_for(k) {
+            check(
+                ctx,
+                100 + i as u64,
+                format,
+                m,
+                n,
+                k,
+                i % 2 == 1,
+                "matmul",
+                false,
+            );
+        }
+    }
+}
+
+#[test]
+fn matvec_matches_reference_for_every_format_and_batch() {
+    let Some(ctx) = test_context() else { return };
+    let shapes: &[(usize, usize)] = &[
+        (1, 1),
+        (7, 13),
+        (37, 96),
+        (9, 64),
+        (1000, 576),
+        (129, 1031),
+        (257, 1536),
+    ];
+    for (i, &(n, k)) in shapes.iter().enumerate() {
+        for format in formats_for(k) {
+            for b in [1, 2, 3, MAX_BATCH] {
+                check(
+                    ctx,
+                    200 + i as u64 * 10 + b as u64,
+                    format,
+                    b,
+                    n,
+                    k,
+                    (i + b) % 2 == 0,
+                    "matvec",
+                    false,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_weights_match_through_native_and_packed_paths() {
+    let Some(ctx) = test_context() else { return };
+    for (m, n, k) in [(1, 33, 17), (4, 64, 96), (70, 45, 35)] {
+        for packed in [false, true] {
+            check(
+                ctx,
+                300 + m as u64,
+                WeightFormat::F16,
+                m,
+                n,
+                k,
+                false,
+                "linear",
+                packed,
+            );
+        }
+    }
+    eprintln!("native f16 granted: {}", ctx.features.f16);
+}
+
+#[test]
+fn linear_routes_by_row_count_and_large_decode_shape_matches() {
+    let Some(ctx) = test_context() else { return };
+    // SmolLM2's FFN down projection at decode (Q4_1, 576 x 1536) and a prefill-sized batch.
+    check(
+        ctx,
+        400,
+        WeightFormat::Q4_1,
+        1,
+        576,
+        1536,
+        false,
+        "linear",
+        false,
+    );
+    check(
+        ctx,
+        401,
+        WeightFormat::Q8_0,
+        MAX_BATCH + 1,
+        96,
+        576,
+        true,
+        "linear",
+        false,
+    );
+}
+
+#[test]
+fn bad_shapes_are_typed_errors() {
+    let Some(ctx) = test_context() else { return };
+    let mut rng = rng(9);
+    let host = random_weights(&mut rng, WeightFormat::F32, 4, 8);
+    let w = Weights::upload(ctx, &host).unwrap();
+    let x = ctx.zeros(DType::F32, &[3, 7]).unwrap();
+    let y = ctx.zeros(DType::F32, &[3, 4]).unwrap();
+    let mut rec = ctx.recorder();
+    assert!(matches!(
+        matmul(&mut rec, &x, &w, &y),
+        Err(KernelError::Shape {
+            kernel: "matmul",
+            ..
+        })
+    ));
+    let x = ctx.zeros(DType::F32, &[MAX_BATCH + 1, 8]).unwrap();
+    let y = ctx.zeros(DType::F32, &[MAX_BATCH + 1, 4]).unwrap();
+    assert!(matches!(
+        matvec(&mut rec, &x, &w, &y),
+        Err(KernelError::Shape {
+            kernel: "matvec",
+            ..
+        })
+    ));
+    // Q4 blocks need rows that are a multiple of 32.
+    assert!(kiln_kernels::HostWeights::new(WeightFormat::Q4_1, 2, 48, vec![0; 60]).is_err());
+    assert!(kiln_kernels::HostWeights::new(WeightFormat::Q8_0, 2, 64, vec![0; 135]).is_err());
+}

@@ -1,0 +1,34 @@
+// Embedding gather: out[t, :] = W[ids[t], :], dequantizing any weight format (weights.wgsl).
+// Ids past the table's rows produce zeros; callers validate ids before they get here.
+
+struct Params {
+    T: u32,  // tokens
+    N: u32,  // rows of the table (vocabulary)
+    K: u32,  // embedding width
+    G: u32,  // int8 group size
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+    let t = wid.x + wid.y * nwg.x;
+    if (t >= p.T) {
+        return;
+    }
+    let id = ids[t];
+    for (var k = tid * 4u; k < p.K; k += 256u) {
+        var v = vec4<f32>(0.0);
+        if (id < p.N) {
+            v = w_load4(id, k, p.K, p.G);
+        }
+        for (var i = 0u; i < 4u; i++) {
+            if (k + i < p.K) {
+                out[t * p.K + k + i] = v[i];
+            }
+        }
+    }
+}

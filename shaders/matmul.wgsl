@@ -1,0 +1,114 @@
+// Matrix product for prefill: Y[M, N] = X[M, K] * W[N, K]^T (+ bias[N]), f32 accumulation.
+//
+// Tiled: a 256-thread workgroup computes a 64 x 64 tile of Y, staging 64 x 16 slices of X and W
+// in workgroup memory; each thread holds a 4 x 4 register block. X is read as vec4 when X_VEC4
+// (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
+// kernel and packed formats are dequantized while the tile is staged.
+
+struct Params {
+    M: u32,
+    N: u32,
+    K: u32,
+    G: u32,         // int8 group size (values per scale)
+    tiles_n: u32,   // ceil(N / 64)
+    tiles: u32,     // ceil(M / 64) * tiles_n
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+#if X_VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+#if HAS_BIAS
+@group(1) @binding(3) var<storage, read> bias: array<f32>;
+#endif
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+
+// Stored k-major so the 4 x 4 block reads four neighbours along M or N.
+var<workgroup> xs: array<f32, 1024>; // [TK][TM]
+var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+
+fn x_load4(m: u32, k: u32) -> vec4<f32> {
+    if (m >= p.M) {
+        return vec4<f32>(0.0);
+    }
+#if X_VEC4
+    if (k >= p.K) {
+        return vec4<f32>(0.0);
+    }
+    return x[(m * p.K + k) >> 2u];
+#else
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (k + i < p.K) {
+            v[i] = x[m * p.K + k + i];
+        }
+    }
+    return v;
+#endif
+}
+
+@compute @workgroup_size(256)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let tile = wid.x + wid.y * nwg.x;
+    if (tile >= p.tiles) {
+        return;
+    }
+    let m0 = (tile / p.tiles_n) * TM;
+    let n0 = (tile % p.tiles_n) * TN;
+    let tx = tid % 16u; // 4 columns (N) each
+    let ty = tid / 16u; // 4 rows (M) each
+    // Staging: thread tid loads row tid / 4 of the slice, k offset (tid % 4) * 4.
+    let lr = tid / 4u;
+    let lk = (tid % 4u) * 4u;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.K; k0 += TK) {
+        let xv = x_load4(m0 + lr, k0 + lk);
+        var wv = vec4<f32>(0.0);
+        if (n0 + lr < p.N && k0 + lk < p.K) {
+            wv = w_load4(n0 + lr, k0 + lk, p.K, p.G);
+        }
+        for (var i = 0u; i < 4u; i++) {
+            xs[(lk + i) * TM + lr] = xv[i];
+            ws[(lk + i) * TN + lr] = wv[i];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = vec4<f32>(xs[kk * TM + ty * 4u], xs[kk * TM + ty * 4u + 1u],
+                              xs[kk * TM + ty * 4u + 2u], xs[kk * TM + ty * 4u + 3u]);
+            let b = vec4<f32>(ws[kk * TN + tx * 4u], ws[kk * TN + tx * 4u + 1u],
+                              ws[kk * TN + tx * 4u + 2u], ws[kk * TN + tx * 4u + 3u]);
+            acc[0] += a[0] * b;
+            acc[1] += a[1] * b;
+            acc[2] += a[2] * b;
+            acc[3] += a[3] * b;
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + ty * 4u + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tx * 4u + j;
+            if (n < p.N) {
+#if HAS_BIAS
+                y[m * p.N + n] = acc[i][j] + bias[n];
+#else
+                y[m * p.N + n] = acc[i][j];
+#endif
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+// Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X.
+//
+// Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
+// activation rows (a skinny matmul). A 256-thread workgroup owns 8 output rows, 32 lanes per row
+// striding over K four values at a time; lanes are summed through workgroup memory.
+
+struct Params {
+    N: u32,
+    K: u32,
+    G: u32,       // int8 group size
+    groups: u32,  // ceil(N / ROWS)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+#if X_VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+#if HAS_BIAS
+@group(1) @binding(3) var<storage, read> bias: array<f32>;
+#endif
+
+const ROWS: u32 = 8u;
+const LANES: u32 = 32u;
+
+var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
+
+fn x_load4(b: u32, k: u32) -> vec4<f32> {
+#if X_VEC4
+    return x[(b * p.K + k) >> 2u];
+#else
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (k + i < p.K) {
+            v[i] = x[b * p.K + k + i];
+        }
+    }
+    return v;
+#endif
+}
+
+@compute @workgroup_size(256)
+fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= p.groups) {
+        return;
+    }
+    let row = tid / LANES;
+    let lane = tid % LANES;
+    let n = group * ROWS + row;
+    var acc: array<f32, BATCH>;
+    if (n < p.N) {
+        for (var k = lane * 4u; k < p.K; k += LANES * 4u) {
+            let wv = w_load4(n, k, p.K, p.G);
+            for (var b = 0u; b < BATCH; b++) {
+                acc[b] += dot(x_load4(b, k), wv);
+            }
+        }
+    }
+    for (var b = 0u; b < BATCH; b++) {
+        partial[(b * ROWS + row) * LANES + lane] = acc[b];
+    }
+    workgroupBarrier();
+    if (tid < ROWS * BATCH) {
+        let r = tid % ROWS;
+        let b = tid / ROWS;
+        let out_n = group * ROWS + r;
+        if (out_n < p.N) {
+            var s = 0.0;
+            for (var i = 0u; i < LANES; i++) {
+                s += partial[(b * ROWS + r) * LANES + i];
+            }
+#if HAS_BIAS
+            s += bias[out_n];
+#endif
+            y[b * p.N + out_n] = s;
+        }
+    }
+}
