@@ -23,7 +23,7 @@ struct Params {
 /// Ties go to the lowest index.
 pub fn argmax(rec: &mut Recorder<'_>, x: &Tensor, len: usize, out: &Tensor) -> Result<()> {
     ensure(
-        len > 0 && x.len() % len == 0 && x.dtype() == DType::F32,
+        len > 0 && x.len().is_multiple_of(len) && x.dtype() == DType::F32,
         "argmax",
         || {
             format!(

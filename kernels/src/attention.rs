@@ -41,7 +41,7 @@ impl AttnShape {
     fn check(&self, kernel: &'static str, k_cache: &Tensor, v_cache: &Tensor) -> Result<()> {
         ensure(
             self.kv_heads > 0
-                && self.heads % self.kv_heads == 0
+                && self.heads.is_multiple_of(self.kv_heads)
                 && self.head_dim > 0
                 && self.head_dim <= MAX_HEAD_DIM,
             kernel,

@@ -38,7 +38,7 @@ pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
-    if w.k % 4 == 0 {
+    if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
     let params = Params {
@@ -76,7 +76,7 @@ pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
 /// Rows of `x` for weights of width `w.k`.
 pub(crate) fn rows_of(x: &Tensor, w: &Weights, kernel: &'static str) -> Result<usize> {
     ensure(
-        x.dtype() == DType::F32 && !x.is_empty() && x.len() % w.k == 0,
+        x.dtype() == DType::F32 && !x.is_empty() && x.len().is_multiple_of(w.k),
         kernel,
         || {
             format!(

@@ -41,7 +41,7 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
-    if w.k % 4 == 0 {
+    if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
     let params = Params {

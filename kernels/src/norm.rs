@@ -30,7 +30,7 @@ fn launch(
 ) -> Result<()> {
     let d = gamma.len();
     ensure(
-        d > 0 && x.len() % d == 0 && x.dtype() == DType::F32,
+        d > 0 && x.len().is_multiple_of(d) && x.dtype() == DType::F32,
         entry,
         || {
             format!(

@@ -48,7 +48,7 @@ struct Params {
 pub fn rope(rec: &mut Recorder<'_>, x: &Tensor, pos: &Tensor, cfg: &Rope) -> Result<()> {
     let t = pos.len();
     ensure(
-        cfg.rot_dims % 2 == 0 && cfg.rot_dims > 0 && cfg.rot_dims <= cfg.head_dim,
+        cfg.rot_dims.is_multiple_of(2) && cfg.rot_dims > 0 && cfg.rot_dims <= cfg.head_dim,
         "rope",
         || {
             format!(

@@ -37,7 +37,7 @@ pub fn softmax(
     causal: Option<Causal>,
 ) -> Result<()> {
     ensure(
-        len > 0 && x.len() % len == 0 && x.dtype() == DType::F32,
+        len > 0 && x.len().is_multiple_of(len) && x.dtype() == DType::F32,
         "softmax",
         || {
             format!(

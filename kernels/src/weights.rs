@@ -71,7 +71,7 @@ impl WeightFormat {
             WeightFormat::Int8 { group, .. } => {
                 k > 0 && (group == k || (group > 0 && group % 4 == 0))
             }
-            _ => k > 0 && k % BLOCK == 0,
+            _ => k > 0 && k.is_multiple_of(BLOCK),
         };
         if ok {
             return Ok(());
@@ -373,7 +373,7 @@ impl Weights {
     pub(crate) fn defines(&self) -> Defines {
         let mut d = Defines::new().flag(self.format.flag());
         match self.format {
-            WeightFormat::F32 if self.k % 4 == 0 => d = d.flag("W_VEC4"),
+            WeightFormat::F32 if self.k.is_multiple_of(4) => d = d.flag("W_VEC4"),
             WeightFormat::F16 if self.native_f16 => d = d.flag("F16_NATIVE"),
             WeightFormat::Int8 {
                 zero_point: true, ..

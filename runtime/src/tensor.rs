@@ -111,7 +111,7 @@ impl Context {
                 ),
             });
         }
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(&tensor.buffer, 0, bytes);
         } else {
             let mut aligned = bytes.to_vec();

@@ -64,13 +64,13 @@ pub fn formats_for(k: usize) -> Vec<WeightFormat> {
             zero_point: false,
         },
     ];
-    if k % 4 == 0 && k > 4 {
+    if k.is_multiple_of(4) && k > 4 {
         f.push(WeightFormat::Int8 {
             group: 4 * k.div_ceil(8).div_ceil(4).max(1),
             zero_point: true,
         });
     }
-    if k % 32 == 0 {
+    if k.is_multiple_of(32) {
         f.extend([WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1]);
     }
     f
