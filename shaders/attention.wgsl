@@ -1,7 +1,7 @@
 // Attention over a KV cache, with grouped-query heads (H query heads share KVH key/value heads).
 //
 // Cache layout: k_cache / v_cache [n_seq][KVH][C][D] (C = capacity in positions).
-//   kv_store: writes new K/V rows [T, KVH, D] of sequence `seq` at positions pos[t].
+//   kv_store: writes new K/V rows [T, KVH, D]; row t goes to sequence slots[2t], position slots[2t + 1].
 //   attend:   for query row r ([R, H, D]) of sequence meta[2r] over keys 0 .. meta[2r + 1]
 //             (prefill: one row per prompt token, causal through its key count; decode: one row
 //             per sequence). The keys are cut into `splits` ranges of `split_len` (flash-decoding):
@@ -18,7 +18,7 @@ struct Params {
     R: u32,          // query rows (attend, combine) or new rows T (kv_store)
     splits: u32,
     split_len: u32,  // keys per split, a multiple of 64
-    seq: u32,        // kv_store: the sequence written
+    _pad3: u32,
     scale: f32,      // softmax scale, usually 1 / sqrt(D)
     _pad0: u32,
     _pad1: u32,
@@ -28,7 +28,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_q: array<f32>;   // attend: q; kv_store: new K
 @group(0) @binding(2) var<storage, read> src_v: array<f32>;   // kv_store: new V
-@group(0) @binding(3) var<storage, read> idx: array<u32>;     // kv_store: pos[T]; attend: meta[2R]
+@group(0) @binding(3) var<storage, read> idx: array<u32>;     // kv_store: slots[2T]; attend: meta[2R]
 @group(0) @binding(4) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v_cache: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;   // [R, H, D]
@@ -55,7 +55,7 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let t = g / p.KVH;
     let kvh = g % p.KVH;
-    let dst = cache_row(p.seq, kvh, idx[t]);
+    let dst = cache_row(idx[2u * t], kvh, idx[2u * t + 1u]);
     for (var d = tid; d < p.D; d += WG) {
         k_cache[dst + d] = src_q[g * p.D + d];
         v_cache[dst + d] = src_v[g * p.D + d];

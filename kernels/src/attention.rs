@@ -62,7 +62,7 @@ struct Params {
     r: u32,
     splits: u32,
     split_len: u32,
-    seq: u32,
+    _pad3: u32,
     scale: f32,
     _pad: [u32; 3],
 }
@@ -77,38 +77,33 @@ impl Params {
             r: rows as u32,
             splits: 1,
             split_len: 0,
-            seq: 0,
+            _pad3: 0,
             scale: 1.0,
             _pad: [0; 3],
         }
     }
 }
 
-/// Writes `k_new`, `v_new` (`[T, kv_heads, head_dim]`) of sequence `seq` at positions `pos` (`[T]`).
+/// Writes `k_new`, `v_new` (`[T, kv_heads, head_dim]`) into the caches: row `t` goes to
+/// sequence `slots[2t]` at position `slots[2t + 1]` (`slots`: `[2T]`, u32). Slots are not checked
+/// on the GPU: callers keep sequences below `n_seq` and positions below `capacity`.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_store(
     rec: &mut Recorder<'_>,
     shape: &AttnShape,
-    seq: usize,
     k_new: &Tensor,
     v_new: &Tensor,
-    pos: &Tensor,
+    slots: &Tensor,
     k_cache: &Tensor,
     v_cache: &Tensor,
 ) -> Result<()> {
     shape.check("kv_store", k_cache, v_cache)?;
-    let t = pos.len();
-    ensure(seq < shape.n_seq, "kv_store", || {
-        format!("sequence {seq} is outside the cache's {}", shape.n_seq)
-    })?;
-    expect(pos, "kv_store", "pos", DType::U32, t)?;
+    let t = slots.len() / 2;
+    expect(slots, "kv_store", "slots", DType::U32, 2 * t)?;
     let row = shape.kv_heads * shape.head_dim;
     expect(k_new, "kv_store", "k_new", DType::F32, t * row)?;
     expect(v_new, "kv_store", "v_new", DType::F32, t * row)?;
-    let params = Params {
-        seq: seq as u32,
-        ..Params::new(shape, t)
-    };
+    let params = Params::new(shape, t);
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "kv_store",
@@ -117,7 +112,7 @@ pub fn kv_store(
         bindings: &[
             Binding::new(1, k_new),
             Binding::new(2, v_new),
-            Binding::new(3, pos),
+            Binding::new(3, slots),
             Binding::new(4, k_cache),
             Binding::new(5, v_cache),
         ],

@@ -164,9 +164,9 @@ fn split_decode_matches_reference() {
     }
 }
 
-/// kv_store writes rows exactly where the layout says, and nothing else.
+/// kv_store writes rows exactly where their (sequence, position) slots say, and nothing else.
 #[test]
-fn kv_store_places_rows_at_their_positions() {
+fn kv_store_places_rows_at_their_slots() {
     let Some(ctx) = test_context() else { return };
     let shape = AttnShape {
         heads: 6,
@@ -176,7 +176,7 @@ fn kv_store_places_rows_at_their_positions() {
         n_seq: 2,
     };
     let t = 4;
-    let pos = [3u32, 4, 9, 10];
+    let slots = [1u32, 3, 1, 4, 0, 9, 1, 10];
     let mut rng = rng(60);
     let kn = rand_vec(&mut rng, t * 15, -1.0, 1.0);
     let vn = rand_vec(&mut rng, t * 15, -1.0, 1.0);
@@ -187,16 +187,17 @@ fn kv_store_places_rows_at_their_positions() {
         ctx.upload_f32(&kn, &[t, 3, 5]).unwrap(),
         ctx.upload_f32(&vn, &[t, 3, 5]).unwrap(),
     );
-    let pt = ctx.upload(&pos, DType::U32, &[t]).unwrap();
-    kv_store(&mut rec, &shape, 1, &knt, &vnt, &pt, &kc, &vc).unwrap();
+    let st = ctx.upload(&slots, DType::U32, &[2 * t]).unwrap();
+    kv_store(&mut rec, &shape, &knt, &vnt, &st, &kc, &vc).unwrap();
     rec.submit().unwrap();
     let (gk, gv) = (ctx.read::<f32>(&kc).unwrap(), ctx.read::<f32>(&vc).unwrap());
     let mut wk = vec![0f32; shape.cache_len()];
     let mut wv = wk.clone();
-    for (r, &p) in pos.iter().enumerate() {
+    for r in 0..t {
+        let (seq, p) = (slots[2 * r] as usize, slots[2 * r + 1] as usize);
         for h in 0..3 {
             for d in 0..5 {
-                let at = ((3 + h) * 11 + p as usize) * 5 + d; // sequence 1
+                let at = ((seq * 3 + h) * 11 + p) * 5 + d;
                 wk[at] = kn[(r * 3 + h) * 5 + d];
                 wv[at] = vn[(r * 3 + h) * 5 + d];
             }
@@ -205,8 +206,9 @@ fn kv_store_places_rows_at_their_positions() {
     assert_eq!(gk, wk);
     assert_eq!(gv, wv);
     let mut rec = ctx.recorder();
+    let short = ctx.zeros(DType::F32, &[3]).unwrap();
     assert!(matches!(
-        kv_store(&mut rec, &shape, 2, &knt, &vnt, &pt, &kc, &vc),
+        kv_store(&mut rec, &shape, &short, &vnt, &st, &kc, &vc),
         Err(KernelError::Shape { .. })
     ));
 }

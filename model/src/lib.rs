@@ -1,3 +1,11 @@
-//! Kiln models: GGUF and safetensors loading, tokenizers, the Llama and GPT-2 graphs, sampling and
-//! the generation loop. Nothing lives here yet: the model path is built in issues 3 (Llama /
-//! SmolLM2 from GGUF) and 4 (GPT-2).
+//! Kiln models: file → loader → weights on the GPU → graph of kernel launches → logits → sampler.
+//!
+//! - [`gguf`]: the GGUF reader.
+//! - [`error`]: the crate's error type.
+//!
+//! The Llama graph, tokenizer, sampler and generation loop are being built (issue 3); GPT-2 follows.
+
+pub mod error;
+pub mod gguf;
+
+pub use error::{ModelError, Result};

@@ -192,15 +192,46 @@ impl<'c> Recorder<'c> {
         Ok(())
     }
 
-    /// Copies `src` into `dst` (whole buffers of the same padded size, or the smaller of the two).
-    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+    /// Copies `count` elements from `src` (starting at element `src_at`) into `dst` at `dst_at`.
+    /// Offsets and sizes must be multiples of 4 bytes.
+    pub fn copy(
+        &mut self,
+        src: &Tensor,
+        src_at: usize,
+        dst: &Tensor,
+        dst_at: usize,
+        count: usize,
+    ) -> Result<()> {
+        let size = src.dtype().size();
+        let (from, to, bytes) = (
+            (src_at * size) as u64,
+            (dst_at * dst.dtype().size()) as u64,
+            (count * size) as u64,
+        );
+        if src.dtype() != dst.dtype()
+            || src_at + count > src.len()
+            || dst_at + count > dst.len()
+            || (from | to | bytes) % 4 != 0
+        {
+            return Err(RuntimeError::Shape {
+                what: format!(
+                    "copy {:?}{:?} -> {:?}{:?}",
+                    src.dtype(),
+                    src.shape(),
+                    dst.dtype(),
+                    dst.shape()
+                ),
+                message: format!(
+                    "elements {src_at}+{count} -> {dst_at}: out of range, mixed dtypes or not 4-byte aligned"
+                ),
+            });
+        }
         self.pass = None;
-        let size = src.buffer().size().min(dst.buffer().size());
         let encoder = self
             .encoder
             .as_mut()
             .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))?;
-        encoder.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, size);
+        encoder.copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
         Ok(())
     }
 

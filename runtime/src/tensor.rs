@@ -58,6 +58,26 @@ impl Tensor {
     pub fn size_bytes(&self) -> u64 {
         (self.len() * self.dtype.size()) as u64
     }
+
+    /// The leading elements of this tensor's buffer seen with a smaller (or equal) `shape`: lets a
+    /// step use buffers allocated once for the largest step.
+    pub fn view(&self, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if len > self.len() {
+            return Err(RuntimeError::Shape {
+                what: format!("{:?}{:?}", self.dtype, self.shape),
+                message: format!(
+                    "a view of shape {shape:?} needs {len} elements, the buffer holds {}",
+                    self.len()
+                ),
+            });
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            dtype: self.dtype,
+            shape: shape.to_vec(),
+        })
+    }
 }
 
 fn padded(bytes: u64) -> u64 {
