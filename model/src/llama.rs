@@ -1,0 +1,256 @@
+//! Llama-architecture models from GGUF (SmolLM2, Llama 2/3-style): config → weights → block →
+//! forward. Weights stay in their GGUF block format on the GPU and are dequantized in the kernels;
+//! a tied LM head reads the token embedding. GGUF stores Q/K rows permuted for RoPE on adjacent
+//! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
+
+use kiln_kernels::rope::{Rope, RopeLayout};
+use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_runtime::{Context, DType, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgmlType, GgufFile};
+
+/// Hyperparameters read from `llama.*` metadata.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rope_dims: usize,
+    pub rope_base: f32,
+    pub eps: f32,
+    /// Context length the model was trained for.
+    pub n_ctx: usize,
+    pub n_vocab: usize,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::Config {
+                path: g.path.clone(),
+                message: format!("architecture {arch:?} is not a Llama-style model"),
+            });
+        }
+        let u = |key: &str| g.u32(&format!("llama.{key}")).map(|v| v as usize);
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_kv_head = u("attention.head_count_kv").unwrap_or(n_head);
+        let bad = |message: String| ModelError::Config {
+            path: g.path.clone(),
+            message,
+        };
+        if n_head == 0 || n_embd % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(bad(format!(
+                "{n_head} heads and {n_kv_head} KV heads do not divide width {n_embd}"
+            )));
+        }
+        let head_dim = n_embd / n_head;
+        let n_vocab = match u("vocab_size") {
+            Ok(v) => v,
+            Err(_) => g
+                .tensor("token_embd.weight")?
+                .dims
+                .get(1)
+                .copied()
+                .unwrap_or(0) as usize,
+        };
+        let cfg = Self {
+            n_layer: u("block_count")?,
+            n_embd,
+            n_ff: u("feed_forward_length")?,
+            n_head,
+            n_kv_head,
+            head_dim,
+            rope_dims: u("rope.dimension_count").unwrap_or(head_dim),
+            rope_base: g.f32("llama.rope.freq_base").unwrap_or(10000.0),
+            eps: g.f32("llama.attention.layer_norm_rms_epsilon")?,
+            n_ctx: u("context_length")?,
+            n_vocab,
+        };
+        if cfg.rope_dims > head_dim || cfg.rope_dims % 2 != 0 {
+            return Err(bad(format!(
+                "rope.dimension_count {} must be even and at most the head dim {head_dim}",
+                cfg.rope_dims
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// The RoPE settings for `heads` heads.
+    pub fn rope(&self, heads: usize) -> Rope {
+        Rope {
+            heads,
+            head_dim: self.head_dim,
+            rot_dims: self.rope_dims,
+            base: self.rope_base,
+            layout: RopeLayout::Interleaved,
+        }
+    }
+}
+
+/// One transformer block's weights.
+pub(crate) struct Block {
+    pub attn_norm: Tensor, // [n_embd]
+    pub wq: Weights,       // [n_embd] -> [n_head * head_dim]
+    pub wk: Weights,       // [n_embd] -> [n_kv_head * head_dim]
+    pub wv: Weights,       // [n_embd] -> [n_kv_head * head_dim]
+    pub wo: Weights,       // [n_head * head_dim] -> [n_embd]
+    pub ffn_norm: Tensor,  // [n_embd]
+    pub gate: Weights,     // [n_embd] -> [n_ff]
+    pub up: Weights,       // [n_embd] -> [n_ff]
+    pub down: Weights,     // [n_ff] -> [n_embd]
+}
+
+/// A loaded model: weights on the GPU.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    pub(crate) tok_embd: Weights, // [n_vocab, n_embd]
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) out_norm: Tensor, // [n_embd]
+    /// The LM head; `None` when tied to the token embedding.
+    pub(crate) output: Option<Weights>,
+}
+
+impl Llama {
+    /// Uploads every tensor; `progress(done, total)` is called after each.
+    pub fn load(
+        ctx: &Context,
+        g: &GgufFile,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(g)?;
+        let total = 3 + cfg.n_layer * 9;
+        let mut done = 0;
+        let mut step = || {
+            done += 1;
+            progress(done, total);
+        };
+        let (e, q, kv, ff) = (
+            cfg.n_embd,
+            cfg.n_head * cfg.head_dim,
+            cfg.n_kv_head * cfg.head_dim,
+            cfg.n_ff,
+        );
+        let tok_embd = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e)?;
+        step();
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let name = |t: &str| format!("blk.{l}.{t}.weight");
+            let mut m = |t: &str, n, k| {
+                let w = matrix(ctx, g, &name(t), n, k);
+                step();
+                w
+            };
+            let (wq, wk, wv, wo) = (
+                m("attn_q", q, e)?,
+                m("attn_k", kv, e)?,
+                m("attn_v", kv, e)?,
+                m("attn_output", e, q)?,
+            );
+            let (gate, up, down) = (
+                m("ffn_gate", ff, e)?,
+                m("ffn_up", ff, e)?,
+                m("ffn_down", e, ff)?,
+            );
+            let attn_norm = vector(ctx, g, &name("attn_norm"), e)?;
+            let ffn_norm = vector(ctx, g, &name("ffn_norm"), e)?;
+            step();
+            step();
+            blocks.push(Block {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                gate,
+                up,
+                down,
+            });
+        }
+        let out_norm = vector(ctx, g, "output_norm.weight", e)?;
+        step();
+        let output = if g.has_tensor("output.weight") {
+            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e)?)
+        } else {
+            None
+        };
+        step();
+        Ok(Self {
+            cfg,
+            tok_embd,
+            blocks,
+            out_norm,
+            output,
+        })
+    }
+
+    /// The LM head (the token embedding when tied).
+    pub(crate) fn lm_head(&self) -> &Weights {
+        self.output.as_ref().unwrap_or(&self.tok_embd)
+    }
+
+    /// Bytes of weights read for one decode step (every matrix once, plus the LM head).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .map(|w| w.size_bytes())
+                    .sum::<u64>()
+            })
+            .sum();
+        blocks + self.lm_head().size_bytes()
+    }
+}
+
+/// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format.
+fn matrix(ctx: &Context, g: &GgufFile, name: &str, n: usize, k: usize) -> Result<Weights> {
+    let t = g.tensor(name)?;
+    g.check_dims(t, &[k as u64, n as u64])?;
+    let format = match t.ggml_type {
+        GgmlType::F32 => WeightFormat::F32,
+        GgmlType::F16 => WeightFormat::F16,
+        GgmlType::Q8_0 => WeightFormat::Q8_0,
+        GgmlType::Q4_0 => WeightFormat::Q4_0,
+        GgmlType::Q4_1 => WeightFormat::Q4_1,
+        other => {
+            return Err(ModelError::UnsupportedTensorType {
+                path: g.path.clone(),
+                tensor: name.into(),
+                ggml_type: other.to_string(),
+            });
+        }
+    };
+    let host = HostWeights::new(format, n, k, g.tensor_data(t)?.to_vec())?;
+    Ok(Weights::upload(ctx, &host)?)
+}
+
+/// Uploads an f32 vector (norm weights), converting F16.
+fn vector(ctx: &Context, g: &GgufFile, name: &str, n: usize) -> Result<Tensor> {
+    let t = g.tensor(name)?;
+    g.check_dims(t, &[n as u64])?;
+    let data = g.tensor_data(t)?;
+    let values: Vec<f32> = match t.ggml_type {
+        GgmlType::F32 => bytemuck::pod_collect_to_vec(data),
+        GgmlType::F16 => data
+            .chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(ModelError::UnsupportedTensorType {
+                path: g.path.clone(),
+                tensor: name.into(),
+                ggml_type: other.to_string(),
+            });
+        }
+    };
+    Ok(ctx.upload(&values, DType::F32, &[n])?)
+}

