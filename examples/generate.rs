@@ -1,0 +1,174 @@
+//! Text generation from a GGUF model (SmolLM2-135M-Instruct by default, fetched on first use).
+//!
+//!     cargo run --release --example generate -- -p "The capital of France is"
+//!     cargo run --release --example generate -- --chat -p "Write a haiku about GPUs" --temp 0.7
+//!     cargo run --release --example generate -- -p "One" -p "Two" --json   # one batch
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use kiln::model::chat::{self, Message};
+use kiln::model::generate::{GenerateConfig, generate};
+use kiln::model::sampling::SamplerConfig;
+
+mod common;
+
+#[derive(Parser)]
+#[command(about = "Generate text with Kiln on any GPU wgpu reaches")]
+struct Args {
+    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Prompt; repeat for several prompts, generated together as one batch
+    #[arg(short, long)]
+    prompt: Vec<String>,
+    /// File with one prompt per line (added to -p prompts)
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    /// Tokens to generate per prompt
+    #[arg(short = 'n', long, default_value_t = 128)]
+    n_predict: usize,
+    /// Sampling temperature (0: greedy)
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed (default: from the clock)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the text ends with this string (repeatable)
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Wrap each prompt in the model's chat template as a user message
+    #[arg(long)]
+    chat: bool,
+    /// Context size: KV positions per sequence (default: the model's, at most 2048)
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+    /// Backend: vulkan, metal, dx12, gl
+    #[arg(long)]
+    backend: Option<String>,
+    /// Adapter name substring
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print one JSON object per prompt instead of streaming text
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    let mut prompts = args.prompt.clone();
+    if let Some(f) = &args.prompts_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        prompts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
+        );
+    }
+    if prompts.is_empty() {
+        bail!("no prompt: pass -p \"...\" or --prompts-file FILE");
+    }
+
+    let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
+    let (g, model, tok) = common::load(&ctx, args.model.clone())?;
+    let texts: Vec<String> = if args.chat {
+        let template = g
+            .str("tokenizer.chat_template")
+            .context("--chat needs tokenizer.chat_template in the model")?;
+        let name = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
+        let (bos, eos) = (name(tok.bos), name(tok.eos));
+        prompts
+            .iter()
+            .map(|p| {
+                chat::render(
+                    template,
+                    &[Message {
+                        role: "user".into(),
+                        content: p.clone(),
+                    }],
+                    &bos,
+                    &eos,
+                )
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        prompts.clone()
+    };
+    let ids = texts
+        .iter()
+        .map(|t| tok.encode(t))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let cfg = GenerateConfig {
+        max_tokens: args.n_predict,
+        sampler: SamplerConfig {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repeat_penalty: args.repeat_penalty,
+            seed: args.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            }),
+            ..SamplerConfig::default()
+        },
+        stop: args.stop.clone(),
+        capacity: args.ctx_size.unwrap_or(model.cfg.n_ctx.min(2048)),
+        ..GenerateConfig::default()
+    };
+    let stream = !args.json && prompts.len() == 1;
+    if stream {
+        print!("{}", prompts[0]);
+        std::io::stdout().flush()?;
+    }
+    let (results, stats) = generate(&ctx, &model, &tok, &ids, &cfg, |_, piece| {
+        if stream {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    if stream {
+        println!();
+    }
+    for (prompt, r) in prompts.iter().zip(&results) {
+        if args.json {
+            let obj = serde_json::json!({
+                "prompt": prompt,
+                "prompt_ids": r.prompt_ids,
+                "generated_ids": r.generated_ids,
+                "text": r.text,
+                "stop": format!("{:?}", r.stop),
+                "prefill_tokens_per_s": stats.prefill_tokens_per_s(),
+                "decode_tokens_per_s": stats.decode_tokens_per_s(),
+                "adapter": ctx.info.name,
+                "backend": format!("{:?}", ctx.info.backend),
+            });
+            println!("{obj}");
+        } else if !stream {
+            println!("--- {prompt}\n{prompt}{}\n", r.text);
+        }
+    }
+    eprintln!(
+        "kiln: prefill {} tokens in {:.2} s ({:.1} tokens/s); decode {} tokens in {:.2} s ({:.1} tokens/s, {} steps, batch {})",
+        stats.prefill_tokens,
+        stats.prefill_time.as_secs_f64(),
+        stats.prefill_tokens_per_s(),
+        stats.decode_tokens,
+        stats.decode_time.as_secs_f64(),
+        stats.decode_tokens_per_s(),
+        stats.decode_steps,
+        prompts.len()
+    );
+    Ok(())
+}

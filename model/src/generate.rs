@@ -1,0 +1,247 @@
+//! The generation loop: prefill each prompt in chunks, then decode all unfinished sequences
+//! together, one token each per step (a batch of B rows is one pass over the weights). Stops at
+//! EOS, a stop string, the token budget, or a full context.
+
+use std::time::{Duration, Instant};
+
+use kiln_runtime::Context;
+
+use crate::error::{ModelError, Result};
+use crate::llama::Llama;
+use crate::sampling::{Sampler, SamplerConfig};
+use crate::session::{Output, Session};
+use crate::tokenizer::{TextStream, Tokenizer};
+
+#[derive(Clone, Debug)]
+pub struct GenerateConfig {
+    /// Most new tokens per sequence.
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops when the text ends with any of these.
+    pub stop: Vec<String>,
+    /// KV positions per sequence (prompt + generated).
+    pub capacity: usize,
+    /// Most prompt tokens per prefill step.
+    pub prefill_chunk: usize,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            capacity: 2048,
+            prefill_chunk: 128,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    StopString,
+    MaxTokens,
+    ContextFull,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+}
+
+/// Wall-clock time of the two phases (each includes its submits and readbacks).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub prefill_tokens: usize,
+    pub prefill_time: Duration,
+    /// Tokens produced by decode steps (the first token of each sequence comes from prefill).
+    pub decode_tokens: usize,
+    pub decode_time: Duration,
+    pub decode_steps: usize,
+}
+
+impl Stats {
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefill_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Seq {
+    ids: Vec<u32>,
+    prompt_len: usize,
+    sampler: Sampler,
+    stream: TextStream,
+    text: String,
+    stop: Option<StopReason>,
+}
+
+/// Generates from each of `prompts` (token ids) as one batch; `on_text(i, piece)` receives text as
+/// it is produced.
+pub fn generate(
+    ctx: &Context,
+    model: &Llama,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    mut on_text: impl FnMut(usize, &str),
+) -> Result<(Vec<Generation>, Stats)> {
+    for (index, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(ModelError::EmptyPrompt { index });
+        }
+        if p.len() >= cfg.capacity {
+            return Err(ModelError::PromptTooLong {
+                index,
+                tokens: p.len(),
+                capacity: cfg.capacity,
+            });
+        }
+    }
+    let rows = cfg.prefill_chunk.max(prompts.len()).max(1);
+    let mut session = Session::new(ctx, model, prompts.len(), cfg.capacity, rows)?;
+    let mut seqs: Vec<Seq> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Seq {
+            ids: p.clone(),
+            prompt_len: p.len(),
+            // Each sequence draws from its own stream so batching does not change the result.
+            sampler: Sampler::new(SamplerConfig {
+                seed: cfg.sampler.seed.wrapping_add(i as u64),
+                ..cfg.sampler.clone()
+            }),
+            stream: TextStream::default(),
+            text: String::new(),
+            stop: (cfg.max_tokens == 0).then_some(StopReason::MaxTokens),
+        })
+        .collect();
+    let mut stats = Stats::default();
+
+    let start = Instant::now();
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        if seq.stop.is_some() {
+            continue;
+        }
+        let chunks: Vec<&[u32]> = seq.ids.chunks(rows).collect();
+        let mut out = None;
+        for (c, chunk) in chunks.iter().enumerate() {
+            let step_rows: Vec<(usize, u32)> = chunk.iter().map(|&t| (i, t)).collect();
+            let select = if c + 1 == chunks.len() {
+                vec![chunk.len() - 1]
+            } else {
+                vec![]
+            };
+            out = Some(session.step(ctx, model, &step_rows, &select, output_for(&seq.sampler))?);
+        }
+        stats.prefill_tokens += seq.ids.len();
+        let out = out.expect("a non-empty prompt has a chunk");
+        let next = pick(&mut seq.sampler, &out, 0, model.cfg.n_vocab, &seq.ids);
+        accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
+    }
+    stats.prefill_time = start.elapsed();
+
+    let start = Instant::now();
+    loop {
+        let active: Vec<usize> = (0..seqs.len())
+            .filter(|&i| seqs[i].stop.is_none())
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        let step_rows: Vec<(usize, u32)> = active
+            .iter()
+            .map(|&i| (i, *seqs[i].ids.last().unwrap_or(&0)))
+            .collect();
+        let all: Vec<usize> = (0..active.len()).collect();
+        let output = if active.iter().all(|&i| seqs[i].sampler.is_greedy()) {
+            Output::Argmax
+        } else {
+            Output::Logits
+        };
+        let out = session.step(ctx, model, &step_rows, &all, output)?;
+        stats.decode_steps += 1;
+        for (row, &i) in active.iter().enumerate() {
+            let seq = &mut seqs[i];
+            let next = pick(&mut seq.sampler, &out, row, model.cfg.n_vocab, &seq.ids);
+            stats.decode_tokens += 1;
+            accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
+        }
+    }
+    stats.decode_time = start.elapsed();
+
+    let results = seqs
+        .into_iter()
+        .map(|s| Generation {
+            prompt_ids: s.ids[..s.prompt_len].to_vec(),
+            generated_ids: s.ids[s.prompt_len..].to_vec(),
+            text: s.text,
+            stop: s.stop.unwrap_or(StopReason::MaxTokens),
+        })
+        .collect();
+    Ok((results, stats))
+}
+
+fn output_for(sampler: &Sampler) -> Output {
+    if sampler.is_greedy() {
+        Output::Argmax
+    } else {
+        Output::Logits
+    }
+}
+
+/// The next token of selected row `row` of a step.
+fn pick(
+    sampler: &mut Sampler,
+    out: &crate::session::StepOutput,
+    row: usize,
+    vocab: usize,
+    history: &[u32],
+) -> u32 {
+    if out.logits.is_empty() {
+        out.tokens[row]
+    } else {
+        sampler.sample(&out.logits[row * vocab..][..vocab], history)
+    }
+}
+
+/// Appends `next` to the sequence, streams its text and decides whether the sequence stops.
+fn accept(
+    seq: &mut Seq,
+    i: usize,
+    next: u32,
+    tok: &Tokenizer,
+    cfg: &GenerateConfig,
+    held: usize,
+    on_text: &mut impl FnMut(usize, &str),
+) -> Result<()> {
+    seq.ids.push(next);
+    if Some(next) == tok.eos {
+        seq.stop = Some(StopReason::Eos);
+        return Ok(());
+    }
+    let piece = seq.stream.push(tok, next)?;
+    if !piece.is_empty() {
+        on_text(i, &piece);
+        seq.text.push_str(&piece);
+    }
+    if cfg
+        .stop
+        .iter()
+        .any(|s| !s.is_empty() && seq.text.ends_with(s.as_str()))
+    {
+        seq.stop = Some(StopReason::StopString);
+    } else if seq.ids.len() - seq.prompt_len >= cfg.max_tokens {
+        seq.stop = Some(StopReason::MaxTokens);
+    } else if held + 1 >= cfg.capacity {
+        // The newest token still has to be fed back: that needs a free position.
+        seq.stop = Some(StopReason::ContextFull);
+    }
+    Ok(())
+}
