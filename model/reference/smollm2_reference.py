@@ -33,6 +33,11 @@ PROMPTS = [
     "Once upon a time, in a small village,",
 ]
 
+PERPLEXITY_TEXT = (
+    "The sun rose slowly over the quiet hills, and the farmers walked out to their fields. "
+    "By noon the air was warm, and the children ran along the river, laughing and shouting."
+)
+
 TOKENIZER_CASES = [
     "Hello world",
     "  leading spaces and  double  spaces",
@@ -229,6 +234,13 @@ def main():
             row = run.forward([greedy[-1]])[-1]
         result["prompts"].append({"text": text, "ids": ids, "greedy": greedy, "top2_gaps": gaps, "logits": first})
         print(f"{text!r}: {len(ids)} ids, greedy {greedy[:8]}..., min top-2 gap {min(gaps):.4f}", flush=True)
+    ids = tok.encode(PERPLEXITY_TEXT)
+    logits = Runner(m).forward(ids)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    nll = -np.mean([logp[t - 1, ids[t]] for t in range(1, len(ids))])
+    result["perplexity"] = {"text": PERPLEXITY_TEXT, "ids": ids, "nll": float(nll), "perplexity": float(np.exp(nll))}
+    print(f"perplexity of the fixed text: {np.exp(nll):.4f} over {len(ids) - 1} tokens")
     with open(out_path, "w") as fh:
         json.dump(result, fh, indent=1, ensure_ascii=False)
         fh.write("\n")

@@ -3,6 +3,7 @@
 //! - [`gguf`]: the GGUF reader.
 //! - [`llama`]: the Llama architecture (config, weights) from GGUF.
 //! - [`session`]: KV cache, activations and the forward step.
+//! - [`perplexity`]: sliding-window perplexity.
 //! - [`sampling`], [`generate`]: samplers and the generation loop; [`chat`]: chat templates.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`.
 //! - [`error`]: the crate's error type.
@@ -14,6 +15,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod perplexity;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

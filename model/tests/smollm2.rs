@@ -219,3 +219,31 @@ fn chat_template_renders() {
         "three <|im_start|> tokens (system, user, assistant)"
     );
 }
+
+/// Perplexity over the reference's fixed text equals the float64 value (whole text in one window),
+/// and sliding windows score every token once.
+#[test]
+fn perplexity_matches_reference() {
+    use kiln_model::perplexity::perplexity;
+    let Some(ctx) = test_context() else { return };
+    let g = model_file();
+    let model = Llama::load(ctx, &g, |_, _| {}).unwrap();
+    let fx = &fixture()["perplexity"];
+    let ids = ids(&fx["ids"]);
+    let want = fx["perplexity"].as_f64().unwrap();
+    let whole = perplexity(ctx, &model, &ids, ids.len(), ids.len(), 16).unwrap();
+    assert_eq!(whole.tokens, ids.len() - 1);
+    assert!(
+        (whole.perplexity / want - 1.0).abs() < 1e-3,
+        "perplexity {} vs reference {want}",
+        whole.perplexity
+    );
+    let sliding = perplexity(ctx, &model, &ids, 16, 8, 5).unwrap();
+    assert_eq!(sliding.tokens, ids.len() - 1);
+    // Shorter context can only make prediction harder on this text, within reason.
+    assert!(
+        sliding.perplexity > whole.perplexity * 0.9 && sliding.perplexity < whole.perplexity * 3.0,
+        "{sliding:?} vs {whole:?}"
+    );
+    assert!(perplexity(ctx, &model, &ids[..1], 16, 8, 5).is_err());
+}
