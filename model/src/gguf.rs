@@ -336,7 +336,7 @@ impl GgufFile {
                 });
             }
         }
-        drop(c);
+
         Ok(Self {
             path,
             version,

@@ -72,7 +72,7 @@ impl LlamaConfig {
             n_ctx: u("context_length")?,
             n_vocab,
         };
-        if cfg.rope_dims > head_dim || cfg.rope_dims % 2 != 0 {
+        if cfg.rope_dims > head_dim || !cfg.rope_dims.is_multiple_of(2) {
             return Err(bad(format!(
                 "rope.dimension_count {} must be even and at most the head dim {head_dim}",
                 cfg.rope_dims

@@ -247,3 +247,33 @@ fn perplexity_matches_reference() {
     );
     assert!(perplexity(ctx, &model, &ids[..1], 16, 8, 5).is_err());
 }
+
+/// A truncated copy of the real model is an error naming the file and the first tensor cut off;
+/// a non-Llama architecture is refused by name.
+#[test]
+fn truncated_model_and_wrong_architecture_are_named_errors() {
+    use kiln_model::ModelError;
+    use kiln_model::llama::LlamaConfig;
+    let path = ensure_default_model(|m| eprintln!("{m}")).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    match GgufFile::open(&cut) {
+        Err(e @ ModelError::TensorOutOfBounds { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("cut.gguf") && msg.contains("truncated"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected TensorOutOfBounds, got {:?}", other.err()),
+    }
+    let mut g = GgufFile::open(&path).unwrap();
+    g.metadata.insert(
+        "general.architecture".into(),
+        kiln_model::gguf::Value::String("mamba".into()),
+    );
+    let e = LlamaConfig::from_gguf(&g).unwrap_err();
+    assert!(e.to_string().contains("mamba"), "{e}");
+}
