@@ -1,11 +1,11 @@
 //! A running model: the KV cache of `n_seq` sequences and every activation buffer, created once
 //! at the largest step size, so prefill and decode steps create no buffers. One [`Session::step`]
 //! runs any mix of rows (a prompt chunk of one sequence, or one token of each of several) through
-//! the whole model in a single submit.
+//! the whole model, and the copy of its result, in a single submit.
 
 use kiln_kernels::attention::{self, AttnShape};
 use kiln_kernels::{argmax, elementwise, embedding, matmul, norm, rope};
-use kiln_runtime::{Context, DType, Tensor};
+use kiln_runtime::{Context, DType, Readback, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
@@ -44,6 +44,8 @@ pub struct Session {
     slots: Tensor,  // [2 rows] u32: (sequence, position)
     meta: Tensor,   // [2 rows] u32: (sequence, key count)
     scratch: Tensor,
+    /// Staging for the step's result (argmax ids or logits), copied in the step's own submit.
+    readback: Readback,
 }
 
 impl Session {
@@ -100,6 +102,7 @@ impl Session {
             slots: u(2 * r)?,
             meta: u(2 * r)?,
             scratch: f(scratch.max(1))?,
+            readback: ctx.readback((r * c.n_vocab * 4) as u64)?,
         })
     }
 
@@ -266,11 +269,14 @@ impl Session {
             let best = self.best.view(&[m])?;
             if output == Output::Argmax {
                 argmax::argmax(&mut rec, &logits, c.n_vocab, &best)?;
+                rec.read_back(&best, &self.readback)?;
+            } else {
+                rec.read_back(&logits, &self.readback)?;
             }
             rec.submit()?;
             match output {
-                Output::Argmax => result.tokens = ctx.read(&best)?,
-                Output::Logits => result.logits = ctx.read(&logits)?,
+                Output::Argmax => result.tokens = ctx.map_read(&self.readback, m)?,
+                Output::Logits => result.logits = ctx.map_read(&self.readback, m * c.n_vocab)?,
             }
         } else {
             rec.submit()?;

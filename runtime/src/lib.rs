@@ -22,5 +22,5 @@ pub use error::{Result, RuntimeError};
 pub use pipeline::PipelineKey;
 pub use recorder::{Binding, Dispatch, Recorder};
 pub use shader::{Defines, Shader};
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Readback, Tensor};
 pub use wgpu;

@@ -9,7 +9,7 @@
 use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::shader::{Defines, Shader};
-use crate::tensor::Tensor;
+use crate::tensor::{Readback, Tensor, padded};
 
 /// Bytes per parameter chunk; a decode step of a 30-layer model needs about 120 KiB.
 const PARAM_CHUNK_BYTES: u64 = 256 * 1024;
@@ -232,6 +232,28 @@ impl<'c> Recorder<'c> {
             .as_mut()
             .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))?;
         encoder.copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
+        Ok(())
+    }
+
+    /// Records a copy of the whole of `src` into `staging`, to map after this submit (so a step
+    /// and its readback share one submit).
+    pub fn read_back(&mut self, src: &Tensor, staging: &Readback) -> Result<()> {
+        let bytes = padded(src.size_bytes());
+        if bytes > staging.buffer.size() {
+            return Err(RuntimeError::Readback {
+                what: format!("{:?}{:?}", src.dtype(), src.shape()),
+                message: format!(
+                    "needs {bytes} bytes, the staging buffer holds {}",
+                    staging.buffer.size()
+                ),
+            });
+        }
+        self.pass = None;
+        let encoder = self
+            .encoder
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))?;
+        encoder.copy_buffer_to_buffer(src.buffer(), 0, &staging.buffer, 0, bytes);
         Ok(())
     }
 

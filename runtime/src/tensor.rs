@@ -80,7 +80,12 @@ impl Tensor {
     }
 }
 
-fn padded(bytes: u64) -> u64 {
+/// A mappable staging buffer that results are copied into, created once and reused.
+pub struct Readback {
+    pub(crate) buffer: wgpu::Buffer,
+}
+
+pub(crate) fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
 }
 
@@ -141,23 +146,50 @@ impl Context {
         Ok(())
     }
 
-    /// Copies the tensor back to the CPU (waits for all submitted work).
+    /// Copies the tensor back to the CPU (waits for all submitted work). For repeated reads, use
+    /// a [`Readback`] recorded into the step's own submit.
     pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
-        let size = padded(tensor.size_bytes());
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.readback(tensor.size_bytes())?;
+        let mut rec = self.recorder();
+        rec.read_back(tensor, &staging)?;
+        rec.submit()?;
+        self.map_read(&staging, tensor.len())
+    }
+
+    /// A staging buffer for reading back up to `bytes` bytes, to keep and reuse.
+    pub fn readback(&self, bytes: u64) -> Result<Readback> {
+        let size = padded(bytes);
+        self.check_limit(
+            "a readback buffer",
+            "max_buffer_size",
+            size,
+            self.limits.max_buffer_size,
+        )?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&tensor.buffer, 0, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
-        let what = || format!("{:?}{:?}", tensor.dtype, tensor.shape);
+        Ok(Readback { buffer })
+    }
+
+    /// Waits for submitted work and returns the first `len` elements copied into `staging`.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &Readback, len: usize) -> Result<Vec<T>> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let what = || format!("{len} x {}", std::any::type_name::<T>());
+        if bytes > staging.buffer.size() {
+            return Err(RuntimeError::Readback {
+                what: what(),
+                message: format!("the staging buffer holds {} bytes", staging.buffer.size()),
+            });
+        }
         let (sender, receiver) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = sender.send(r);
-        });
+        staging
+            .buffer
+            .map_async(wgpu::MapMode::Read, ..padded(bytes), move |r| {
+                let _ = sender.send(r);
+            });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| RuntimeError::Readback {
@@ -176,15 +208,15 @@ impl Context {
             })?;
         self.check_device_error()?;
         let view = staging
-            .get_mapped_range(..)
+            .buffer
+            .get_mapped_range(..padded(bytes))
             .map_err(|e| RuntimeError::Readback {
                 what: what(),
                 message: e.to_string(),
             })?;
-        let bytes = &view[..tensor.size_bytes() as usize];
-        let out = bytemuck::pod_collect_to_vec(bytes);
+        let out = bytemuck::pod_collect_to_vec(&view[..bytes as usize]);
         drop(view);
-        staging.unmap();
+        staging.buffer.unmap();
         Ok(out)
     }
 
