@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
-use crate::llama::Llama;
 use crate::sampling::{Sampler, SamplerConfig};
-use crate::session::{Output, Session};
+use crate::session::{Architecture, Output, Session};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -86,7 +85,7 @@ struct Seq {
 /// it is produced.
 pub fn generate(
     ctx: &Context,
-    model: &Llama,
+    model: &dyn Architecture,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     cfg: &GenerateConfig,
@@ -142,7 +141,7 @@ pub fn generate(
         }
         stats.prefill_tokens += seq.ids.len();
         let out = out.expect("a non-empty prompt has a chunk");
-        let next = pick(&mut seq.sampler, &out, 0, model.cfg.n_vocab, &seq.ids);
+        let next = pick(&mut seq.sampler, &out, 0, model.dims().n_vocab, &seq.ids);
         accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
     }
     stats.prefill_time = start.elapsed();
@@ -169,7 +168,7 @@ pub fn generate(
         stats.decode_steps += 1;
         for (row, &i) in active.iter().enumerate() {
             let seq = &mut seqs[i];
-            let next = pick(&mut seq.sampler, &out, row, model.cfg.n_vocab, &seq.ids);
+            let next = pick(&mut seq.sampler, &out, row, model.dims().n_vocab, &seq.ids);
             stats.decode_tokens += 1;
             accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
         }

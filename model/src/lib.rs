@@ -1,6 +1,7 @@
 //! Kiln models: file → loader → weights on the GPU → graph of kernel launches → logits → sampler.
 //!
 //! - [`gguf`]: the GGUF reader.
+//! - [`gpt2`]: GPT-2 from a Hugging Face folder (config.json + safetensors).
 //! - [`llama`]: the Llama architecture (config, weights) from GGUF.
 //! - [`session`]: KV cache, activations and the forward step.
 //! - [`perplexity`]: sliding-window perplexity.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod gpt2;
 pub mod llama;
 pub mod perplexity;
 pub mod sampling;

@@ -4,11 +4,14 @@
 //! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
 
 use kiln_kernels::rope::{Rope, RopeLayout};
-use kiln_kernels::{HostWeights, WeightFormat, Weights};
-use kiln_runtime::{Context, DType, Tensor};
+use kiln_kernels::{
+    HostWeights, WeightFormat, Weights, attention, elementwise, embedding, matmul, norm, rope,
+};
+use kiln_runtime::{Context, DType, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::session::{Architecture, Dims, StepIo};
 
 /// Hyperparameters read from `llama.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -190,11 +193,6 @@ impl Llama {
         })
     }
 
-    /// The LM head (the token embedding when tied).
-    pub(crate) fn lm_head(&self) -> &Weights {
-        self.output.as_ref().unwrap_or(&self.tok_embd)
-    }
-
     /// Bytes of weights read for one decode step (every matrix once, plus the LM head).
     pub fn weight_bytes_per_token(&self) -> u64 {
         let blocks: u64 = self
@@ -208,6 +206,74 @@ impl Llama {
             })
             .sum();
         blocks + self.lm_head().size_bytes()
+    }
+}
+
+impl Architecture for Llama {
+    fn dims(&self) -> Dims {
+        let c = &self.cfg;
+        Dims {
+            n_layer: c.n_layer,
+            n_embd: c.n_embd,
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+            n_ff: c.n_ff,
+            n_vocab: c.n_vocab,
+            max_positions: None,
+        }
+    }
+
+    fn record_blocks(
+        &self,
+        rec: &mut Recorder<'_>,
+        io: &StepIo,
+        caches: &[(Tensor, Tensor)],
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        embedding::embedding(rec, &io.ids, &self.tok_embd, &io.x)?;
+        for (b, (kc, vc)) in self.blocks.iter().zip(caches) {
+            // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
+            norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
+            matmul::linear(rec, &io.h, &b.wq, &io.q)?;
+            matmul::linear(rec, &io.h, &b.wk, &io.k)?;
+            matmul::linear(rec, &io.h, &b.wv, &io.v)?;
+            rope::rope(rec, &io.q, &io.pos, &c.rope(c.n_head))?;
+            rope::rope(rec, &io.k, &io.pos, &c.rope(c.n_kv_head))?;
+            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, kc, vc)?;
+            attention::attention(
+                rec,
+                &io.shape,
+                &io.q,
+                &io.meta,
+                io.max_keys,
+                kc,
+                vc,
+                &io.att,
+                &io.scratch,
+                scale,
+                None,
+            )?;
+            matmul::linear(rec, &io.att, &b.wo, &io.o)?;
+            elementwise::accumulate(rec, &io.x, &io.o)?;
+            // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
+            norm::rms_norm(rec, &io.x, &b.ffn_norm, &io.h, c.eps)?;
+            matmul::linear(rec, &io.h, &b.gate, &io.gate)?;
+            matmul::linear(rec, &io.h, &b.up, &io.up)?;
+            elementwise::swiglu(rec, &io.gate, &io.up, &io.act)?;
+            matmul::linear(rec, &io.act, &b.down, &io.o)?;
+            elementwise::accumulate(rec, &io.x, &io.o)?;
+        }
+        Ok(())
+    }
+
+    fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()> {
+        Ok(norm::rms_norm(rec, x, &self.out_norm, out, self.cfg.eps)?)
+    }
+
+    fn lm_head(&self) -> &Weights {
+        self.output.as_ref().unwrap_or(&self.tok_embd)
     }
 }
 

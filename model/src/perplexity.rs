@@ -5,8 +5,7 @@
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
-use crate::llama::Llama;
-use crate::session::{Output, Session};
+use crate::session::{Architecture, Output, Session};
 
 #[derive(Clone, Debug)]
 pub struct Perplexity {
@@ -20,7 +19,7 @@ pub struct Perplexity {
 /// Perplexity of `ids` under the model; `chunk` bounds the rows per step.
 pub fn perplexity(
     ctx: &Context,
-    model: &Llama,
+    model: &dyn Architecture,
     ids: &[u32],
     window: usize,
     stride: usize,
@@ -41,7 +40,7 @@ pub fn perplexity(
             "window {window} must be at least 2 and stride {stride} in 1..=window"
         )));
     }
-    let vocab = model.cfg.n_vocab;
+    let vocab = model.dims().n_vocab;
     let mut session = Session::new(ctx, model, 1, window, chunk.max(1))?;
     let (mut nll, mut scored, mut prev_end, mut begin) = (0f64, 0usize, 0usize, 0usize);
     loop {

@@ -1,14 +1,66 @@
-//! A running model: the KV cache of `n_seq` sequences and every activation buffer, created once
+//! A running model of any [`Architecture`]: the KV cache of `n_seq` sequences and every activation buffer, created once
 //! at the largest step size, so prefill and decode steps create no buffers. One [`Session::step`]
 //! runs any mix of rows (a prompt chunk of one sequence, or one token of each of several) through
 //! the whole model, and the copy of its result, in a single submit.
 
 use kiln_kernels::attention::{self, AttnShape};
-use kiln_kernels::{argmax, elementwise, embedding, matmul, norm, rope};
-use kiln_runtime::{Context, DType, Readback, Tensor};
+use kiln_kernels::{Weights, argmax, matmul};
+use kiln_runtime::{Context, DType, Readback, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::llama::Llama;
+
+/// Sizes a session allocates for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    /// Positions the model can attend over (learned position tables end there), if bounded.
+    pub max_positions: Option<usize>,
+}
+
+/// The buffers of one step, as views of `rows` rows.
+pub struct StepIo {
+    pub rows: usize,
+    pub ids: Tensor,   // [rows] u32 token ids
+    pub pos: Tensor,   // [rows] u32 positions
+    pub slots: Tensor, // [2 rows] u32 (sequence, position) for kv_store
+    pub meta: Tensor,  // [2 rows] u32 (sequence, key count) for attention
+    pub max_keys: usize,
+    pub x: Tensor,    // [rows, n_embd] residual stream
+    pub h: Tensor,    // [rows, n_embd]
+    pub q: Tensor,    // [rows, n_head * head_dim]
+    pub k: Tensor,    // [rows, n_kv_head * head_dim]
+    pub v: Tensor,    // [rows, n_kv_head * head_dim]
+    pub att: Tensor,  // [rows, n_head * head_dim]
+    pub o: Tensor,    // [rows, n_embd]
+    pub gate: Tensor, // [rows, n_ff]
+    pub up: Tensor,   // [rows, n_ff]
+    pub act: Tensor,  // [rows, n_ff]
+    pub shape: AttnShape,
+    pub scratch: Tensor,
+}
+
+/// What a model architecture records for a step; the session does the rest.
+pub trait Architecture {
+    fn dims(&self) -> Dims;
+    /// Embeds `io.ids` at `io.pos` into `io.x` and runs every block, layer `l` using
+    /// `caches[l]` (keys, values); the residual stream is left in `io.x`.
+    fn record_blocks(
+        &self,
+        rec: &mut Recorder<'_>,
+        io: &StepIo,
+        caches: &[(Tensor, Tensor)],
+    ) -> Result<()>;
+    /// The final normalization of rows `x` into `out`.
+    fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()>;
+    /// The LM head, `[n_vocab, n_embd]`.
+    fn lm_head(&self) -> &Weights;
+}
 
 /// What a step returns for its selected rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +76,8 @@ pub struct Session {
     max_rows: usize,
     /// Tokens held per sequence.
     lens: Vec<usize>,
-    k_cache: Vec<Tensor>, // per layer [n_seq, n_kv_head, capacity, head_dim]
-    v_cache: Vec<Tensor>,
+    /// Per layer: keys and values, each [n_seq, n_kv_head, capacity, head_dim].
+    caches: Vec<(Tensor, Tensor)>,
     x: Tensor,      // [rows, n_embd] residual stream
     h: Tensor,      // [rows, n_embd] normed
     q: Tensor,      // [rows, n_head * head_dim]
@@ -52,12 +104,18 @@ impl Session {
     /// A cache of `n_seq` sequences of `capacity` positions; steps take at most `max_rows` rows.
     pub fn new(
         ctx: &Context,
-        model: &Llama,
+        model: &dyn Architecture,
         n_seq: usize,
         capacity: usize,
         max_rows: usize,
     ) -> Result<Self> {
-        let c = &model.cfg;
+        let c = &model.dims();
+        if let Some(max) = c.max_positions.filter(|&m| capacity > m) {
+            return Err(ModelError::Config {
+                path: "session".into(),
+                message: format!("a context of {capacity} positions exceeds the model's {max}"),
+            });
+        }
         let shape = AttnShape {
             heads: c.n_head,
             kv_heads: c.n_kv_head,
@@ -72,18 +130,14 @@ impl Session {
             .map(|rows| attention::scratch_len(&shape, rows, capacity, None))
             .max()
             .unwrap_or(0);
-        let mut k_cache = Vec::with_capacity(c.n_layer);
-        let mut v_cache = Vec::with_capacity(c.n_layer);
-        for _ in 0..c.n_layer {
-            k_cache.push(f(shape.cache_len())?);
-            v_cache.push(f(shape.cache_len())?);
-        }
+        let caches = (0..c.n_layer)
+            .map(|_| Ok((f(shape.cache_len())?, f(shape.cache_len())?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             shape,
             max_rows,
             lens: vec![0; n_seq],
-            k_cache,
-            v_cache,
+            caches,
             x: f(r * c.n_embd)?,
             h: f(r * c.n_embd)?,
             q: f(r * c.n_head * c.head_dim)?,
@@ -125,12 +179,12 @@ impl Session {
     pub fn step(
         &mut self,
         ctx: &Context,
-        model: &Llama,
+        model: &dyn Architecture,
         rows: &[(usize, u32)],
         select: &[usize],
         output: Output,
     ) -> Result<StepOutput> {
-        let c = &model.cfg;
+        let c = &model.dims();
         let n = rows.len();
         let limit = |message: String| ModelError::Config {
             path: "session".into(),
@@ -180,89 +234,47 @@ impl Session {
         let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap_or(1);
 
         let v = |t: &Tensor, width: usize| t.view(&[n, width]);
-        let (ids_t, pos_t) = (self.ids.view(&[n])?, self.pos.view(&[n])?);
-        let (slots_t, meta_t) = (self.slots.view(&[2 * n])?, self.meta.view(&[2 * n])?);
-        ctx.write(&ids_t, &ids)?;
-        ctx.write(&pos_t, &pos)?;
-        ctx.write(&slots_t, &slots)?;
-        ctx.write(&meta_t, &meta)?;
         let (qw, kvw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-        let (x, h, o) = (
-            v(&self.x, c.n_embd)?,
-            v(&self.h, c.n_embd)?,
-            v(&self.o, c.n_embd)?,
-        );
-        let (q, k, val, att) = (
-            v(&self.q, qw)?,
-            v(&self.k, kvw)?,
-            v(&self.v, kvw)?,
-            v(&self.att, qw)?,
-        );
-        let (gate, up, act) = (
-            v(&self.gate, c.n_ff)?,
-            v(&self.up, c.n_ff)?,
-            v(&self.act, c.n_ff)?,
-        );
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let io = StepIo {
+            rows: n,
+            ids: self.ids.view(&[n])?,
+            pos: self.pos.view(&[n])?,
+            slots: self.slots.view(&[2 * n])?,
+            meta: self.meta.view(&[2 * n])?,
+            max_keys,
+            x: v(&self.x, c.n_embd)?,
+            h: v(&self.h, c.n_embd)?,
+            q: v(&self.q, qw)?,
+            k: v(&self.k, kvw)?,
+            v: v(&self.v, kvw)?,
+            att: v(&self.att, qw)?,
+            o: v(&self.o, c.n_embd)?,
+            gate: v(&self.gate, c.n_ff)?,
+            up: v(&self.up, c.n_ff)?,
+            act: v(&self.act, c.n_ff)?,
+            shape: self.shape,
+            scratch: self.scratch.clone(),
+        };
+        ctx.write(&io.ids, &ids)?;
+        ctx.write(&io.pos, &pos)?;
+        ctx.write(&io.slots, &slots)?;
+        ctx.write(&io.meta, &meta)?;
 
         let mut rec = ctx.recorder();
-        embedding::embedding(&mut rec, &ids_t, &model.tok_embd, &x)?;
-        for (l, b) in model.blocks.iter().enumerate() {
-            norm::rms_norm(&mut rec, &x, &b.attn_norm, &h, c.eps)?;
-            matmul::linear(&mut rec, &h, &b.wq, &q)?;
-            matmul::linear(&mut rec, &h, &b.wk, &k)?;
-            matmul::linear(&mut rec, &h, &b.wv, &val)?;
-            rope::rope(&mut rec, &q, &pos_t, &c.rope(c.n_head))?;
-            rope::rope(&mut rec, &k, &pos_t, &c.rope(c.n_kv_head))?;
-            attention::kv_store(
-                &mut rec,
-                &self.shape,
-                &k,
-                &val,
-                &slots_t,
-                &self.k_cache[l],
-                &self.v_cache[l],
-            )?;
-            attention::attention(
-                &mut rec,
-                &self.shape,
-                &q,
-                &meta_t,
-                max_keys,
-                &self.k_cache[l],
-                &self.v_cache[l],
-                &att,
-                &self.scratch,
-                scale,
-                None,
-            )?;
-            matmul::linear(&mut rec, &att, &b.wo, &o)?;
-            elementwise::accumulate(&mut rec, &x, &o)?;
-            norm::rms_norm(&mut rec, &x, &b.ffn_norm, &h, c.eps)?;
-            matmul::linear(&mut rec, &h, &b.gate, &gate)?;
-            matmul::linear(&mut rec, &h, &b.up, &up)?;
-            elementwise::swiglu(&mut rec, &gate, &up, &act)?;
-            matmul::linear(&mut rec, &act, &b.down, &o)?;
-            elementwise::accumulate(&mut rec, &x, &o)?;
-        }
+        model.record_blocks(&mut rec, &io, &self.caches)?;
+        let (x, h) = (&io.x, &io.h);
         let m = select.len();
         let mut result = StepOutput::default();
         if m > 0 {
             // Only the selected rows go through the final norm and the LM head.
             let sel = v(&self.sel, c.n_embd)?.view(&[m, c.n_embd])?;
             if select.iter().copied().eq(0..n) {
-                norm::rms_norm(&mut rec, &x, &model.out_norm, &sel, c.eps)?;
+                model.record_final_norm(&mut rec, x, &sel)?;
             } else {
                 for (i, &row) in select.iter().enumerate() {
-                    rec.copy(&x, row * c.n_embd, &h, i * c.n_embd, c.n_embd)?;
+                    rec.copy(x, row * c.n_embd, h, i * c.n_embd, c.n_embd)?;
                 }
-                norm::rms_norm(
-                    &mut rec,
-                    &h.view(&[m, c.n_embd])?,
-                    &model.out_norm,
-                    &sel,
-                    c.eps,
-                )?;
+                model.record_final_norm(&mut rec, &h.view(&[m, c.n_embd])?, &sel)?;
             }
             let logits = self.logits.view(&[m, c.n_vocab])?;
             matmul::linear(&mut rec, &sel, model.lm_head(), &logits)?;

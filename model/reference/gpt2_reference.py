@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Independent reference for Kiln's GPT-2 path, written from the GPT-2 paper's equations
+(Radford et al. 2019: pre-norm blocks, learned positions, GELU tanh form, tied LM head), not from
+Kiln's Rust code.
+
+Writes small random GPT-2 checkpoints in the exact Hugging Face layout (config.json +
+model.safetensors, Conv1D weights stored [in, out]) and, for each, expected.json with the float64
+logits of a fixed prompt and its greedy continuation.
+
+    python3 -m pip install numpy safetensors
+    python3 model/reference/gpt2_reference.py OUT_DIR
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from safetensors.numpy import save_file
+
+VOCAB = 50257  # the real GPT-2 vocabulary
+N_GREEDY = 16
+
+# name, layers, width, heads, positions, dtype, key prefix, extras
+CONFIGS = [
+    ("tiny-f32", 2, 64, 2, 64, np.float32, "", False),
+    ("small-f16-prefixed", 3, 128, 4, 96, np.float16, "transformer.", True),
+    ("wide-f32-prefixed", 4, 192, 8, 64, np.float32, "transformer.", False),
+]
+PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 198, 40]
+
+
+def random_checkpoint(rng, n_layer, e, n_pos, dtype):
+    n = lambda *shape, std=1.0: (rng.standard_normal(shape) * std).astype(dtype)
+    w = {"wte.weight": n(VOCAB, e, std=0.1), "wpe.weight": n(n_pos, e, std=0.1)}
+    for l in range(n_layer):
+        p = f"h.{l}."
+        w[p + "ln_1.weight"] = (1 + n(e, std=0.1)).astype(dtype)
+        w[p + "ln_1.bias"] = n(e, std=0.1)
+        w[p + "attn.c_attn.weight"] = n(e, 3 * e, std=1.0 / np.sqrt(e))   # Conv1D: [in, out]
+        w[p + "attn.c_attn.bias"] = n(3 * e, std=0.1)
+        w[p + "attn.c_proj.weight"] = n(e, e, std=2.0 / np.sqrt(e))
+        w[p + "attn.c_proj.bias"] = n(e, std=0.1)
+        w[p + "ln_2.weight"] = (1 + n(e, std=0.1)).astype(dtype)
+        w[p + "ln_2.bias"] = n(e, std=0.1)
+        w[p + "mlp.c_fc.weight"] = n(e, 4 * e, std=1.0 / np.sqrt(e))
+        w[p + "mlp.c_fc.bias"] = n(4 * e, std=0.1)
+        w[p + "mlp.c_proj.weight"] = n(4 * e, e, std=2.0 / np.sqrt(4 * e))
+        w[p + "mlp.c_proj.bias"] = n(e, std=0.1)
+    w["ln_f.weight"] = (1 + n(e, std=0.1)).astype(dtype)
+    w["ln_f.bias"] = n(e, std=0.1)
+    return w
+
+
+def layer_norm(x, g, b, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * g + b
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def forward(w, ids, n_layer, n_head):
+    """Logits of every position of `ids` (float64, full causal attention, no cache)."""
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    t = len(ids)
+    x = w["wte.weight"][ids] + w["wpe.weight"][:t]
+    e = x.shape[1]
+    d = e // n_head
+    mask = np.triu(np.ones((t, t), dtype=bool), 1)
+    for l in range(n_layer):
+        p = f"h.{l}."
+        h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"])
+        qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        q, k, v = (qkv[:, i * e:(i + 1) * e].reshape(t, n_head, d).transpose(1, 0, 2) for i in range(3))
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(d)
+        s = np.where(mask, -np.inf, s)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        a = (s @ v).transpose(1, 0, 2).reshape(t, e)
+        x = x + a @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"])
+        m = gelu(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        x = x + m @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"])
+    return x @ w["wte.weight"].T
+
+
+def main():
+    out = sys.argv[1]
+    rng = np.random.default_rng(2019)
+    for name, n_layer, e, n_head, n_pos, dtype, prefix, extras in CONFIGS:
+        w = random_checkpoint(rng, n_layer, e, n_pos, dtype)
+        folder = os.path.join(out, name)
+        os.makedirs(folder, exist_ok=True)
+        stored = {prefix + k: v for k, v in w.items()}
+        if extras:
+            # Older checkpoints carry the causal-mask buffers and an explicit (tied) LM head.
+            for l in range(n_layer):
+                stored[f"{prefix}h.{l}.attn.bias"] = np.tril(np.ones((1, 1, n_pos, n_pos), dtype=dtype))
+            stored["lm_head.weight"] = w["wte.weight"]
+        save_file(stored, os.path.join(folder, "model.safetensors"))
+        config = {
+            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": VOCAB,
+            "n_embd": e, "n_layer": n_layer, "n_head": n_head, "n_positions": n_pos, "n_ctx": n_pos,
+            "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
+            "torch_dtype": "float16" if dtype == np.float16 else "float32",
+        }
+        with open(os.path.join(folder, "config.json"), "w") as fh:
+            json.dump(config, fh, indent=1)
+
+        ids = list(PROMPT)
+        logits = forward(w, ids, n_layer, n_head)
+        sample = sorted(set(rng.choice(VOCAB, 256, replace=False).tolist()))
+        rows = []
+        for p in range(len(ids)):
+            idx = sorted(set(sample) | set(np.argsort(-logits[p])[:8].tolist()))
+            rows.append({"position": p, "indices": idx, "values": [float(logits[p, i]) for i in idx]})
+        greedy, gaps = [], []
+        for _ in range(N_GREEDY):
+            row = forward(w, ids + greedy, n_layer, n_head)[-1]
+            order = np.argsort(-row)
+            greedy.append(int(order[0]))
+            gaps.append(float(row[order[0]] - row[order[1]]))
+        with open(os.path.join(folder, "expected.json"), "w") as fh:
+            json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps}, fh)
+        print(f"{name}: greedy {greedy}, min top-2 gap {min(gaps):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+//! GPT-2 against the independent numpy reference (`model/reference/gpt2_reference.py`), which
+//! writes random checkpoints in the Hugging Face layout (f32 and f16, with and without the
+//! `transformer.` prefix) and their float64 logits and greedy tokens. The script runs once per test
+//! process (it needs `python3 -m pip install numpy safetensors`, as `.ci/run` does).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use kiln_model::ModelError;
+use kiln_model::gpt2::Gpt2;
+use kiln_model::session::{Output, Session};
+use kiln_runtime::testing::test_context;
+use serde_json::Value;
+
+/// Largest |kiln − reference| allowed on a logit (f32 on the GPU against float64).
+const LOGIT_TOL: f32 = 1e-3;
+
+fn reference_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-gpt2-reference-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/gpt2_reference.py");
+        let status = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .expect("running python3");
+        assert!(
+            status.success(),
+            "{} failed: install numpy and safetensors (python3 -m pip install numpy safetensors)",
+            script.display()
+        );
+        dir
+    })
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn logits_and_greedy_tokens_match_reference() {
+    let Some(ctx) = test_context() else { return };
+    for name in ["tiny-f32", "small-f16-prefixed", "wide-f32-prefixed"] {
+        let dir = reference_dir().join(name);
+        let want: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let model = Gpt2::load(ctx, &dir, |_, _| {}).unwrap();
+        let prompt = ids(&want["prompt"]);
+        let vocab = model.cfg.n_vocab;
+        let mut s = Session::new(ctx, &model, 1, 48, 16).unwrap();
+        let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
+        let mut worst = 0f32;
+        for pos in want["logits"].as_array().unwrap() {
+            let at = pos["position"].as_u64().unwrap() as usize;
+            for (i, w) in pos["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(pos["values"].as_array().unwrap())
+            {
+                let got = out.logits[at * vocab + i.as_u64().unwrap() as usize];
+                let err = (got - w.as_f64().unwrap() as f32).abs();
+                worst = worst.max(err);
+                assert!(
+                    err <= LOGIT_TOL,
+                    "{name}: position {at} logit {i}: got {got}, want {w}"
+                );
+            }
+        }
+        let last = &out.logits[(rows.len() - 1) * vocab..][..vocab];
+        let mut next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
+        let greedy = ids(&want["greedy"]);
+        let mut got = vec![next];
+        while got.len() < greedy.len() {
+            next = s
+                .step(ctx, &model, &[(0, next)], &[0], Output::Argmax)
+                .unwrap()
+                .tokens[0];
+            got.push(next);
+        }
+        if let Some(i) = (0..greedy.len()).find(|&i| got[i] != greedy[i]) {
+            let gap = want["top2_gaps"][i].as_f64().unwrap();
+            assert!(
+                gap < 2.0 * LOGIT_TOL as f64,
+                "{name}: token {i} is {} (reference {}, gap {gap})\n got  {got:?}\n want {greedy:?}",
+                got[i],
+                greedy[i]
+            );
+        }
+        eprintln!("{name}: largest logit error {worst}");
+    }
+}
+
+#[test]
+fn contradicting_config_and_missing_tensors_are_named() {
+    let Some(ctx) = test_context() else { return };
+    let src = reference_dir().join("tiny-f32");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"n_embd\": 64", "\"n_embd\": 96")
+        .replace("\"n_head\": 2", "\"n_head\": 3");
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    match Gpt2::load(ctx, dir.path(), |_, _| {}) {
+        Err(ModelError::TensorShape {
+            tensor,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(tensor, "wte.weight");
+            assert_eq!((expected[1], found[1]), (96, 64));
+        }
+        other => panic!("expected TensorShape, got {:?}", other.err()),
+    }
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"n_layer\": 2", "\"n_layer\": 3");
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    match Gpt2::load(ctx, dir.path(), |_, _| {}) {
+        Err(ModelError::MissingTensor { tensor, .. }) => {
+            assert_eq!(tensor, "h.2.attn.c_attn.weight")
+        }
+        other => panic!("expected MissingTensor, got {:?}", other.err()),
+    }
+    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"gpt2\"}").unwrap();
+    assert!(matches!(
+        Gpt2::load(ctx, dir.path(), |_, _| {}),
+        Err(ModelError::MissingKey { .. })
+    ));
+}
