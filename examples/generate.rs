@@ -18,7 +18,7 @@ mod common;
 #[derive(Parser)]
 #[command(about = "Generate text with Kiln on any GPU wgpu reaches")]
 struct Args {
-    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
+    /// GGUF model file or GPT-2 folder (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
     #[arg(short, long)]
     model: Option<PathBuf>,
     /// Prompt; repeat for several prompts, generated together as one batch
@@ -80,11 +80,13 @@ fn main() -> Result<()> {
     }
 
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let (g, model, tok) = common::load(&ctx, args.model.clone())?;
+    let loaded = common::open(&ctx, args.model.clone())?;
+    let (model, tok) = (loaded.model.as_ref(), &loaded.tokenizer);
     let texts: Vec<String> = if args.chat {
-        let template = g
-            .str("tokenizer.chat_template")
-            .context("--chat needs tokenizer.chat_template in the model")?;
+        let template = loaded
+            .chat_template
+            .as_deref()
+            .context("--chat needs a chat template (tokenizer.chat_template) in the model")?;
         let name = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
         let (bos, eos) = (name(tok.bos), name(tok.eos));
         prompts
@@ -124,7 +126,7 @@ fn main() -> Result<()> {
             ..SamplerConfig::default()
         },
         stop: args.stop.clone(),
-        capacity: args.ctx_size.unwrap_or(model.cfg.n_ctx.min(2048)),
+        capacity: args.ctx_size.unwrap_or(loaded.n_ctx.min(2048)),
         ..GenerateConfig::default()
     };
     let stream = !args.json && prompts.len() == 1;
@@ -132,7 +134,7 @@ fn main() -> Result<()> {
         print!("{}", prompts[0]);
         std::io::stdout().flush()?;
     }
-    let (results, stats) = generate(&ctx, &model, &tok, &ids, &cfg, |_, piece| {
+    let (results, stats) = generate(&ctx, model, tok, &ids, &cfg, |_, piece| {
         if stream {
             print!("{piece}");
             let _ = std::io::stdout().flush();

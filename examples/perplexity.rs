@@ -13,7 +13,7 @@ mod common;
 #[derive(Parser)]
 #[command(about = "Perplexity of a text file with Kiln")]
 struct Args {
-    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
+    /// GGUF model file or GPT-2 folder (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
     #[arg(short, long)]
     model: Option<PathBuf>,
     /// Text file to score
@@ -40,11 +40,18 @@ fn main() -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let (_, model, tok) = common::load(&ctx, args.model.clone())?;
-    let ids = tok.encode(&text)?;
+    let loaded = common::open(&ctx, args.model.clone())?;
+    let ids = loaded.tokenizer.encode(&text)?;
     let stride = args.stride.unwrap_or((args.ctx_size / 2).max(1));
     let start = std::time::Instant::now();
-    let p = perplexity(&ctx, &model, &ids, args.ctx_size, stride, 128)?;
+    let p = perplexity(
+        &ctx,
+        loaded.model.as_ref(),
+        &ids,
+        args.ctx_size,
+        stride,
+        128,
+    )?;
     let secs = start.elapsed().as_secs_f64();
     if args.json {
         println!(

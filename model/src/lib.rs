@@ -4,6 +4,7 @@
 //! - [`gpt2`]: GPT-2 from a Hugging Face folder (config.json + safetensors).
 //! - [`llama`]: the Llama architecture (config, weights) from GGUF.
 //! - [`session`]: KV cache, activations and the forward step.
+//! - [`loader`]: open a path and pick its architecture.
 //! - [`perplexity`]: sliding-window perplexity.
 //! - [`sampling`], [`generate`]: samplers and the generation loop; [`chat`]: chat templates.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`.
@@ -17,6 +18,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;
+pub mod loader;
 pub mod perplexity;
 pub mod sampling;
 pub mod session;

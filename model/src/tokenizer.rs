@@ -111,6 +111,52 @@ impl Tokenizer {
         })
     }
 
+    /// The tokenizer of a Hugging Face model folder: `tokenizer.json`, or the GPT-2 BPE pair
+    /// `vocab.json` + `merges.txt` (also accepted under their original names `encoder.json` +
+    /// `vocab.bpe`). `<|endoftext|>` is the end-of-text token when present.
+    pub fn from_folder(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        let mut tok = if json.exists() {
+            Self::from_file(&json, None, None)?
+        } else {
+            let pick = |names: [&str; 2]| names.iter().map(|n| dir.join(n)).find(|p| p.exists());
+            let missing = |what: &str| ModelError::Config {
+                path: dir.to_path_buf(),
+                message: format!("no tokenizer: expected tokenizer.json or {what}"),
+            };
+            let vocab = pick(["vocab.json", "encoder.json"])
+                .ok_or_else(|| missing("vocab.json (or encoder.json)"))?;
+            let merges = pick(["merges.txt", "vocab.bpe"])
+                .ok_or_else(|| missing("merges.txt (or vocab.bpe)"))?;
+            let (v, m) = (
+                vocab.to_string_lossy().to_string(),
+                merges.to_string_lossy().to_string(),
+            );
+            let bpe = BPE::from_file(&v, &m)
+                .build()
+                .map_err(|e| ModelError::Config {
+                    path: vocab.clone(),
+                    message: format!("BPE files: {e}"),
+                })?;
+            let mut inner = HfTokenizer::new(bpe);
+            inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+            inner.with_decoder(Some(ByteLevelDecoder::default()));
+            Self {
+                inner,
+                bos: None,
+                eos: None,
+                add_bos: false,
+                source: dir.display().to_string(),
+            }
+        };
+        if let Some(id) = tok.inner.token_to_id("<|endoftext|>") {
+            tok.inner
+                .add_special_tokens(&[AddedToken::from("<|endoftext|>", true)]);
+            tok.eos = Some(id);
+        }
+        Ok(tok)
+    }
+
     /// Token ids of `text`, special tokens matched whole, with BOS prepended if the model asks.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self

