@@ -1,2 +1,3 @@
-//! Kiln benchmarks: criterion microbenchmarks per kernel family and the portable benchmark runner.
-//! Nothing lives here yet: the suites and the runner are built in issue 6.
+//! Kiln benchmarks. `src/bin/gpt2-124m.rs` times GPT-2 124M at its real shapes with random
+//! weights. The criterion suites per kernel family and the portable report runner are still to
+//! come (issue 6).

@@ -11,8 +11,11 @@ logits of a fixed prompt and its greedy continuation.
     python3 model/reference/gpt2_reference.py OUT_DIR [BPE_DIR]
 
 With BPE_DIR (holding GPT-2's encoder.json and vocab.bpe), each checkpoint gets vocab.json and
-merges.txt, and OUT_DIR/tokenizer_cases.json holds reference tokenizations made by the plain
-Python BPE below.
+merges.txt, OUT_DIR/tokenizer_cases.json holds reference tokenizations made by the plain Python BPE
+below, and GGUF checkpoints are written too (OUT_DIR/NAME/model.gguf, needs `pip install gguf`):
+llama.cpp's GPT-2 layout (`gpt2.*` metadata, `blk.N.attn_qkv` with rows [out, in], the tokenizer in
+`tokenizer.ggml.*`), matrices quantized with the gguf package; their expected logits come from the
+weights dequantized back to float64.
 """
 import json
 import os
@@ -31,6 +34,15 @@ CONFIGS = [
     ("tiny-f32", 2, 64, 2, 64, np.float32, "", False),
     ("small-f16-prefixed", 3, 128, 4, 96, np.float16, "transformer.", True),
     ("wide-f32-prefixed", 4, 192, 8, 64, np.float32, "transformer.", False),
+]
+# name, layers, width, heads, positions, GGUF type per tensor family ("output" absent: tied head)
+GGUF_CONFIGS = [
+    ("gguf-quantized", 2, 128, 4, 64,
+     {"token_embd": "Q8_0", "position_embd": "F16", "attn_qkv": "Q8_0", "attn_output": "Q4_0",
+      "ffn_up": "Q4_1", "ffn_down": "Q8_0"}),
+    ("gguf-f32-untied", 3, 64, 2, 48,
+     {"token_embd": "F32", "position_embd": "F32", "attn_qkv": "F16", "attn_output": "F32",
+      "ffn_up": "F32", "ffn_down": "F16", "output": "Q8_0"}),
 ]
 PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 198, 40]
 
@@ -90,7 +102,7 @@ def forward(w, ids, n_layer, n_head):
         m = gelu(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
         x = x + m @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
     x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"])
-    return x @ w["wte.weight"].T
+    return x @ w.get("lm_head.weight", w["wte.weight"]).T
 
 
 TOKENIZER_CASES = [
@@ -137,6 +149,96 @@ class Gpt2Bpe:
         return out
 
 
+# Hugging Face name -> llama.cpp GGUF name, and whether the tensor is a Conv1D weight ([in, out])
+# that GGUF stores transposed.
+def gguf_names(n_layer):
+    names = [("wte.weight", "token_embd.weight", False), ("wpe.weight", "position_embd.weight", False),
+             ("ln_f.weight", "output_norm.weight", False), ("ln_f.bias", "output_norm.bias", False)]
+    for l in range(n_layer):
+        for hf, gg in [("ln_1", "attn_norm"), ("ln_2", "ffn_norm")]:
+            names += [(f"h.{l}.{hf}.{t}", f"blk.{l}.{gg}.{t}", False) for t in ("weight", "bias")]
+        for hf, gg in [("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"),
+                       ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")]:
+            names += [(f"h.{l}.{hf}.weight", f"blk.{l}.{gg}.weight", True),
+                      (f"h.{l}.{hf}.bias", f"blk.{l}.{gg}.bias", False)]
+    return names
+
+
+def write_gguf(path, w, n_layer, n_head, n_pos, types, bpe_dir):
+    """Writes `w` (Hugging Face layout) as a llama.cpp-style GPT-2 GGUF; returns the weights as
+    stored (quantized and dequantized back), in the Hugging Face layout, for the reference."""
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    e = w["wte.weight"].shape[1]
+    wr = gguf.GGUFWriter(path, "gpt2")
+    wr.add_context_length(n_pos)
+    wr.add_embedding_length(e)
+    wr.add_feed_forward_length(4 * e)
+    wr.add_block_count(n_layer)
+    wr.add_head_count(n_head)
+    wr.add_layer_norm_eps(1e-5)
+    encoder = json.load(open(os.path.join(bpe_dir, "encoder.json"), encoding="utf-8"))
+    tokens = sorted(encoder, key=encoder.get)
+    merges = [l for l in open(os.path.join(bpe_dir, "vocab.bpe"), encoding="utf-8").read().split("\n")[1:] if l]
+    wr.add_tokenizer_model("gpt2")
+    wr.add_tokenizer_pre("gpt-2")
+    wr.add_token_list(tokens)
+    wr.add_token_types([gguf.TokenType.CONTROL if t == "<|endoftext|>" else gguf.TokenType.NORMAL
+                        for t in tokens])
+    wr.add_token_merges(merges)
+    wr.add_bos_token_id(encoder["<|endoftext|>"])
+    wr.add_eos_token_id(encoder["<|endoftext|>"])
+
+    stored = dict(w)
+    entries = gguf_names(n_layer)
+    if "lm_head.weight" in w:
+        entries.append(("lm_head.weight", "output.weight", False))
+    for hf, name, conv1d in entries:
+        a = w[hf].astype(np.float32)
+        a = a.T.copy() if conv1d else a
+        family = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
+        kind = types.get(family, "F32") if name.endswith("weight") and a.ndim == 2 else "F32"
+        if kind == "F32":
+            wr.add_tensor(name, a)
+            back = a
+        elif kind == "F16":
+            wr.add_tensor(name, a.astype(np.float16))
+            back = a.astype(np.float16).astype(np.float32)
+        else:
+            qtype = gguf.GGMLQuantizationType[kind]
+            q = quantize(a, qtype)
+            wr.add_tensor(name, q, raw_dtype=qtype)
+            back = dequantize(q, qtype).reshape(a.shape)
+        stored[hf] = back.T if conv1d else back
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return stored
+
+
+def write_expected(folder, name, rng, w, n_layer, n_head):
+    """expected.json: float64 logits of PROMPT (a sample of indices per position, plus the top 8)
+    and the greedy continuation with each step's top-2 gap."""
+    ids = list(PROMPT)
+    logits = forward(w, ids, n_layer, n_head)
+    sample = sorted(set(rng.choice(VOCAB, 256, replace=False).tolist()))
+    rows = []
+    for p in range(len(ids)):
+        idx = sorted(set(sample) | set(np.argsort(-logits[p])[:8].tolist()))
+        rows.append({"position": p, "indices": idx, "values": [float(logits[p, i]) for i in idx]})
+    greedy, gaps = [], []
+    for _ in range(N_GREEDY):
+        row = forward(w, ids + greedy, n_layer, n_head)[-1]
+        order = np.argsort(-row)
+        greedy.append(int(order[0]))
+        gaps.append(float(row[order[0]] - row[order[1]]))
+    with open(os.path.join(folder, "expected.json"), "w") as fh:
+        json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps}, fh)
+    print(f"{name}: greedy {greedy}, min top-2 gap {min(gaps):.4f}", flush=True)
+
+
 def main():
     out = sys.argv[1]
     bpe_dir = sys.argv[2] if len(sys.argv) > 2 else None
@@ -169,22 +271,17 @@ def main():
             shutil.copy(os.path.join(bpe_dir, "encoder.json"), os.path.join(folder, "vocab.json"))
             shutil.copy(os.path.join(bpe_dir, "vocab.bpe"), os.path.join(folder, "merges.txt"))
 
-        ids = list(PROMPT)
-        logits = forward(w, ids, n_layer, n_head)
-        sample = sorted(set(rng.choice(VOCAB, 256, replace=False).tolist()))
-        rows = []
-        for p in range(len(ids)):
-            idx = sorted(set(sample) | set(np.argsort(-logits[p])[:8].tolist()))
-            rows.append({"position": p, "indices": idx, "values": [float(logits[p, i]) for i in idx]})
-        greedy, gaps = [], []
-        for _ in range(N_GREEDY):
-            row = forward(w, ids + greedy, n_layer, n_head)[-1]
-            order = np.argsort(-row)
-            greedy.append(int(order[0]))
-            gaps.append(float(row[order[0]] - row[order[1]]))
-        with open(os.path.join(folder, "expected.json"), "w") as fh:
-            json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps}, fh)
-        print(f"{name}: greedy {greedy}, min top-2 gap {min(gaps):.4f}", flush=True)
+        write_expected(folder, name, rng, w, n_layer, n_head)
+
+    if bpe_dir:
+        for name, n_layer, e, n_head, n_pos, types in GGUF_CONFIGS:
+            w = random_checkpoint(rng, n_layer, e, n_pos, np.float32)
+            if "output" in types:
+                w["lm_head.weight"] = (rng.standard_normal((VOCAB, e)) * 0.1).astype(np.float32)
+            folder = os.path.join(out, name)
+            os.makedirs(folder, exist_ok=True)
+            stored = write_gguf(os.path.join(folder, "model.gguf"), w, n_layer, n_head, n_pos, types, bpe_dir)
+            write_expected(folder, name, rng, stored, n_layer, n_head)
 
 
 if __name__ == "__main__":

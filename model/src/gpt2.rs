@@ -1,10 +1,12 @@
-//! GPT-2 (Radford et al. 2019) from a Hugging Face model folder: config → weights → block.
+//! GPT-2 (Radford et al. 2019): config → weights → block.
 //!
-//! `config.json` + `model.safetensors`, f32 or f16, tensor names with or without the
-//! `transformer.` prefix. Conv1D weights are stored `[in, out]`; they are transposed at load into
-//! the `[out, in]` layout the matrix kernels read, and the fused QKV projection is split into three
-//! biased matrices. Learned position embeddings, pre-LayerNorm blocks, GELU (tanh form), and an LM
-//! head tied to the token embedding.
+//! From a Hugging Face model folder (`config.json` + `model.safetensors`, f32 or f16, tensor names
+//! with or without the `transformer.` prefix) or from GGUF (`gpt2.*` metadata, llama.cpp's tensor
+//! names, any block format Kiln reads). Hugging Face Conv1D weights are stored `[in, out]`; they are
+//! transposed at load into the `[out, in]` layout the matrix kernels read (GGUF already stores
+//! them so). The fused QKV projection is split into three biased matrices. Learned position
+//! embeddings, pre-LayerNorm blocks, GELU (tanh form), and an LM head tied to the token embedding
+//! unless the file carries its own.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,8 @@ use kiln_runtime::{Context, Recorder, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::gguf_weights::{matrix, matrix_rows, vector, vector_values};
 use crate::session::{Architecture, Dims, StepIo};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,6 +25,8 @@ pub struct Gpt2Config {
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
+    /// Width of the MLP's hidden layer (4 × `n_embd` in every released GPT-2).
+    pub n_ff: usize,
     pub n_positions: usize,
     pub n_vocab: usize,
     pub eps: f32,
@@ -55,10 +61,13 @@ impl Gpt2Config {
                     key: key.into(),
                 })
         };
+        let n_embd = num("n_embd")?;
         let cfg = Self {
             n_layer: num("n_layer")?,
-            n_embd: num("n_embd")?,
+            n_embd,
             n_head: num("n_head")?,
+            // `n_inner` is null when the MLP is the usual 4 × width.
+            n_ff: num("n_inner").unwrap_or(4 * n_embd),
             n_positions: num("n_positions").or_else(|_| num("n_ctx"))?,
             n_vocab: num("vocab_size")?,
             eps: v
@@ -66,13 +75,50 @@ impl Gpt2Config {
                 .and_then(|x| x.as_f64())
                 .unwrap_or(1e-5) as f32,
         };
-        if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) {
-            return Err(bad(format!(
-                "n_head {} does not divide n_embd {}",
-                cfg.n_head, cfg.n_embd
-            )));
-        }
+        cfg.check().map_err(bad)?;
         Ok(cfg)
+    }
+
+    /// Reads `gpt2.*` GGUF metadata (as llama.cpp's converter writes it).
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let u = |key: &str| g.u32(&format!("gpt2.{key}")).map(|v| v as usize);
+        let n_embd = u("embedding_length")?;
+        let n_vocab = match u("vocab_size") {
+            Ok(v) => v,
+            Err(_) => g
+                .tensor("token_embd.weight")?
+                .dims
+                .get(1)
+                .copied()
+                .unwrap_or(0) as usize,
+        };
+        let cfg = Self {
+            n_layer: u("block_count")?,
+            n_embd,
+            n_head: u("attention.head_count")?,
+            n_ff: u("feed_forward_length").unwrap_or(4 * n_embd),
+            n_positions: u("context_length")?,
+            n_vocab,
+            eps: g.f32("gpt2.attention.layer_norm_epsilon").unwrap_or(1e-5),
+        };
+        cfg.check().map_err(|message| ModelError::Config {
+            path: g.path.clone(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_head {} does not divide n_embd {}",
+                self.n_head, self.n_embd
+            ));
+        }
+        if self.n_layer == 0 || self.n_ff == 0 || self.n_positions == 0 || self.n_vocab == 0 {
+            return Err(format!("a zero dimension in {self:?}"));
+        }
+        Ok(())
     }
 }
 
@@ -88,16 +134,18 @@ struct Block {
     wv: Weights,
     proj: Weights, // attention output, biased
     ln_2: LayerNorm,
-    fc: Weights,     // [n_embd] -> [4 n_embd], biased
-    fc_out: Weights, // [4 n_embd] -> [n_embd], biased
+    fc: Weights,     // [n_embd] -> [n_ff], biased
+    fc_out: Weights, // [n_ff] -> [n_embd], biased
 }
 
 pub struct Gpt2 {
     pub cfg: Gpt2Config,
-    wte: Weights, // [n_vocab, n_embd]; also the LM head
+    wte: Weights, // [n_vocab, n_embd]
     wpe: Weights, // [n_positions, n_embd]
     blocks: Vec<Block>,
     ln_f: LayerNorm,
+    /// The LM head `[n_vocab, n_embd]`; `None` when tied to `wte`.
+    output: Option<Weights>,
 }
 
 /// A safetensors file and the prefix its GPT-2 tensor names carry.
@@ -227,7 +275,7 @@ impl Gpt2 {
             prefix,
             path: &path,
         };
-        let (e, v, p) = (cfg.n_embd, cfg.n_vocab, cfg.n_positions);
+        let (e, f, v, p) = (cfg.n_embd, cfg.n_ff, cfg.n_vocab, cfg.n_positions);
         let total = cfg.n_layer + 2;
         let ln = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
@@ -258,8 +306,8 @@ impl Gpt2 {
                 )
             };
             let proj = s.get(&n("attn.c_proj.weight"), &[e, e])?;
-            let fc = s.get(&n("mlp.c_fc.weight"), &[e, 4 * e])?;
-            let fc_out = s.get(&n("mlp.c_proj.weight"), &[4 * e, e])?;
+            let fc = s.get(&n("mlp.c_fc.weight"), &[e, f])?;
+            let fc_out = s.get(&n("mlp.c_proj.weight"), &[f, e])?;
             blocks.push(Block {
                 ln_1: ln(&n("ln_1"))?,
                 wq: split(0)?,
@@ -276,17 +324,17 @@ impl Gpt2 {
                 ln_2: ln(&n("ln_2"))?,
                 fc: upload(
                     ctx,
-                    &conv1d_columns(&fc, 0, 4 * e),
-                    4 * e,
+                    &conv1d_columns(&fc, 0, f),
+                    f,
                     e,
                     fc.half,
-                    Some(&s.get(&n("mlp.c_fc.bias"), &[4 * e])?.values),
+                    Some(&s.get(&n("mlp.c_fc.bias"), &[f])?.values),
                 )?,
                 fc_out: upload(
                     ctx,
                     &conv1d_columns(&fc_out, 0, e),
                     e,
-                    4 * e,
+                    f,
                     fc_out.half,
                     Some(&s.get(&n("mlp.c_proj.bias"), &[e])?.values),
                 )?,
@@ -301,7 +349,154 @@ impl Gpt2 {
             wpe,
             blocks,
             ln_f,
+            output: None,
         })
+    }
+
+    /// Loads GPT-2 from GGUF with llama.cpp's tensor names (`token_embd`, `position_embd`,
+    /// `blk.N.attn_qkv`, …), matrices in their own block format.
+    pub fn load_gguf(
+        ctx: &Context,
+        g: &GgufFile,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let cfg = Gpt2Config::from_gguf(g)?;
+        let (e, f) = (cfg.n_embd, cfg.n_ff);
+        let total = cfg.n_layer + 2;
+        let ln = |name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                gamma: vector(ctx, g, &format!("{name}.weight"), e)?,
+                beta: vector(ctx, g, &format!("{name}.bias"), e)?,
+            })
+        };
+        let biased = |name: &str, n: usize, k: usize| -> Result<Weights> {
+            let bias = vector_values(g, &format!("{name}.bias"), n)?;
+            Ok(matrix(ctx, g, &format!("{name}.weight"), n, k)?.with_bias(ctx, &bias)?)
+        };
+        let wte = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e)?;
+        let wpe = matrix(ctx, g, "position_embd.weight", cfg.n_positions, e)?;
+        progress(1, total);
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let n = |t: &str| format!("blk.{l}.{t}");
+            let qkv_bias = vector_values(g, &n("attn_qkv.bias"), 3 * e)?;
+            let split = |i: usize| -> Result<Weights> {
+                let rows = i * e..(i + 1) * e;
+                let w = matrix_rows(ctx, g, &n("attn_qkv.weight"), 3 * e, e, rows.clone())?;
+                Ok(w.with_bias(ctx, &qkv_bias[rows])?)
+            };
+            blocks.push(Block {
+                ln_1: ln(&n("attn_norm"))?,
+                wq: split(0)?,
+                wk: split(1)?,
+                wv: split(2)?,
+                proj: biased(&n("attn_output"), e, e)?,
+                ln_2: ln(&n("ffn_norm"))?,
+                fc: biased(&n("ffn_up"), f, e)?,
+                fc_out: biased(&n("ffn_down"), e, f)?,
+            });
+            progress(l + 2, total);
+        }
+        let ln_f = ln("output_norm")?;
+        let output = if g.has_tensor("output.weight") {
+            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e)?)
+        } else {
+            None
+        };
+        progress(total, total);
+        Ok(Self {
+            cfg,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            output,
+        })
+    }
+}
+
+impl Gpt2 {
+    /// Random weights at `cfg`'s shapes (for benchmarks at real sizes when no checkpoint is at
+    /// hand): matrices N(0, 0.02²) as GPT-2 was initialized, zero biases, unit norms.
+    pub fn random(ctx: &Context, cfg: Gpt2Config, half: bool, seed: u64) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let e = cfg.n_embd;
+        // A uniform draw with the same variance as N(0, 0.02²) is enough for timing.
+        let mut mat = |n: usize, k: usize, bias: bool| -> Result<Weights> {
+            let values: Vec<f32> = (0..n * k)
+                .map(|_| rng.random_range(-0.0346..0.0346))
+                .collect();
+            upload(
+                ctx,
+                &values,
+                n,
+                k,
+                half,
+                bias.then(|| vec![0.0; n]).as_deref(),
+            )
+        };
+        let wte = mat(cfg.n_vocab, e, false)?;
+        let wpe = mat(cfg.n_positions, e, false)?;
+        let ln = || -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                gamma: ctx.upload_f32(&vec![1.0; e], &[e])?,
+                beta: ctx.zeros(kiln_runtime::DType::F32, &[e])?,
+            })
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for _ in 0..cfg.n_layer {
+            blocks.push(Block {
+                ln_1: ln()?,
+                wq: mat(e, e, true)?,
+                wk: mat(e, e, true)?,
+                wv: mat(e, e, true)?,
+                proj: mat(e, e, true)?,
+                ln_2: ln()?,
+                fc: mat(cfg.n_ff, e, true)?,
+                fc_out: mat(e, cfg.n_ff, true)?,
+            });
+        }
+        Ok(Self {
+            cfg,
+            wte,
+            wpe,
+            blocks,
+            ln_f: ln()?,
+            output: None,
+        })
+    }
+
+    /// Bytes of weights one decode step reads: every block matrix with its bias, the LM head,
+    /// and one row of each embedding table.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]
+                    .iter()
+                    .map(|w| w.size_bytes())
+                    .sum::<u64>()
+            })
+            .sum();
+        let row = |w: &Weights| w.size_bytes() / w.n as u64;
+        blocks + self.lm_head().size_bytes() + row(&self.wte) + row(&self.wpe)
+    }
+}
+
+impl Gpt2Config {
+    /// GPT-2 124M ("gpt2"): 12 layers, width 768, 12 heads, 1024 positions, 50257 tokens.
+    pub fn gpt2_124m() -> Self {
+        Self {
+            n_layer: 12,
+            n_embd: 768,
+            n_head: 12,
+            n_ff: 3072,
+            n_positions: 1024,
+            n_vocab: 50257,
+            eps: 1e-5,
+        }
     }
 }
 
@@ -314,7 +509,7 @@ impl Architecture for Gpt2 {
             n_head: c.n_head,
             n_kv_head: c.n_head,
             head_dim: c.n_embd / c.n_head,
-            n_ff: 4 * c.n_embd,
+            n_ff: c.n_ff,
             n_vocab: c.n_vocab,
             max_positions: Some(c.n_positions),
         }
@@ -376,6 +571,6 @@ impl Architecture for Gpt2 {
     }
 
     fn lm_head(&self) -> &Weights {
-        &self.wte
+        self.output.as_ref().unwrap_or(&self.wte)
     }
 }

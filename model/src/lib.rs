@@ -1,7 +1,7 @@
 //! Kiln models: file → loader → weights on the GPU → graph of kernel launches → logits → sampler.
 //!
-//! - [`gguf`]: the GGUF reader.
-//! - [`gpt2`]: GPT-2 from a Hugging Face folder (config.json + safetensors).
+//! - [`gguf`]: the GGUF reader; `gguf_weights` puts its tensors on the device.
+//! - [`gpt2`]: GPT-2 from a Hugging Face folder (config.json + safetensors) or GGUF.
 //! - [`llama`]: the Llama architecture (config, weights) from GGUF.
 //! - [`session`]: KV cache, activations and the forward step.
 //! - [`loader`]: open a path and pick its architecture.
@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+mod gguf_weights;
 pub mod gpt2;
 pub mod llama;
 pub mod loader;

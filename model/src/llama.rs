@@ -4,13 +4,12 @@
 //! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
 
 use kiln_kernels::rope::{Rope, RopeLayout};
-use kiln_kernels::{
-    HostWeights, WeightFormat, Weights, attention, elementwise, embedding, matmul, norm, rope,
-};
-use kiln_runtime::{Context, DType, Recorder, Tensor};
+use kiln_kernels::{Weights, attention, elementwise, embedding, matmul, norm, rope};
+use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::GgufFile;
+use crate::gguf_weights::{matrix, vector};
 use crate::session::{Architecture, Dims, StepIo};
 
 /// Hyperparameters read from `llama.*` metadata.
@@ -275,48 +274,4 @@ impl Architecture for Llama {
     fn lm_head(&self) -> &Weights {
         self.output.as_ref().unwrap_or(&self.tok_embd)
     }
-}
-
-/// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format.
-fn matrix(ctx: &Context, g: &GgufFile, name: &str, n: usize, k: usize) -> Result<Weights> {
-    let t = g.tensor(name)?;
-    g.check_dims(t, &[k as u64, n as u64])?;
-    let format = match t.ggml_type {
-        GgmlType::F32 => WeightFormat::F32,
-        GgmlType::F16 => WeightFormat::F16,
-        GgmlType::Q8_0 => WeightFormat::Q8_0,
-        GgmlType::Q4_0 => WeightFormat::Q4_0,
-        GgmlType::Q4_1 => WeightFormat::Q4_1,
-        other => {
-            return Err(ModelError::UnsupportedTensorType {
-                path: g.path.clone(),
-                tensor: name.into(),
-                ggml_type: other.to_string(),
-            });
-        }
-    };
-    let host = HostWeights::new(format, n, k, g.tensor_data(t)?.to_vec())?;
-    Ok(Weights::upload(ctx, &host)?)
-}
-
-/// Uploads an f32 vector (norm weights), converting F16.
-fn vector(ctx: &Context, g: &GgufFile, name: &str, n: usize) -> Result<Tensor> {
-    let t = g.tensor(name)?;
-    g.check_dims(t, &[n as u64])?;
-    let data = g.tensor_data(t)?;
-    let values: Vec<f32> = match t.ggml_type {
-        GgmlType::F32 => bytemuck::pod_collect_to_vec(data),
-        GgmlType::F16 => data
-            .chunks(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(ModelError::UnsupportedTensorType {
-                path: g.path.clone(),
-                tensor: name.into(),
-                ggml_type: other.to_string(),
-            });
-        }
-    };
-    Ok(ctx.upload(&values, DType::F32, &[n])?)
 }

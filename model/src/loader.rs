@@ -1,6 +1,6 @@
 //! Opens a model by path and picks its architecture: a folder is a Hugging Face GPT-2 checkpoint
 //! (`config.json` + `model.safetensors` + tokenizer files); a file is GGUF, read by its
-//! `general.architecture`.
+//! `general.architecture` (`llama` or `gpt2`).
 
 use std::path::Path;
 
@@ -60,11 +60,20 @@ pub fn load(ctx: &Context, path: &Path, progress: impl FnMut(usize, usize)) -> R
                 arch: "llama",
             })
         }
+        "gpt2" => {
+            let model = Gpt2::load_gguf(ctx, &g, progress)?;
+            let n_ctx = model.cfg.n_positions;
+            Ok(Loaded {
+                model: Box::new(model),
+                tokenizer: Tokenizer::from_gguf(&g)?,
+                chat_template: None,
+                n_ctx,
+                arch: "gpt2",
+            })
+        }
         other => Err(ModelError::Config {
             path: path.to_path_buf(),
-            message: format!(
-                "GGUF architecture {other:?} is not supported (llama; GPT-2 loads from a Hugging Face folder)"
-            ),
+            message: format!("GGUF architecture {other:?} is not supported (llama, gpt2)"),
         }),
     }
 }

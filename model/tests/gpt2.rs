@@ -1,14 +1,17 @@
 //! GPT-2 against the independent numpy reference (`model/reference/gpt2_reference.py`), which
 //! writes random checkpoints in the Hugging Face layout (f32 and f16, with and without the
-//! `transformer.` prefix) and their float64 logits and greedy tokens. The script runs once per test
-//! process (it needs `python3 -m pip install numpy safetensors`, as `.ci/run` does).
+//! `transformer.` prefix) and as llama.cpp-style GGUF (quantized Q8_0/Q4_0/Q4_1, f16, an untied LM
+//! head), with their float64 logits and greedy tokens. The script runs once per test process (it
+//! needs `python3 -m pip install numpy safetensors gguf`, as `.ci/run` does).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use kiln_model::ModelError;
+use kiln_model::gguf::GgufFile;
 use kiln_model::gpt2::Gpt2;
 use kiln_model::session::{Output, Session};
+use kiln_runtime::Context;
 use kiln_runtime::testing::test_context;
 use serde_json::Value;
 
@@ -30,11 +33,22 @@ fn reference_dir() -> &'static Path {
             .expect("running python3");
         assert!(
             status.success(),
-            "{} failed: install numpy and safetensors (python3 -m pip install numpy safetensors)",
+            "{} failed: python3 -m pip install numpy safetensors gguf",
             script.display()
         );
         dir
     })
+}
+
+/// A reference checkpoint: a Hugging Face folder, or the folder's `model.gguf`.
+fn load_case(ctx: &Context, name: &str) -> Gpt2 {
+    let dir = reference_dir().join(name);
+    let gguf = dir.join("model.gguf");
+    if gguf.exists() {
+        Gpt2::load_gguf(ctx, &GgufFile::open(&gguf).unwrap(), |_, _| {}).unwrap()
+    } else {
+        Gpt2::load(ctx, &dir, |_, _| {}).unwrap()
+    }
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -48,12 +62,18 @@ fn ids(v: &Value) -> Vec<u32> {
 #[test]
 fn logits_and_greedy_tokens_match_reference() {
     let Some(ctx) = test_context() else { return };
-    for name in ["tiny-f32", "small-f16-prefixed", "wide-f32-prefixed"] {
+    for name in [
+        "tiny-f32",
+        "small-f16-prefixed",
+        "wide-f32-prefixed",
+        "gguf-quantized",
+        "gguf-f32-untied",
+    ] {
         let dir = reference_dir().join(name);
         let want: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
                 .unwrap();
-        let model = Gpt2::load(ctx, &dir, |_, _| {}).unwrap();
+        let model = load_case(ctx, name);
         let prompt = ids(&want["prompt"]);
         let vocab = model.cfg.n_vocab;
         let mut s = Session::new(ctx, &model, 1, 48, 16).unwrap();
@@ -146,22 +166,27 @@ fn contradicting_config_and_missing_tensors_are_named() {
     ));
 }
 
-/// The real GPT-2 BPE (from the checkpoint folder's vocab.json + merges.txt) tokenizes like the
-/// reference's plain Python BPE, and decodes back to the text.
+/// The real GPT-2 BPE, from the checkpoint folder's vocab.json + merges.txt and from a GGUF's
+/// `tokenizer.ggml.*`, tokenizes like the reference's plain Python BPE and decodes back to the text.
 #[test]
 fn tokenizer_matches_reference_ids() {
+    use kiln_model::tokenizer::Tokenizer;
     let cases: Value = serde_json::from_str(
         &std::fs::read_to_string(reference_dir().join("tokenizer_cases.json")).unwrap(),
     )
     .unwrap();
-    let tok =
-        kiln_model::tokenizer::Tokenizer::from_folder(&reference_dir().join("tiny-f32")).unwrap();
-    assert_eq!(tok.eos, Some(50256));
-    for case in cases.as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let got = tok.encode(text).unwrap();
-        assert_eq!(got, ids(&case["ids"]), "tokens of {text:?}");
-        assert_eq!(tok.decode(&got).unwrap(), text);
+    let gguf = GgufFile::open(reference_dir().join("gguf-quantized/model.gguf")).unwrap();
+    for tok in [
+        Tokenizer::from_folder(&reference_dir().join("tiny-f32")).unwrap(),
+        Tokenizer::from_gguf(&gguf).unwrap(),
+    ] {
+        assert_eq!(tok.eos, Some(50256));
+        for case in cases.as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let got = tok.encode(text).unwrap();
+            assert_eq!(got, ids(&case["ids"]), "tokens of {text:?}");
+            assert_eq!(tok.decode(&got).unwrap(), text);
+        }
     }
     let empty = tempfile::tempdir().unwrap();
     let e = kiln_model::tokenizer::Tokenizer::from_folder(empty.path())
@@ -170,31 +195,49 @@ fn tokenizer_matches_reference_ids() {
     assert!(e.to_string().contains("vocab.json"), "{e}");
 }
 
-/// The generation loop runs GPT-2 through the same path as Llama.
+/// The generation loop runs GPT-2 through the same path as Llama, from a folder and from GGUF
+/// (the loader picks the architecture from the path).
 #[test]
 fn generate_runs_gpt2_checkpoints() {
     use kiln_model::generate::{GenerateConfig, generate};
     let Some(ctx) = test_context() else { return };
-    let dir = reference_dir().join("tiny-f32");
-    let loaded = kiln_model::loader::load(ctx, &dir, |_, _| {}).unwrap();
-    assert_eq!(loaded.arch, "gpt2");
-    let want: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let cfg = GenerateConfig {
         max_tokens: 8,
         capacity: 32,
         ..GenerateConfig::default()
     };
-    let (out, _) = generate(
-        ctx,
-        loaded.model.as_ref(),
-        &loaded.tokenizer,
-        &[ids(&want["prompt"])],
-        &cfg,
-        |_, _| {},
-    )
-    .unwrap();
-    assert_eq!(out[0].generated_ids, ids(&want["greedy"])[..8]);
+    for path in [
+        reference_dir().join("tiny-f32"),
+        reference_dir().join("gguf-quantized/model.gguf"),
+    ] {
+        let loaded = kiln_model::loader::load(ctx, &path, |_, _| {}).unwrap();
+        assert_eq!(loaded.arch, "gpt2");
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            path.parent().unwrap().to_path_buf()
+        };
+        let want: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let (out, _) = generate(
+            ctx,
+            loaded.model.as_ref(),
+            &loaded.tokenizer,
+            &[ids(&want["prompt"])],
+            &cfg,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            out[0].generated_ids,
+            ids(&want["greedy"])[..8],
+            "{}",
+            path.display()
+        );
+    }
+    let loaded =
+        kiln_model::loader::load(ctx, &reference_dir().join("tiny-f32"), |_, _| {}).unwrap();
     // A context longer than the learned position table is refused.
     let long = GenerateConfig {
         capacity: 65,
@@ -211,4 +254,35 @@ fn generate_runs_gpt2_checkpoints() {
         )
         .is_err()
     );
+}
+
+/// A GGUF GPT-2 whose tensors contradict its metadata, or that is cut short, names the tensor.
+#[test]
+fn bad_gguf_gpt2_names_the_tensor() {
+    let Some(ctx) = test_context() else { return };
+    let src = std::fs::read(reference_dir().join("gguf-quantized/model.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &src[..src.len() - 1000]).unwrap();
+    match kiln_model::loader::load(ctx, &cut, |_, _| {}) {
+        Err(ModelError::TensorOutOfBounds { tensor, .. }) => assert!(!tensor.is_empty()),
+        other => panic!("expected TensorOutOfBounds, got {:?}", other.err()),
+    }
+    // Claim a wider model than the tensors hold.
+    let key = b"gpt2.embedding_length";
+    let at = src.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let mut wide = src.clone();
+    // The value follows its u32 type tag.
+    wide[at + 4..at + 8].copy_from_slice(&256u32.to_le_bytes());
+    let path = dir.path().join("wide.gguf");
+    std::fs::write(&path, &wide).unwrap();
+    match kiln_model::loader::load(ctx, &path, |_, _| {}) {
+        Err(ModelError::TensorShape {
+            tensor, expected, ..
+        }) => {
+            assert_eq!(tensor, "token_embd.weight");
+            assert_eq!(expected[0], 256);
+        }
+        other => panic!("expected TensorShape, got {:?}", other.err()),
+    }
 }

@@ -1,0 +1,80 @@
+//! GGUF tensors onto the device: matrices keep their block format (dequantized in the kernels),
+//! vectors (norm weights, biases) become f32. Shared by every architecture read from GGUF.
+
+use std::ops::Range;
+
+use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_runtime::{Context, DType, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::gguf::{GgmlType, GgufFile};
+
+/// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format.
+pub(crate) fn matrix(
+    ctx: &Context,
+    g: &GgufFile,
+    name: &str,
+    n: usize,
+    k: usize,
+) -> Result<Weights> {
+    matrix_rows(ctx, g, name, n, k, 0..n)
+}
+
+/// Uploads rows `rows` of a `[n, k]` matrix (GGUF dims `[k, n]`): how a fused projection such as
+/// GPT-2's QKV is split. Rows of every block format are whole blocks, so a row range is a byte
+/// range.
+pub(crate) fn matrix_rows(
+    ctx: &Context,
+    g: &GgufFile,
+    name: &str,
+    n: usize,
+    k: usize,
+    rows: Range<usize>,
+) -> Result<Weights> {
+    let t = g.tensor(name)?;
+    g.check_dims(t, &[k as u64, n as u64])?;
+    let format = match t.ggml_type {
+        GgmlType::F32 => WeightFormat::F32,
+        GgmlType::F16 => WeightFormat::F16,
+        GgmlType::Q8_0 => WeightFormat::Q8_0,
+        GgmlType::Q4_0 => WeightFormat::Q4_0,
+        GgmlType::Q4_1 => WeightFormat::Q4_1,
+        other => {
+            return Err(ModelError::UnsupportedTensorType {
+                path: g.path.clone(),
+                tensor: name.into(),
+                ggml_type: other.to_string(),
+            });
+        }
+    };
+    // A block format needs whole blocks per row.
+    format.check_k(k)?;
+    let row = format.row_bytes(k);
+    let data = &g.tensor_data(t)?[rows.start * row..rows.end * row];
+    let host = HostWeights::new(format, rows.len(), k, data.to_vec())?;
+    Ok(Weights::upload(ctx, &host)?)
+}
+
+/// An f32 vector of `n` values (norm weights, biases), converting F16.
+pub(crate) fn vector_values(g: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = g.tensor(name)?;
+    g.check_dims(t, &[n as u64])?;
+    let data = g.tensor_data(t)?;
+    match t.ggml_type {
+        GgmlType::F32 => Ok(bytemuck::pod_collect_to_vec(data)),
+        GgmlType::F16 => Ok(data
+            .chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()),
+        other => Err(ModelError::UnsupportedTensorType {
+            path: g.path.clone(),
+            tensor: name.into(),
+            ggml_type: other.to_string(),
+        }),
+    }
+}
+
+/// Uploads an f32 vector of `n` values.
+pub(crate) fn vector(ctx: &Context, g: &GgufFile, name: &str, n: usize) -> Result<Tensor> {
+    Ok(ctx.upload(&vector_values(g, name, n)?, DType::F32, &[n])?)
+}
