@@ -1,11 +1,17 @@
 // Embedding gather: out[t, :] = W[ids[t], :], dequantizing any weight format (weights.wgsl).
 // Ids past the table's rows produce zeros; callers validate ids before they get here.
+// A table split into row parts (over the binding limit) is one launch per part: each writes the
+// tokens whose ids fall in its rows, and the first part also writes the zeros.
 
 struct Params {
-    T: u32,  // tokens
-    N: u32,  // rows of the table (vocabulary)
-    K: u32,  // embedding width
-    G: u32,  // int8 group size
+    T: u32,     // tokens
+    N: u32,     // rows of this table part
+    K: u32,     // embedding width
+    G: u32,     // int8 group size
+    row0: u32,  // first table row of this part
+    rows: u32,  // rows of the whole table (vocabulary)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,10 +26,14 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         return;
     }
     let id = ids[t];
+    let mine = id >= p.row0 && id - p.row0 < p.N;
+    if (!mine && !(id >= p.rows && p.row0 == 0u)) {
+        return;
+    }
     for (var k = tid * 4u; k < p.K; k += 256u) {
         var v = vec4<f32>(0.0);
-        if (id < p.N) {
-            v = w_load4(id, k, p.K, p.G);
+        if (mine) {
+            v = w_load4(id - p.row0, k, p.K, p.G);
         }
         for (var i = 0u; i < 4u; i++) {
             if (k + i < p.K) {

@@ -3,7 +3,8 @@
 // Tiled: a 256-thread workgroup computes a 64 x 64 tile of Y, staging 64 x 16 slices of X and W
 // in workgroup memory; each thread holds a 4 x 4 register block. X is read as vec4 when X_VEC4
 // (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
-// kernel and packed formats are dequantized while the tile is staged.
+// kernel and packed formats are dequantized while the tile is staged. A matrix split into row
+// parts (over the binding limit) is one launch per part, each writing its columns of Y.
 
 struct Params {
     M: u32,
@@ -12,8 +13,8 @@ struct Params {
     G: u32,         // int8 group size (values per scale)
     tiles_n: u32,   // ceil(N / 64)
     tiles: u32,     // ceil(M / 64) * tiles_n
-    _pad0: u32,
-    _pad1: u32,
+    ldy: u32,       // row stride of Y: the whole matrix's rows
+    col0: u32,      // first column of Y this weight part writes
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -104,9 +105,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let n = n0 + tx * 4u + j;
             if (n < p.N) {
 #if HAS_BIAS
-                y[m * p.N + n] = acc[i][j] + bias[n];
+                y[m * p.ldy + p.col0 + n] = acc[i][j] + bias[n];
 #else
-                y[m * p.N + n] = acc[i][j];
+                y[m * p.ldy + p.col0 + n] = acc[i][j];
 #endif
             }
         }

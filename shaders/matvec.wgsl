@@ -1,14 +1,20 @@
 // Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X.
+// A matrix split into row parts (over the binding limit) is one launch per part, each writing
+// columns n0 .. n0 + N of Y.
 //
 // Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
 // activation rows (a skinny matmul). A 256-thread workgroup owns 8 output rows, 32 lanes per row
 // striding over K four values at a time; lanes are summed through workgroup memory.
 
 struct Params {
-    N: u32,
+    N: u32,       // rows of this weight part
     K: u32,
     G: u32,       // int8 group size
     groups: u32,  // ceil(N / ROWS)
+    ldy: u32,     // row stride of y: the whole matrix's rows
+    n0: u32,      // first column of y this part writes
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -76,7 +82,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 #if HAS_BIAS
             s += bias[out_n];
 #endif
-            y[b * p.N + out_n] = s;
+            y[b * p.ldy + p.n0 + out_n] = s;
         }
     }
 }

@@ -15,9 +15,15 @@ pub const SHADER: Shader = Shader {
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     t: u32,
+    /// Rows of this table part
     n: u32,
     k: u32,
     g: u32,
+    /// First table row of this part
+    row0: u32,
+    /// Rows of the whole table
+    rows: u32,
+    _pad: [u32; 2],
 }
 
 /// Gathers the rows named by `ids` (`[T]`, u32) of `table` into `out` (`[T, K]`, f32).
@@ -32,23 +38,28 @@ pub fn embedding(
     expect(ids, "embedding", "ids", DType::U32, t)?;
     expect(out, "embedding", "out", DType::F32, t * table.k)?;
     let defines = table.defines();
-    let params = Params {
-        t: t as u32,
-        n: table.n as u32,
-        k: table.k as u32,
-        g: table.group(),
-    };
-    let mut bindings = vec![Binding::new(1, ids), Binding::new(2, out)];
-    // A bias (binding 3) belongs to the matrix kernels, not to a gather.
-    bindings.extend(table.bindings().into_iter().filter(|b| b.binding < 3));
-    rec.dispatch(&Dispatch {
-        shader: &SHADER,
-        entry: "embedding",
-        defines: &defines,
-        params: bytemuck::bytes_of(&params),
-        bindings: &bindings,
-        workgroups: groups_for(t, 1)?,
-    })?;
+    for part in table.parts() {
+        let params = Params {
+            t: t as u32,
+            n: part.n as u32,
+            k: table.k as u32,
+            g: table.group(),
+            row0: part.row0 as u32,
+            rows: table.n as u32,
+            _pad: [0; 2],
+        };
+        let mut bindings = vec![Binding::new(1, ids), Binding::new(2, out)];
+        // A bias (binding 3) belongs to the matrix kernels, not to a gather.
+        bindings.extend(part.bindings().into_iter().filter(|b| b.binding < 3));
+        rec.dispatch(&Dispatch {
+            shader: &SHADER,
+            entry: "embedding",
+            defines: &defines,
+            params: bytemuck::bytes_of(&params),
+            bindings: &bindings,
+            workgroups: groups_for(t, 1)?,
+        })?;
+    }
     Ok(())
 }
 

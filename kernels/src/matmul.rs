@@ -25,15 +25,16 @@ struct Params {
     g: u32,
     tiles_n: u32,
     tiles: u32,
-    _pad: [u32; 2],
+    /// Row stride of y (all of the matrix's rows)
+    ldy: u32,
+    /// First output column of this weight part
+    n0: u32,
 }
 
 /// Rows of `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`, f32).
 pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
     let m = rows_of(x, w, "matmul")?;
     expect(y, "matmul", "y", DType::F32, m * w.n)?;
-    let tiles_n = w.n.div_ceil(TILE);
-    let tiles = m.div_ceil(TILE) * tiles_n;
     let mut defines = w.defines();
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
@@ -41,25 +42,30 @@ pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
-    let params = Params {
-        m: m as u32,
-        n: w.n as u32,
-        k: w.k as u32,
-        g: w.group(),
-        tiles_n: tiles_n as u32,
-        tiles: tiles as u32,
-        _pad: [0; 2],
-    };
-    let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
-    bindings.extend(w.bindings());
-    rec.dispatch(&Dispatch {
-        shader: &SHADER,
-        entry: "matmul",
-        defines: &defines,
-        params: bytemuck::bytes_of(&params),
-        bindings: &bindings,
-        workgroups: tiles as u32,
-    })?;
+    for part in w.parts() {
+        let tiles_n = part.n.div_ceil(TILE);
+        let tiles = m.div_ceil(TILE) * tiles_n;
+        let params = Params {
+            m: m as u32,
+            n: part.n as u32,
+            k: w.k as u32,
+            g: w.group(),
+            tiles_n: tiles_n as u32,
+            tiles: tiles as u32,
+            ldy: w.n as u32,
+            n0: part.row0 as u32,
+        };
+        let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+        bindings.extend(part.bindings());
+        rec.dispatch(&Dispatch {
+            shader: &SHADER,
+            entry: "matmul",
+            defines: &defines,
+            params: bytemuck::bytes_of(&params),
+            bindings: &bindings,
+            workgroups: tiles as u32,
+        })?;
+    }
     Ok(())
 }
 

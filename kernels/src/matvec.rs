@@ -22,11 +22,17 @@ const ROWS: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
+    /// Rows of this weight part (output columns it writes)
     n: u32,
     k: u32,
     /// int8 group size
     g: u32,
     groups: u32,
+    /// Row stride of y (all of the matrix's rows)
+    ldy: u32,
+    /// First output column of this part
+    n0: u32,
+    _pad: [u32; 2],
 }
 
 /// `x` (`[B, K]`, f32, B ≤ [`MAX_BATCH`]) times the weights into `y` (`[B, N]`).
@@ -36,7 +42,6 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
         format!("{b} rows exceed the batch limit {MAX_BATCH}; use matmul")
     })?;
     expect(y, "matvec", "y", DType::F32, b * w.n)?;
-    let groups = w.n.div_ceil(ROWS);
     let mut defines = w.defines().set("BATCH", b as u32);
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
@@ -44,22 +49,28 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
-    let params = Params {
-        n: w.n as u32,
-        k: w.k as u32,
-        g: w.group(),
-        groups: groups as u32,
-    };
-    let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
-    bindings.extend(w.bindings());
-    rec.dispatch(&Dispatch {
-        shader: &SHADER,
-        entry: "matvec",
-        defines: &defines,
-        params: bytemuck::bytes_of(&params),
-        bindings: &bindings,
-        workgroups: groups as u32,
-    })?;
+    for part in w.parts() {
+        let groups = part.n.div_ceil(ROWS);
+        let params = Params {
+            n: part.n as u32,
+            k: w.k as u32,
+            g: w.group(),
+            groups: groups as u32,
+            ldy: w.n as u32,
+            n0: part.row0 as u32,
+            _pad: [0; 2],
+        };
+        let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+        bindings.extend(part.bindings());
+        rec.dispatch(&Dispatch {
+            shader: &SHADER,
+            entry: "matvec",
+            defines: &defines,
+            params: bytemuck::bytes_of(&params),
+            bindings: &bindings,
+            workgroups: groups as u32,
+        })?;
+    }
     Ok(())
 }
 

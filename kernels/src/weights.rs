@@ -281,45 +281,89 @@ impl HostWeights {
 }
 
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
+///
+/// A matrix larger than the device's storage-binding limit (a 50257 × 768 f32 GPT-2 embedding is
+/// 154 MB; lavapipe and WebGPU bind 128 MiB) is stored as row ranges in separate buffers, and
+/// every kernel runs once per part, writing its columns of the output.
 pub struct Weights {
     pub format: WeightFormat,
     pub n: usize,
     pub k: usize,
+    parts: Vec<Part>,
+    native_f16: bool,
+}
+
+/// Rows `row0 .. row0 + n` of a weight matrix, each buffer within the binding limit.
+pub(crate) struct Part {
+    pub row0: usize,
+    pub n: usize,
     data: Tensor,
     scales: Option<Tensor>,
     zeros: Option<Tensor>,
     bias: Option<Tensor>,
-    native_f16: bool,
 }
 
 impl Weights {
     /// Uploads host weights; f16 is read natively where SHADER_F16 was granted.
     pub fn upload(ctx: &Context, host: &HostWeights) -> Result<Self> {
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        Self::upload_in_parts(ctx, host, limit)
+    }
+
+    /// Uploads with at most `max_part_bytes` of data per buffer (the binding limit, or smaller in
+    /// tests of the split path).
+    pub fn upload_in_parts(ctx: &Context, host: &HostWeights, max_part_bytes: u64) -> Result<Self> {
         host.validate()?;
-        let data = match host.format {
-            WeightFormat::F32 => ctx.upload(&host.data, DType::F32, &[host.n, host.k])?,
-            WeightFormat::F16 => ctx.upload(&host.data, DType::F16, &[host.n, host.k])?,
-            _ => ctx.upload_bytes(&host.data)?,
-        };
-        let groups = [host.n, host.groups_per_row()];
-        let scales = match host.format {
-            WeightFormat::Int8 { .. } => Some(ctx.upload_f32(&host.scales, &groups)?),
-            _ => None,
-        };
-        let zeros = match host.format {
-            WeightFormat::Int8 {
-                zero_point: true, ..
-            } => Some(ctx.upload_f32(&host.zeros, &groups)?),
-            _ => None,
-        };
+        let row_bytes = host.format.row_bytes(host.k);
+        let rows_per_part = (max_part_bytes / row_bytes as u64) as usize;
+        if rows_per_part == 0 {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!(
+                    "one row of {} values takes {row_bytes} bytes, over the {max_part_bytes}-byte binding limit",
+                    host.k
+                ),
+            });
+        }
+        let groups = host.groups_per_row();
+        let mut parts = Vec::new();
+        for row0 in (0..host.n).step_by(rows_per_part) {
+            let n = rows_per_part.min(host.n - row0);
+            let bytes = &host.data[row0 * row_bytes..(row0 + n) * row_bytes];
+            let data = match host.format {
+                WeightFormat::F32 => ctx.upload(bytes, DType::F32, &[n, host.k])?,
+                WeightFormat::F16 => ctx.upload(bytes, DType::F16, &[n, host.k])?,
+                _ => ctx.upload_bytes(bytes)?,
+            };
+            let per_group =
+                |v: &[f32]| ctx.upload_f32(&v[row0 * groups..(row0 + n) * groups], &[n, groups]);
+            let scales = match host.format {
+                WeightFormat::Int8 { .. } => Some(per_group(&host.scales)?),
+                _ => None,
+            };
+            let zeros = match host.format {
+                WeightFormat::Int8 {
+                    zero_point: true, ..
+                } => Some(per_group(&host.zeros)?),
+                _ => None,
+            };
+            parts.push(Part {
+                row0,
+                n,
+                data,
+                scales,
+                zeros,
+                bias: None,
+            });
+        }
         Ok(Self {
             format: host.format,
             n: host.n,
             k: host.k,
-            data,
-            scales,
-            zeros,
-            bias: None,
+            parts,
             native_f16: ctx.features.f16,
         })
     }
@@ -332,7 +376,9 @@ impl Weights {
                 message: format!("bias has {} values for {} rows", bias.len(), self.n),
             });
         }
-        self.bias = Some(ctx.upload_f32(bias, &[self.n])?);
+        for part in &mut self.parts {
+            part.bias = Some(ctx.upload_f32(&bias[part.row0..part.row0 + part.n], &[part.n])?);
+        }
         Ok(self)
     }
 
@@ -344,21 +390,29 @@ impl Weights {
     }
 
     pub fn has_bias(&self) -> bool {
-        self.bias.is_some()
+        self.parts[0].bias.is_some()
+    }
+
+    /// The row ranges the kernels launch over, one launch each.
+    pub(crate) fn parts(&self) -> &[Part] {
+        &self.parts
     }
 
     /// Bytes the kernels read for one pass over the matrix (data, scales, zero points, bias).
     pub fn size_bytes(&self) -> u64 {
-        [
-            Some(&self.data),
-            self.scales.as_ref(),
-            self.zeros.as_ref(),
-            self.bias.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(Tensor::size_bytes)
-        .sum()
+        self.parts
+            .iter()
+            .flat_map(|p| {
+                [
+                    Some(&p.data),
+                    p.scales.as_ref(),
+                    p.zeros.as_ref(),
+                    p.bias.as_ref(),
+                ]
+            })
+            .flatten()
+            .map(Tensor::size_bytes)
+            .sum()
     }
 
     /// The int8 group size passed to the shader (unused by other formats).
@@ -382,7 +436,9 @@ impl Weights {
         }
         d
     }
+}
 
+impl Part {
     /// Group-1 bindings: data, scales, zero points, bias.
     pub(crate) fn bindings(&self) -> Vec<Binding<'_>> {
         let mut b = vec![Binding::weight(0, &self.data)];

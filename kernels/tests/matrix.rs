@@ -20,6 +20,8 @@ struct Case {
     bias: bool,
     kernel: &'static str,
     packed_f16: bool,
+    /// Store the weights in parts of this many rows (as a matrix over the binding limit is).
+    part_rows: Option<usize>,
 }
 
 fn check(ctx: &Context, seed: u64, case: Case) {
@@ -31,6 +33,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         bias,
         kernel,
         packed_f16,
+        part_rows,
     } = case;
 
     let mut rng = rng(seed);
@@ -40,7 +43,12 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let wf = host.dequantize();
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
-    let mut w = Weights::upload(ctx, &host).unwrap();
+    let mut w = match part_rows {
+        Some(rows) => {
+            Weights::upload_in_parts(ctx, &host, (rows * format.row_bytes(k)) as u64).unwrap()
+        }
+        None => Weights::upload(ctx, &host).unwrap(),
+    };
     if let Some(b) = &b {
         w = w.with_bias(ctx, b).unwrap();
     }
@@ -59,7 +67,9 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let got = ctx.read::<f32>(&yt).unwrap();
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
-        &format!("{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16}"),
+        &format!(
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16} parts of {part_rows:?} rows"
+        ),
         &got,
         &want,
         atol,
@@ -95,6 +105,7 @@ fn matmul_matches_reference_for_every_format() {
                     bias: i % 2 == 1,
                     kernel: "matmul",
                     packed_f16: false,
+                    part_rows: None,
                 },
             );
         }
@@ -127,6 +138,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                         bias: (i + b) % 2 == 0,
                         kernel: "matvec",
                         packed_f16: false,
+                        part_rows: None,
                     },
                 );
             }
@@ -150,6 +162,7 @@ fn f16_weights_match_through_native_and_packed_paths() {
                     bias: false,
                     kernel: "linear",
                     packed_f16: packed,
+                    part_rows: None,
                 },
             );
         }
@@ -172,6 +185,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             bias: false,
             kernel: "linear",
             packed_f16: false,
+            part_rows: None,
         },
     );
     check(
@@ -185,8 +199,43 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             bias: true,
             kernel: "linear",
             packed_f16: false,
+            part_rows: None,
         },
     );
+}
+
+/// Matrices stored in row parts (how one over the binding limit is kept): each part's launch
+/// writes its own columns, for prefill and decode, with a bias split alongside.
+#[test]
+fn split_matrices_match_reference() {
+    let Some(ctx) = test_context() else { return };
+    for (i, &(m, n, k, part_rows)) in [
+        (1, 97, 64, 10),
+        (3, 130, 96, 64),
+        (MAX_BATCH, 65, 32, 1),
+        (70, 131, 64, 50),
+        (9, 200, 160, 199),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for format in formats_for(k) {
+            check(
+                ctx,
+                500 + i as u64,
+                Case {
+                    format,
+                    m,
+                    n,
+                    k,
+                    bias: i % 2 == 0,
+                    kernel: "linear",
+                    packed_f16: false,
+                    part_rows: Some(part_rows),
+                },
+            );
+        }
+    }
 }
 
 #[test]

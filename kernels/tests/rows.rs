@@ -191,7 +191,8 @@ fn argmax_matches_reference() {
 }
 
 /// Embedding gather: every format; |gpu − ref| ≤ 1e-6 · |ref| (an FMA may round differently);
-/// out-of-range ids give zero rows; 70,000 tokens check grid folding.
+/// out-of-range ids give zero rows; 70,000 tokens check grid folding; a table stored in row parts
+/// (as one over the binding limit is) gathers the same rows.
 #[test]
 fn embedding_gathers_every_format() {
     let Some(ctx) = test_context() else { return };
@@ -207,19 +208,25 @@ fn embedding_gathers_every_format() {
             let table = random_weights(&mut rng, format, vocab, k);
             let mut ids: Vec<u32> = (0..t).map(|i| ((i * 7919) % vocab) as u32).collect();
             ids[t / 2] = vocab as u32 + 3; // out of range
-            let w = Weights::upload(ctx, &table).unwrap();
-            let it = ctx.upload(&ids, DType::U32, &[t]).unwrap();
-            let out = ctx.upload_f32(&vec![f32::NAN; t * k], &[t, k]).unwrap();
-            let mut rec = ctx.recorder();
-            embedding(&mut rec, &it, &w, &out).unwrap();
-            rec.submit().unwrap();
-            assert_close(
-                &format!("embedding {format:?} {vocab}x{k} t{t}"),
-                &ctx.read(&out).unwrap(),
-                &embedding_ref(&ids, &table),
-                0.0,
-                1e-6,
-            );
+            let part_rows = vocab.div_ceil(3);
+            let row_bytes = format.row_bytes(k) as u64;
+            for w in [
+                Weights::upload(ctx, &table).unwrap(),
+                Weights::upload_in_parts(ctx, &table, part_rows as u64 * row_bytes).unwrap(),
+            ] {
+                let it = ctx.upload(&ids, DType::U32, &[t]).unwrap();
+                let out = ctx.upload_f32(&vec![f32::NAN; t * k], &[t, k]).unwrap();
+                let mut rec = ctx.recorder();
+                embedding(&mut rec, &it, &w, &out).unwrap();
+                rec.submit().unwrap();
+                assert_close(
+                    &format!("embedding {format:?} {vocab}x{k} t{t} parts of {part_rows}"),
+                    &ctx.read(&out).unwrap(),
+                    &embedding_ref(&ids, &table),
+                    0.0,
+                    1e-6,
+                );
+            }
         }
     }
 }
