@@ -4,6 +4,7 @@
 //!     cargo run --release --example generate -- --chat -p "Write a haiku about GPUs" --temp 0.7
 //!     cargo run --release --example generate -- -p "One" -p "Two" --json   # one batch
 
+use kiln::model::quantize::Quant;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -21,6 +22,10 @@ struct Args {
     /// GGUF model file or GPT-2 folder (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
     #[arg(short, long)]
     model: Option<PathBuf>,
+    /// Store matrices as: none (the file's format), f32, f16, int8-tensor, int8-channel,
+    /// int8-g32/g64/g128, or int8-zp-… for asymmetric (zero-point) int8
+    #[arg(long, default_value = "none")]
+    quant: Quant,
     /// Prompt; repeat for several prompts, generated together as one batch
     #[arg(short, long)]
     prompt: Vec<String>,
@@ -80,7 +85,7 @@ fn main() -> Result<()> {
     }
 
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let loaded = common::open(&ctx, args.model.clone())?;
+    let loaded = common::open(&ctx, args.model.clone(), args.quant)?;
     let (model, tok) = (loaded.model.as_ref(), &loaded.tokenizer);
     let texts: Vec<String> = if args.chat {
         let template = loaded

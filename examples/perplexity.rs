@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release --example perplexity -- -f text.txt -c 512 --stride 256
 
+use kiln::model::quantize::Quant;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
@@ -16,6 +17,10 @@ struct Args {
     /// GGUF model file or GPT-2 folder (default: SmolLM2-135M-Instruct, fetched into the cache if missing)
     #[arg(short, long)]
     model: Option<PathBuf>,
+    /// Store matrices as: none (the file's format), f32, f16, int8-tensor, int8-channel,
+    /// int8-g32/g64/g128, or int8-zp-… for asymmetric (zero-point) int8
+    #[arg(long, default_value = "none")]
+    quant: Quant,
     /// Text file to score
     #[arg(short, long)]
     file: PathBuf,
@@ -40,7 +45,7 @@ fn main() -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let loaded = common::open(&ctx, args.model.clone())?;
+    let loaded = common::open(&ctx, args.model.clone(), args.quant)?;
     let ids = loaded.tokenizer.encode(&text)?;
     let stride = args.stride.unwrap_or((args.ctx_size / 2).max(1));
     let start = std::time::Instant::now();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use kiln::model::fetch::ensure_default_model;
 use kiln::model::loader::{Loaded, load};
+use kiln::model::quantize::Quant;
 use kiln::runtime::{Context, DeviceOptions, device::parse_backends};
 
 /// Device from the environment (`KILN_BACKEND`, `KILN_ADAPTER`, ...), overridden by flags.
@@ -22,8 +23,8 @@ pub fn device(backend: Option<&str>, adapter: Option<&str>) -> Result<Context> {
 }
 
 /// Opens `-m` (a GGUF file or a GPT-2 folder) or the default model (fetched on first use), and
-/// uploads it with a progress bar.
-pub fn open(ctx: &Context, model: Option<PathBuf>) -> Result<Loaded> {
+/// uploads it with its matrices converted to `quant`, with a progress bar.
+pub fn open(ctx: &Context, model: Option<PathBuf>, quant: Quant) -> Result<Loaded> {
     let path = match model {
         Some(p) => p,
         None => ensure_default_model(|m| eprintln!("kiln: {m}"))?,
@@ -33,7 +34,7 @@ pub fn open(ctx: &Context, model: Option<PathBuf>) -> Result<Loaded> {
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let loaded = load(ctx, &path, |done, total| {
+    let loaded = load(ctx, &path, quant, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
@@ -41,8 +42,15 @@ pub fn open(ctx: &Context, model: Option<PathBuf>) -> Result<Loaded> {
     bar.finish_and_clear();
     let d = loaded.model.dims();
     eprintln!(
-        "kiln: {} with {} layers, width {}, {} heads ({} KV), vocab {}",
-        loaded.arch, d.n_layer, d.n_embd, d.n_head, d.n_kv_head, d.n_vocab
+        "kiln: {} with {} layers, width {}, {} heads ({} KV), vocab {}; matrices {} ({:.1} MB)",
+        loaded.arch,
+        d.n_layer,
+        d.n_embd,
+        d.n_head,
+        d.n_kv_head,
+        d.n_vocab,
+        quant,
+        loaded.model.weight_bytes() as f64 / 1e6
     );
     Ok(loaded)
 }

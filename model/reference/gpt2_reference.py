@@ -15,7 +15,9 @@ merges.txt, OUT_DIR/tokenizer_cases.json holds reference tokenizations made by t
 below, and GGUF checkpoints are written too (OUT_DIR/NAME/model.gguf, needs `pip install gguf`):
 llama.cpp's GPT-2 layout (`gpt2.*` metadata, `blk.N.attn_qkv` with rows [out, in], the tokenizer in
 `tokenizer.ggml.*`), matrices quantized with the gguf package; their expected logits come from the
-weights dequantized back to float64.
+weights dequantized back to float64. For int8 quantization, expected-SCHEME.json files hold the
+logits of checkpoints whose matrices went through the int8 schemes written out below (from their
+formulas, in float32 as a GPU computes them).
 """
 import json
 import os
@@ -44,6 +46,9 @@ GGUF_CONFIGS = [
      {"token_embd": "F32", "position_embd": "F32", "attn_qkv": "F16", "attn_output": "F32",
       "ffn_up": "F32", "ffn_down": "F16", "output": "Q8_0"}),
 ]
+# int8 schemes (Kiln's --quant names), checked on tiny-f32 (all) and on gguf-quantized (two).
+INT8_SCHEMES = [f"int8-{zp}{g}" for zp in ("", "zp-") for g in ("tensor", "channel", "g128", "g64", "g32")]
+GGUF_INT8_SCHEMES = ["int8-channel", "int8-zp-g32"]
 PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 198, 40]
 
 
@@ -218,7 +223,68 @@ def write_gguf(path, w, n_layer, n_head, n_pos, types, bpe_dir):
     return stored
 
 
-def write_expected(folder, name, rng, w, n_layer, n_head):
+def round_half_away(x):
+    """Rounds float32 values half away from zero (exactly, through float64)."""
+    x = x.astype(np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def int8_groups(g, zero_point):
+    """Groups of float32 values (the last axis) through int8 and back: absmax (s = max|w| / 127,
+    q in ±127) or zero point (s = (max − min) / 255, z = round(−128 − min / s), q in [−128, 127]);
+    w ≈ s (q − z). Arithmetic in float32 as a GPU would do it."""
+    f = np.float32
+    if zero_point:
+        lo, hi = g.min(-1, keepdims=True), g.max(-1, keepdims=True)
+        s = (hi - lo) / f(255)
+        flat = s == 0  # a constant group: absmax-style scale, no zero point
+        s = np.where(flat, np.maximum(np.abs(lo), np.finfo(np.float32).tiny) / f(127), s).astype(f)
+        z = np.where(flat, f(0), round_half_away(f(-128) - lo / s)).astype(f)
+        qmin = -128
+    else:
+        amax = np.abs(g).max(-1, keepdims=True)
+        s = np.where(amax > 0, amax / f(127), f(1)).astype(f)
+        z, qmin = np.zeros_like(s), -127
+    q = np.clip(round_half_away((g / s + z).astype(f)), qmin, 127).astype(f)
+    return (s * (q - z)).astype(f)
+
+
+def int8_matrix(w, scheme):
+    """A [rows, k] matrix (rows are output channels) quantized by `scheme` and dequantized back."""
+    zero_point = "-zp-" in scheme
+    granularity = scheme.split("-")[-1]
+    w = w.astype(np.float32)
+    rows, k = w.shape
+    if granularity == "tensor":
+        return int8_groups(w.reshape(1, -1), zero_point).reshape(rows, k)
+    size = k if granularity == "channel" else min(int(granularity[1:]), k)
+    whole = k // size * size
+    out = np.empty_like(w)
+    out[:, :whole] = int8_groups(w[:, :whole].reshape(rows, -1, size), zero_point).reshape(rows, whole)
+    if whole < k:  # a shorter last group
+        out[:, whole:] = int8_groups(w[:, whole:], zero_point)
+    return out
+
+
+def int8_checkpoint(w, n_layer, scheme):
+    """Every matrix of a Hugging Face-layout checkpoint through int8, as Kiln stores them: by output
+    rows ([out, in], so Conv1D weights transposed), the fused QKV as three matrices."""
+    q = dict(w)
+    q["wte.weight"] = int8_matrix(w["wte.weight"], scheme)
+    q["wpe.weight"] = int8_matrix(w["wpe.weight"], scheme)
+    if "lm_head.weight" in w:
+        q["lm_head.weight"] = int8_matrix(w["lm_head.weight"], scheme)
+    for l in range(n_layer):
+        attn = f"h.{l}.attn.c_attn.weight"
+        e = w[attn].shape[0]
+        q[attn] = np.concatenate([int8_matrix(w[attn][:, i * e:(i + 1) * e].T, scheme).T for i in range(3)], axis=1)
+        for name in ("attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+            key = f"h.{l}.{name}.weight"
+            q[key] = int8_matrix(w[key].T, scheme).T
+    return q
+
+
+def write_expected(folder, name, rng, w, n_layer, n_head, file="expected.json"):
     """expected.json: float64 logits of PROMPT (a sample of indices per position, plus the top 8)
     and the greedy continuation with each step's top-2 gap."""
     ids = list(PROMPT)
@@ -234,7 +300,7 @@ def write_expected(folder, name, rng, w, n_layer, n_head):
         order = np.argsort(-row)
         greedy.append(int(order[0]))
         gaps.append(float(row[order[0]] - row[order[1]]))
-    with open(os.path.join(folder, "expected.json"), "w") as fh:
+    with open(os.path.join(folder, file), "w") as fh:
         json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps}, fh)
     print(f"{name}: greedy {greedy}, min top-2 gap {min(gaps):.4f}", flush=True)
 
@@ -272,6 +338,10 @@ def main():
             shutil.copy(os.path.join(bpe_dir, "vocab.bpe"), os.path.join(folder, "merges.txt"))
 
         write_expected(folder, name, rng, w, n_layer, n_head)
+        if name == "tiny-f32":
+            for scheme in INT8_SCHEMES:
+                write_expected(folder, f"{name} {scheme}", rng, int8_checkpoint(w, n_layer, scheme),
+                               n_layer, n_head, f"expected-{scheme}.json")
 
     if bpe_dir:
         for name, n_layer, e, n_head, n_pos, types in GGUF_CONFIGS:
@@ -282,6 +352,10 @@ def main():
             os.makedirs(folder, exist_ok=True)
             stored = write_gguf(os.path.join(folder, "model.gguf"), w, n_layer, n_head, n_pos, types, bpe_dir)
             write_expected(folder, name, rng, stored, n_layer, n_head)
+            if name == "gguf-quantized":
+                for scheme in GGUF_INT8_SCHEMES:
+                    write_expected(folder, f"{name} {scheme}", rng, int8_checkpoint(stored, n_layer, scheme),
+                                   n_layer, n_head, f"expected-{scheme}.json")
 
 
 if __name__ == "__main__":

@@ -8,16 +8,18 @@ use kiln_runtime::{Context, DType, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::quantize::Quant;
 
-/// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format.
+/// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format or converted to `quant`.
 pub(crate) fn matrix(
     ctx: &Context,
     g: &GgufFile,
     name: &str,
     n: usize,
     k: usize,
+    quant: Quant,
 ) -> Result<Weights> {
-    matrix_rows(ctx, g, name, n, k, 0..n)
+    matrix_rows(ctx, g, name, n, k, 0..n, quant)
 }
 
 /// Uploads rows `rows` of a `[n, k]` matrix (GGUF dims `[k, n]`): how a fused projection such as
@@ -30,6 +32,7 @@ pub(crate) fn matrix_rows(
     n: usize,
     k: usize,
     rows: Range<usize>,
+    quant: Quant,
 ) -> Result<Weights> {
     let t = g.tensor(name)?;
     g.check_dims(t, &[k as u64, n as u64])?;
@@ -51,7 +54,7 @@ pub(crate) fn matrix_rows(
     format.check_k(k)?;
     let row = format.row_bytes(k);
     let data = &g.tensor_data(t)?[rows.start * row..rows.end * row];
-    let host = HostWeights::new(format, rows.len(), k, data.to_vec())?;
+    let host = quant.apply(HostWeights::new(format, rows.len(), k, data.to_vec())?)?;
     Ok(Weights::upload(ctx, &host)?)
 }
 

@@ -18,6 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, matrix_rows, vector, vector_values};
+use crate::quantize::Quant;
 use crate::session::{Architecture, Dims, StepIo};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,14 +211,15 @@ impl Store<'_> {
     }
 }
 
-/// Uploads `[n, k]` row-major values in the precision they were stored in.
+/// Uploads `[n, k]` row-major values in the precision they were stored in, or converted to
+/// `quant`.
 fn upload(
     ctx: &Context,
     values: &[f32],
-    n: usize,
-    k: usize,
+    (n, k): (usize, usize),
     half: bool,
     bias: Option<&[f32]>,
+    quant: Quant,
 ) -> Result<Weights> {
     let host = if half {
         HostWeights::f16(
@@ -228,7 +230,7 @@ fn upload(
     } else {
         HostWeights::f32(n, k, values)?
     };
-    let w = Weights::upload(ctx, &host)?;
+    let w = Weights::upload(ctx, &quant.apply(host)?)?;
     Ok(match bias {
         Some(b) => w.with_bias(ctx, b)?,
         None => w,
@@ -248,8 +250,13 @@ fn conv1d_columns(w: &Loaded, c0: usize, n: usize) -> Vec<f32> {
 }
 
 impl Gpt2 {
-    /// Loads `dir/config.json` and `dir/model.safetensors`.
-    pub fn load(ctx: &Context, dir: &Path, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
+    /// Loads `dir/config.json` and `dir/model.safetensors`, matrices converted to `quant`.
+    pub fn load(
+        ctx: &Context,
+        dir: &Path,
+        quant: Quant,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let cfg = Gpt2Config::from_json(&dir.join("config.json"))?;
         let path: PathBuf = dir.join("model.safetensors");
         let file = std::fs::File::open(&path).map_err(|source| ModelError::Io {
@@ -286,8 +293,8 @@ impl Gpt2 {
         let wte = s.get("wte.weight", &[v, e])?;
         let wpe = s.get("wpe.weight", &[p, e])?;
         let (wte, wpe) = (
-            upload(ctx, &wte.values, v, e, wte.half, None)?,
-            upload(ctx, &wpe.values, p, e, wpe.half, None)?,
+            upload(ctx, &wte.values, (v, e), wte.half, None, quant)?,
+            upload(ctx, &wpe.values, (p, e), wpe.half, None, quant)?,
         );
         progress(1, total);
         let mut blocks = Vec::with_capacity(cfg.n_layer);
@@ -299,10 +306,10 @@ impl Gpt2 {
                 upload(
                     ctx,
                     &conv1d_columns(&attn, i * e, e),
-                    e,
-                    e,
+                    (e, e),
                     attn.half,
                     Some(&attn_b[i * e..(i + 1) * e]),
+                    quant,
                 )
             };
             let proj = s.get(&n("attn.c_proj.weight"), &[e, e])?;
@@ -316,27 +323,27 @@ impl Gpt2 {
                 proj: upload(
                     ctx,
                     &conv1d_columns(&proj, 0, e),
-                    e,
-                    e,
+                    (e, e),
                     proj.half,
                     Some(&s.get(&n("attn.c_proj.bias"), &[e])?.values),
+                    quant,
                 )?,
                 ln_2: ln(&n("ln_2"))?,
                 fc: upload(
                     ctx,
                     &conv1d_columns(&fc, 0, f),
-                    f,
-                    e,
+                    (f, e),
                     fc.half,
                     Some(&s.get(&n("mlp.c_fc.bias"), &[f])?.values),
+                    quant,
                 )?,
                 fc_out: upload(
                     ctx,
                     &conv1d_columns(&fc_out, 0, e),
-                    e,
-                    f,
+                    (e, f),
                     fc_out.half,
                     Some(&s.get(&n("mlp.c_proj.bias"), &[e])?.values),
+                    quant,
                 )?,
             });
             progress(l + 2, total);
@@ -358,6 +365,7 @@ impl Gpt2 {
     pub fn load_gguf(
         ctx: &Context,
         g: &GgufFile,
+        quant: Quant,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let cfg = Gpt2Config::from_gguf(g)?;
@@ -371,10 +379,10 @@ impl Gpt2 {
         };
         let biased = |name: &str, n: usize, k: usize| -> Result<Weights> {
             let bias = vector_values(g, &format!("{name}.bias"), n)?;
-            Ok(matrix(ctx, g, &format!("{name}.weight"), n, k)?.with_bias(ctx, &bias)?)
+            Ok(matrix(ctx, g, &format!("{name}.weight"), n, k, quant)?.with_bias(ctx, &bias)?)
         };
-        let wte = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e)?;
-        let wpe = matrix(ctx, g, "position_embd.weight", cfg.n_positions, e)?;
+        let wte = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?;
+        let wpe = matrix(ctx, g, "position_embd.weight", cfg.n_positions, e, quant)?;
         progress(1, total);
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -382,7 +390,7 @@ impl Gpt2 {
             let qkv_bias = vector_values(g, &n("attn_qkv.bias"), 3 * e)?;
             let split = |i: usize| -> Result<Weights> {
                 let rows = i * e..(i + 1) * e;
-                let w = matrix_rows(ctx, g, &n("attn_qkv.weight"), 3 * e, e, rows.clone())?;
+                let w = matrix_rows(ctx, g, &n("attn_qkv.weight"), 3 * e, e, rows.clone(), quant)?;
                 Ok(w.with_bias(ctx, &qkv_bias[rows])?)
             };
             blocks.push(Block {
@@ -399,7 +407,7 @@ impl Gpt2 {
         }
         let ln_f = ln("output_norm")?;
         let output = if g.has_tensor("output.weight") {
-            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e)?)
+            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e, quant)?)
         } else {
             None
         };
@@ -417,8 +425,9 @@ impl Gpt2 {
 
 impl Gpt2 {
     /// Random weights at `cfg`'s shapes (for benchmarks at real sizes when no checkpoint is at
-    /// hand): matrices N(0, 0.02²) as GPT-2 was initialized, zero biases, unit norms.
-    pub fn random(ctx: &Context, cfg: Gpt2Config, half: bool, seed: u64) -> Result<Self> {
+    /// hand), stored as `quant` (f32 for [`Quant::None`]): matrices with GPT-2's initial spread,
+    /// zero biases, unit norms.
+    pub fn random(ctx: &Context, cfg: Gpt2Config, quant: Quant, seed: u64) -> Result<Self> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let e = cfg.n_embd;
@@ -430,10 +439,10 @@ impl Gpt2 {
             upload(
                 ctx,
                 &values,
-                n,
-                k,
-                half,
+                (n, k),
+                false,
                 bias.then(|| vec![0.0; n]).as_deref(),
+                quant,
             )
         };
         let wte = mat(cfg.n_vocab, e, false)?;
@@ -572,5 +581,23 @@ impl Architecture for Gpt2 {
 
     fn lm_head(&self) -> &Weights {
         self.output.as_ref().unwrap_or(&self.wte)
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        let ln = |l: &LayerNorm| l.gamma.size_bytes() + l.beta.size_bytes();
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]
+                    .iter()
+                    .map(|w| w.size_bytes())
+                    .sum::<u64>()
+                    + ln(&b.ln_1)
+                    + ln(&b.ln_2)
+            })
+            .sum();
+        let head = self.output.as_ref().map_or(0, Weights::size_bytes);
+        self.wte.size_bytes() + self.wpe.size_bytes() + blocks + ln(&self.ln_f) + head
     }
 }

@@ -10,6 +10,7 @@ use kiln_runtime::{Context, Recorder, Tensor};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, vector};
+use crate::quantize::Quant;
 use crate::session::{Architecture, Dims, StepIo};
 
 /// Hyperparameters read from `llama.*` metadata.
@@ -119,10 +120,12 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Uploads every tensor; `progress(done, total)` is called after each.
+    /// Uploads every tensor, matrices converted to `quant`; `progress(done, total)` is called
+    /// after each.
     pub fn load(
         ctx: &Context,
         g: &GgufFile,
+        quant: Quant,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(g)?;
@@ -138,13 +141,13 @@ impl Llama {
             cfg.n_kv_head * cfg.head_dim,
             cfg.n_ff,
         );
-        let tok_embd = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e)?;
+        let tok_embd = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?;
         step();
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let name = |t: &str| format!("blk.{l}.{t}.weight");
             let mut m = |t: &str, n, k| {
-                let w = matrix(ctx, g, &name(t), n, k);
+                let w = matrix(ctx, g, &name(t), n, k, quant);
                 step();
                 w
             };
@@ -178,7 +181,7 @@ impl Llama {
         let out_norm = vector(ctx, g, "output_norm.weight", e)?;
         step();
         let output = if g.has_tensor("output.weight") {
-            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e)?)
+            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e, quant)?)
         } else {
             None
         };
@@ -273,5 +276,22 @@ impl Architecture for Llama {
 
     fn lm_head(&self) -> &Weights {
         self.output.as_ref().unwrap_or(&self.tok_embd)
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        let blocks: u64 = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .map(|w| w.size_bytes())
+                    .sum::<u64>()
+                    + b.attn_norm.size_bytes()
+                    + b.ffn_norm.size_bytes()
+            })
+            .sum();
+        let head = self.output.as_ref().map_or(0, Weights::size_bytes);
+        self.tok_embd.size_bytes() + blocks + self.out_norm.size_bytes() + head
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
+use crate::quantize::Quant;
 use crate::session::Architecture;
 use crate::tokenizer::Tokenizer;
 
@@ -25,10 +26,16 @@ pub struct Loaded {
     pub arch: &'static str,
 }
 
-/// Loads `path`; `progress(done, total)` follows the upload.
-pub fn load(ctx: &Context, path: &Path, progress: impl FnMut(usize, usize)) -> Result<Loaded> {
+/// Loads `path` with its matrices converted to `quant`; `progress(done, total)` follows the
+/// upload.
+pub fn load(
+    ctx: &Context,
+    path: &Path,
+    quant: Quant,
+    progress: impl FnMut(usize, usize),
+) -> Result<Loaded> {
     if path.is_dir() {
-        let model = Gpt2::load(ctx, path, progress)?;
+        let model = Gpt2::load(ctx, path, quant, progress)?;
         let n_ctx = model.cfg.n_positions;
         return Ok(Loaded {
             model: Box::new(model),
@@ -41,7 +48,7 @@ pub fn load(ctx: &Context, path: &Path, progress: impl FnMut(usize, usize)) -> R
     let g = GgufFile::open(path)?;
     match g.str("general.architecture")? {
         "llama" => {
-            let model = Llama::load(ctx, &g, progress)?;
+            let model = Llama::load(ctx, &g, quant, progress)?;
             // A tokenizer.json beside the model wins over the GGUF's own vocabulary.
             let gguf_tok = Tokenizer::from_gguf(&g)?;
             let beside = path.with_file_name("tokenizer.json");
@@ -61,7 +68,7 @@ pub fn load(ctx: &Context, path: &Path, progress: impl FnMut(usize, usize)) -> R
             })
         }
         "gpt2" => {
-            let model = Gpt2::load_gguf(ctx, &g, progress)?;
+            let model = Gpt2::load_gguf(ctx, &g, quant, progress)?;
             let n_ctx = model.cfg.n_positions;
             Ok(Loaded {
                 model: Box::new(model),

@@ -60,6 +60,8 @@ pub trait Architecture {
     fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()>;
     /// The LM head, `[n_vocab, n_embd]`.
     fn lm_head(&self) -> &Weights;
+    /// Bytes of every weight on the device (matrices with their scales, norms, biases).
+    fn weight_bytes(&self) -> u64;
 }
 
 /// What a step returns for its selected rows.

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use kiln_model::ModelError;
 use kiln_model::gguf::GgufFile;
 use kiln_model::gpt2::Gpt2;
+use kiln_model::quantize::Quant;
 use kiln_model::session::{Output, Session};
 use kiln_runtime::Context;
 use kiln_runtime::testing::test_context;
@@ -40,14 +41,15 @@ fn reference_dir() -> &'static Path {
     })
 }
 
-/// A reference checkpoint: a Hugging Face folder, or the folder's `model.gguf`.
-fn load_case(ctx: &Context, name: &str) -> Gpt2 {
+/// A reference checkpoint, a Hugging Face folder or the folder's `model.gguf`, with its matrices
+/// stored as `quant`.
+fn load_case(ctx: &Context, name: &str, quant: Quant) -> Gpt2 {
     let dir = reference_dir().join(name);
     let gguf = dir.join("model.gguf");
     if gguf.exists() {
-        Gpt2::load_gguf(ctx, &GgufFile::open(&gguf).unwrap(), |_, _| {}).unwrap()
+        Gpt2::load_gguf(ctx, &GgufFile::open(&gguf).unwrap(), quant, |_, _| {}).unwrap()
     } else {
-        Gpt2::load(ctx, &dir, |_, _| {}).unwrap()
+        Gpt2::load(ctx, &dir, quant, |_, _| {}).unwrap()
     }
 }
 
@@ -57,6 +59,64 @@ fn ids(v: &Value) -> Vec<u32> {
         .iter()
         .map(|i| i.as_u64().unwrap() as u32)
         .collect()
+}
+
+/// Logits of the prompt and the greedy continuation of checkpoint `name`, loaded as `quant`,
+/// against the reference's `expected.json` (or `expected-QUANT.json`).
+fn check_against_reference(ctx: &Context, name: &str, quant: Quant) {
+    let file = match quant {
+        Quant::None => "expected.json".to_string(),
+        q => format!("expected-{q}.json"),
+    };
+    let dir = reference_dir().join(name);
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+    let model = load_case(ctx, name, quant);
+    let prompt = ids(&want["prompt"]);
+    let vocab = model.cfg.n_vocab;
+    let mut s = Session::new(ctx, &model, 1, 48, 16).unwrap();
+    let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
+    let mut worst = 0f32;
+    for pos in want["logits"].as_array().unwrap() {
+        let at = pos["position"].as_u64().unwrap() as usize;
+        for (i, w) in pos["indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(pos["values"].as_array().unwrap())
+        {
+            let got = out.logits[at * vocab + i.as_u64().unwrap() as usize];
+            let err = (got - w.as_f64().unwrap() as f32).abs();
+            worst = worst.max(err);
+            assert!(
+                err <= LOGIT_TOL,
+                "{name} {quant}: position {at} logit {i}: got {got}, want {w}"
+            );
+        }
+    }
+    let last = &out.logits[(rows.len() - 1) * vocab..][..vocab];
+    let mut next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
+    let greedy = ids(&want["greedy"]);
+    let mut got = vec![next];
+    while got.len() < greedy.len() {
+        next = s
+            .step(ctx, &model, &[(0, next)], &[0], Output::Argmax)
+            .unwrap()
+            .tokens[0];
+        got.push(next);
+    }
+    if let Some(i) = (0..greedy.len()).find(|&i| got[i] != greedy[i]) {
+        let gap = want["top2_gaps"][i].as_f64().unwrap();
+        assert!(
+            gap < 2.0 * LOGIT_TOL as f64,
+            "{name} {quant}: token {i} is {} (reference {}, gap {gap})\n got  {got:?}\n want {greedy:?}",
+            got[i],
+            greedy[i]
+        );
+    }
+    eprintln!("{name} {quant}: largest logit error {worst}");
 }
 
 #[test]
@@ -69,56 +129,22 @@ fn logits_and_greedy_tokens_match_reference() {
         "gguf-quantized",
         "gguf-f32-untied",
     ] {
-        let dir = reference_dir().join(name);
-        let want: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-                .unwrap();
-        let model = load_case(ctx, name);
-        let prompt = ids(&want["prompt"]);
-        let vocab = model.cfg.n_vocab;
-        let mut s = Session::new(ctx, &model, 1, 48, 16).unwrap();
-        let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
-        let all: Vec<usize> = (0..rows.len()).collect();
-        let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
-        let mut worst = 0f32;
-        for pos in want["logits"].as_array().unwrap() {
-            let at = pos["position"].as_u64().unwrap() as usize;
-            for (i, w) in pos["indices"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(pos["values"].as_array().unwrap())
-            {
-                let got = out.logits[at * vocab + i.as_u64().unwrap() as usize];
-                let err = (got - w.as_f64().unwrap() as f32).abs();
-                worst = worst.max(err);
-                assert!(
-                    err <= LOGIT_TOL,
-                    "{name}: position {at} logit {i}: got {got}, want {w}"
-                );
-            }
+        check_against_reference(ctx, name, Quant::None);
+    }
+}
+
+/// Every int8 scheme against the reference's own int8 quantizer (written from the formulas), on
+/// a Hugging Face f32 checkpoint and, for two schemes, on a GGUF whose blocks are dequantized first.
+#[test]
+fn int8_schemes_match_reference() {
+    let Some(ctx) = test_context() else { return };
+    for quant in Quant::all() {
+        if let Quant::Int8(_) = quant {
+            check_against_reference(ctx, "tiny-f32", quant);
         }
-        let last = &out.logits[(rows.len() - 1) * vocab..][..vocab];
-        let mut next = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
-        let greedy = ids(&want["greedy"]);
-        let mut got = vec![next];
-        while got.len() < greedy.len() {
-            next = s
-                .step(ctx, &model, &[(0, next)], &[0], Output::Argmax)
-                .unwrap()
-                .tokens[0];
-            got.push(next);
-        }
-        if let Some(i) = (0..greedy.len()).find(|&i| got[i] != greedy[i]) {
-            let gap = want["top2_gaps"][i].as_f64().unwrap();
-            assert!(
-                gap < 2.0 * LOGIT_TOL as f64,
-                "{name}: token {i} is {} (reference {}, gap {gap})\n got  {got:?}\n want {greedy:?}",
-                got[i],
-                greedy[i]
-            );
-        }
-        eprintln!("{name}: largest logit error {worst}");
+    }
+    for quant in ["int8-channel", "int8-zp-g32"] {
+        check_against_reference(ctx, "gguf-quantized", quant.parse().unwrap());
     }
 }
 
@@ -137,7 +163,7 @@ fn contradicting_config_and_missing_tensors_are_named() {
         .replace("\"n_embd\": 64", "\"n_embd\": 96")
         .replace("\"n_head\": 2", "\"n_head\": 3");
     std::fs::write(dir.path().join("config.json"), config).unwrap();
-    match Gpt2::load(ctx, dir.path(), |_, _| {}) {
+    match Gpt2::load(ctx, dir.path(), Quant::None, |_, _| {}) {
         Err(ModelError::TensorShape {
             tensor,
             expected,
@@ -153,7 +179,7 @@ fn contradicting_config_and_missing_tensors_are_named() {
         .unwrap()
         .replace("\"n_layer\": 2", "\"n_layer\": 3");
     std::fs::write(dir.path().join("config.json"), config).unwrap();
-    match Gpt2::load(ctx, dir.path(), |_, _| {}) {
+    match Gpt2::load(ctx, dir.path(), Quant::None, |_, _| {}) {
         Err(ModelError::MissingTensor { tensor, .. }) => {
             assert_eq!(tensor, "h.2.attn.c_attn.weight")
         }
@@ -161,7 +187,7 @@ fn contradicting_config_and_missing_tensors_are_named() {
     }
     std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"gpt2\"}").unwrap();
     assert!(matches!(
-        Gpt2::load(ctx, dir.path(), |_, _| {}),
+        Gpt2::load(ctx, dir.path(), Quant::None, |_, _| {}),
         Err(ModelError::MissingKey { .. })
     ));
 }
@@ -210,7 +236,7 @@ fn generate_runs_gpt2_checkpoints() {
         reference_dir().join("tiny-f32"),
         reference_dir().join("gguf-quantized/model.gguf"),
     ] {
-        let loaded = kiln_model::loader::load(ctx, &path, |_, _| {}).unwrap();
+        let loaded = kiln_model::loader::load(ctx, &path, Quant::None, |_, _| {}).unwrap();
         assert_eq!(loaded.arch, "gpt2");
         let dir = if path.is_dir() {
             path.clone()
@@ -236,8 +262,13 @@ fn generate_runs_gpt2_checkpoints() {
             path.display()
         );
     }
-    let loaded =
-        kiln_model::loader::load(ctx, &reference_dir().join("tiny-f32"), |_, _| {}).unwrap();
+    let loaded = kiln_model::loader::load(
+        ctx,
+        &reference_dir().join("tiny-f32"),
+        Quant::None,
+        |_, _| {},
+    )
+    .unwrap();
     // A context longer than the learned position table is refused.
     let long = GenerateConfig {
         capacity: 65,
@@ -264,7 +295,7 @@ fn bad_gguf_gpt2_names_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("cut.gguf");
     std::fs::write(&cut, &src[..src.len() - 1000]).unwrap();
-    match kiln_model::loader::load(ctx, &cut, |_, _| {}) {
+    match kiln_model::loader::load(ctx, &cut, Quant::None, |_, _| {}) {
         Err(ModelError::TensorOutOfBounds { tensor, .. }) => assert!(!tensor.is_empty()),
         other => panic!("expected TensorOutOfBounds, got {:?}", other.err()),
     }
@@ -276,7 +307,7 @@ fn bad_gguf_gpt2_names_the_tensor() {
     wide[at + 4..at + 8].copy_from_slice(&256u32.to_le_bytes());
     let path = dir.path().join("wide.gguf");
     std::fs::write(&path, &wide).unwrap();
-    match kiln_model::loader::load(ctx, &path, |_, _| {}) {
+    match kiln_model::loader::load(ctx, &path, Quant::None, |_, _| {}) {
         Err(ModelError::TensorShape {
             tensor, expected, ..
         }) => {

@@ -6,6 +6,7 @@
 use kiln_model::fetch::{DEFAULT_SHA256, ensure_default_model};
 use kiln_model::gguf::GgufFile;
 use kiln_model::llama::Llama;
+use kiln_model::quantize::Quant;
 use kiln_model::session::{Output, Session};
 use kiln_model::tokenizer::Tokenizer;
 use kiln_runtime::testing::test_context;
@@ -59,7 +60,7 @@ fn tokenizer_matches_reference_ids() {
 fn logits_and_greedy_tokens_match_reference() {
     let Some(ctx) = test_context() else { return };
     let g = model_file();
-    let model = Llama::load(ctx, &g, |_, _| {}).unwrap();
+    let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
     let mut worst = 0f32;
     for p in fixture()["prompts"].as_array().unwrap() {
         let prompt = ids(&p["ids"]);
@@ -134,7 +135,7 @@ fn batched_generation_matches_single_and_bad_prompts_are_errors() {
     use kiln_model::generate::{GenerateConfig, StopReason, generate};
     let Some(ctx) = test_context() else { return };
     let g = model_file();
-    let model = Llama::load(ctx, &g, |_, _| {}).unwrap();
+    let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
     let tok = Tokenizer::from_gguf(&g).unwrap();
     let fx = fixture();
     let prompts: Vec<Vec<u32>> = fx["prompts"]
@@ -227,7 +228,7 @@ fn perplexity_matches_reference() {
     use kiln_model::perplexity::perplexity;
     let Some(ctx) = test_context() else { return };
     let g = model_file();
-    let model = Llama::load(ctx, &g, |_, _| {}).unwrap();
+    let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
     let fx = &fixture()["perplexity"];
     let ids = ids(&fx["ids"]);
     let want = fx["perplexity"].as_f64().unwrap();

@@ -1,7 +1,7 @@
 //! GPT-2 124M at its real shapes with random weights: prefill and decode tokens/s, and the bytes
 //! one decode step reads against the time it takes.
 //!
-//!     cargo run --release -p kiln-benches --bin gpt2-124m -- [--prompt 128] [--decode 32] [--f16] [--json]
+//!     cargo run --release -p kiln-benches --bin gpt2-124m -- [--prompt 128] [--decode 32] [--quant f16] [--json]
 //!
 //! Times are wall clock around submit + readback (one submit per step), medians of `--reps` runs.
 
@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use kiln_model::gpt2::{Gpt2, Gpt2Config};
+use kiln_model::quantize::Quant;
 use kiln_model::session::{Output, Session};
 use kiln_runtime::Context;
 
@@ -21,9 +22,9 @@ struct Args {
     /// Decode steps to time (after the prompt)
     #[arg(long, default_value_t = 32)]
     decode: usize,
-    /// Store weights as f16 (otherwise f32, as GPT-2 checkpoints ship)
-    #[arg(long)]
-    f16: bool,
+    /// Weight format: f32 (as GPT-2 checkpoints ship), f16, or an int8 scheme (int8-channel, int8-g64, …)
+    #[arg(long, default_value = "f32")]
+    quant: Quant,
     /// Repetitions; the median is reported
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
     let ctx = Context::from_env()?;
     eprintln!("kiln: {}", ctx.describe());
     let cfg = Gpt2Config::gpt2_124m();
-    let model = Gpt2::random(&ctx, cfg, args.f16, 124)?;
+    let model = Gpt2::random(&ctx, cfg, args.quant, 124)?;
     let capacity = (args.prompt + args.decode + 1).min(cfg.n_positions);
     let mut session = Session::new(&ctx, &model, 1, capacity, args.prompt.max(1))?;
     let prompt: Vec<(usize, u32)> = (0..args.prompt)
@@ -79,7 +80,7 @@ fn main() -> Result<()> {
         "adapter": ctx.info.name,
         "backend": format!("{:?}", ctx.info.backend),
         "driver": ctx.info.driver_info,
-        "weights": if args.f16 { "f16" } else { "f32" },
+        "weights": args.quant.to_string(),
         "prompt_tokens": args.prompt,
         "prefill_tokens_per_s": prefill,
         "decode_tokens_per_s": decode,
