@@ -133,7 +133,7 @@ impl FromStr for Quant {
                     .strip_prefix('g')
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(bad)?;
-                if size == 0 || size % 4 != 0 {
+                if size == 0 || !size.is_multiple_of(4) {
                     return Err(format!(
                         "int8 group size {size} must be a positive multiple of 4"
                     ));
