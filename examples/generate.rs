@@ -4,7 +4,6 @@
 //!     cargo run --release --example generate -- --chat -p "Write a haiku about GPUs" --temp 0.7
 //!     cargo run --release --example generate -- -p "One" -p "Two" --json   # one batch
 
-use kiln::model::quantize::Quant;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use kiln::model::chat::{self, Message};
 use kiln::model::generate::{GenerateConfig, generate};
+use kiln::model::quantize::Quant;
 use kiln::model::sampling::SamplerConfig;
 
 mod common;

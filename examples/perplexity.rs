@@ -2,12 +2,12 @@
 //!
 //!     cargo run --release --example perplexity -- -f text.txt -c 512 --stride 256
 
-use kiln::model::quantize::Quant;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use kiln::model::perplexity::perplexity;
+use kiln::model::quantize::Quant;
 
 mod common;
 

@@ -583,6 +583,15 @@ impl Architecture for Gpt2 {
         self.output.as_ref().unwrap_or(&self.wte)
     }
 
+    fn matrices(&self) -> Vec<&Weights> {
+        let mut all = vec![&self.wte, &self.wpe];
+        for b in &self.blocks {
+            all.extend([&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]);
+        }
+        all.extend(self.output.as_ref());
+        all
+    }
+
     fn weight_bytes(&self) -> u64 {
         let ln = |l: &LayerNorm| l.gamma.size_bytes() + l.beta.size_bytes();
         let blocks: u64 = self

@@ -278,6 +278,15 @@ impl Architecture for Llama {
         self.output.as_ref().unwrap_or(&self.tok_embd)
     }
 
+    fn matrices(&self) -> Vec<&Weights> {
+        let mut all = vec![&self.tok_embd];
+        for b in &self.blocks {
+            all.extend([&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]);
+        }
+        all.extend(self.output.as_ref());
+        all
+    }
+
     fn weight_bytes(&self) -> u64 {
         let blocks: u64 = self
             .blocks

@@ -62,6 +62,8 @@ pub trait Architecture {
     fn lm_head(&self) -> &Weights;
     /// Bytes of every weight on the device (matrices with their scales, norms, biases).
     fn weight_bytes(&self) -> u64;
+    /// Every weight matrix once (embeddings and LM head included).
+    fn matrices(&self) -> Vec<&Weights>;
 }
 
 /// What a step returns for its selected rows.
@@ -103,6 +105,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// Bytes of the KV buffer (keys and values of every layer).
+    pub fn kv_bytes(&self) -> u64 {
+        self.caches
+            .iter()
+            .map(|(k, v)| k.size_bytes() + v.size_bytes())
+            .sum()
+    }
+
     /// A cache of `n_seq` sequences of `capacity` positions; steps take at most `max_rows` rows.
     pub fn new(
         ctx: &Context,
