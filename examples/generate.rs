@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use kiln::kernels::attention::KvFormat;
 use kiln::model::chat::{self, Message};
 use kiln::model::generate::{GenerateConfig, generate};
 use kiln::model::quantize::Quant;
@@ -26,6 +27,9 @@ struct Args {
     /// int8-g32/g64/g128, or int8-zp-… for asymmetric (zero-point) int8
     #[arg(long, default_value = "none")]
     quant: Quant,
+    /// KV cache storage: f32, f16, or int8 (keys per channel, values per token)
+    #[arg(long, default_value = "f32")]
+    kv: KvFormat,
     /// Prompt; repeat for several prompts, generated together as one batch
     #[arg(short, long)]
     prompt: Vec<String>,
@@ -132,6 +136,7 @@ fn main() -> Result<()> {
         },
         stop: args.stop.clone(),
         capacity: args.ctx_size.unwrap_or(loaded.n_ctx.min(2048)),
+        kv: args.kv,
         ..GenerateConfig::default()
     };
     let stream = !args.json && prompts.len() == 1;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use kiln::kernels::attention::KvFormat;
 use kiln::model::perplexity::perplexity;
 use kiln::model::quantize::Quant;
 
@@ -21,6 +22,9 @@ struct Args {
     /// int8-g32/g64/g128, or int8-zp-… for asymmetric (zero-point) int8
     #[arg(long, default_value = "none")]
     quant: Quant,
+    /// KV cache storage: f32, f16, or int8 (keys per channel, values per token)
+    #[arg(long, default_value = "f32")]
+    kv: KvFormat,
     /// Text file to score
     #[arg(short, long)]
     file: PathBuf,
@@ -53,9 +57,8 @@ fn main() -> Result<()> {
         &ctx,
         loaded.model.as_ref(),
         &ids,
-        args.ctx_size,
-        stride,
-        128,
+        (args.ctx_size, stride, 128),
+        args.kv,
     )?;
     let secs = start.elapsed().as_secs_f64();
     if args.json {

@@ -1,6 +1,7 @@
-//! Quality and memory of every weight format on one model: perplexity on a fixed text, the greedy
-//! continuation of a fixed prompt, bytes of weights and of the KV buffer (measured on the device,
-//! next to their formulas), and decode speed. Writes a markdown table (and optionally JSON).
+//! Quality and memory of every weight format and KV-cache format on one model: perplexity on a
+//! fixed text, the greedy continuation of a fixed prompt, bytes of weights and of the KV buffer
+//! (measured on the device, next to their formulas), and decode speed. Writes a markdown table
+//! (and optionally JSON).
 //!
 //!     cargo run --release --example quant_report -- [-m MODEL] [--tokens 512] [--out docs/quantization.md]
 
@@ -10,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use kiln::kernels::WeightFormat;
+use kiln::kernels::attention::{KEY_BLOCK, KvFormat};
 use kiln::model::generate::{GenerateConfig, generate};
 use kiln::model::perplexity::perplexity;
 use kiln::model::quantize::Quant;
@@ -34,9 +36,12 @@ struct Args {
     /// Tokens of greedy continuation
     #[arg(short = 'n', long, default_value_t = 24)]
     n_predict: usize,
-    /// Schemes to compare (default: all); repeatable
+    /// Weight schemes to compare, each with an f32 KV cache (default: all); repeatable
     #[arg(long)]
     quant: Vec<Quant>,
+    /// KV-cache formats to compare, each with the file's own weights (default: f16, int8)
+    #[arg(long)]
+    kv: Vec<KvFormat>,
     /// Markdown report to write (printed to stdout if absent)
     #[arg(long)]
     out: Option<PathBuf>,
@@ -51,6 +56,7 @@ struct Args {
 
 struct Row {
     quant: Quant,
+    kv: KvFormat,
     weight_bytes: u64,
     weight_formula: f64,
     kv_bytes: u64,
@@ -79,17 +85,26 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let quants = if args.quant.is_empty() {
+    let mut settings: Vec<(Quant, KvFormat)> = if args.quant.is_empty() {
         Quant::all()
     } else {
         args.quant.clone()
+    }
+    .into_iter()
+    .map(|q| (q, KvFormat::F32))
+    .collect();
+    let kvs = if args.kv.is_empty() {
+        vec![KvFormat::F16, KvFormat::Int8]
+    } else {
+        args.kv.clone()
     };
+    settings.extend(kvs.into_iter().map(|kv| (Quant::None, kv)));
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
     let mut rows = Vec::new();
     let mut model_name = String::new();
     let mut scored = 0;
     let mut kv_positions = 0;
-    for &quant in &quants {
+    for &(quant, kv) in &settings {
         let loaded = common::open(&ctx, args.model.clone(), quant)?;
         let model = loaded.model.as_ref();
         let d = model.dims();
@@ -101,9 +116,9 @@ fn main() -> Result<()> {
         let n = args.tokens.min(ids.len()).min(loaded.n_ctx);
         scored = n;
         let started = Instant::now();
-        let p = perplexity(&ctx, model, &ids[..n], n, n, 128)?;
+        let p = perplexity(&ctx, model, &ids[..n], (n, n, 128), kv)?;
         eprintln!(
-            "kiln: {quant}: perplexity {:.4} over {} tokens in {:.0} s",
+            "kiln: {quant}, KV {kv}: perplexity {:.4} over {} tokens in {:.0} s",
             p.perplexity,
             p.tokens,
             started.elapsed().as_secs_f64()
@@ -115,10 +130,11 @@ fn main() -> Result<()> {
         let cfg = GenerateConfig {
             max_tokens: args.n_predict,
             capacity,
+            kv,
             ..GenerateConfig::default()
         };
         let (out, stats) = generate(&ctx, model, &loaded.tokenizer, &[prompt], &cfg, |_, _| {})?;
-        let session = Session::new(&ctx, model, 1, capacity, 1)?;
+        let session = Session::with_kv(&ctx, model, 1, capacity, 1, kv)?;
         let matrix_params: f64 = model
             .matrices()
             .iter()
@@ -126,13 +142,28 @@ fn main() -> Result<()> {
             .sum();
         let other =
             model.weight_bytes() - model.matrices().iter().map(|w| w.size_bytes()).sum::<u64>();
+        // Keys and values of every layer; int8 adds f32 scales (values per position, keys per
+        // channel per block), block flags and one f32 block of open keys per head.
+        let kv_values = 2 * d.n_layer * capacity * d.n_kv_head * d.head_dim;
+        let blocks = capacity.div_ceil(KEY_BLOCK);
+        let kv_formula = match kv {
+            KvFormat::F32 => 4 * kv_values,
+            KvFormat::F16 => 2 * kv_values,
+            KvFormat::Int8 => {
+                kv_values
+                    + 4 * d.n_layer
+                        * d.n_kv_head
+                        * (capacity + blocks * (d.head_dim + 1) + KEY_BLOCK * d.head_dim)
+            }
+        } as u64;
         rows.push(Row {
             quant,
+            kv,
             weight_bytes: model.weight_bytes(),
             // Norms and biases are f32 in every scheme: counted as measured.
             weight_formula: matrix_params + other as f64,
             kv_bytes: session.kv_bytes(),
-            kv_formula: 2 * (d.n_layer * capacity * d.n_kv_head * d.head_dim * 4) as u64,
+            kv_formula,
             perplexity: p.perplexity,
             greedy: out[0].text.clone(),
             decode_tokens_per_s: stats.decode_tokens as f64
@@ -142,24 +173,26 @@ fn main() -> Result<()> {
 
     let mut md = String::new();
     md.push_str(&format!(
-        "# Weight formats: quality and memory\n\nModel: {model_name}, on {}.\n\n\
+        "# Weight and KV-cache formats: quality and memory\n\nModel: {model_name}, on {}.\n\n\
          Perplexity over the first {scored} tokens of `{}` (one window). Weight bytes are measured \
          (every buffer on the device) next to params × bytes per value (blocks and int8 scales \
          included; norms and biases are f32). The KV buffer holds {} positions for the greedy \
-         run, f32: 2 × layers × tokens × kv_heads × head_dim × 4. Decode tokens/s is the greedy \
-         run's.\n\nRegenerate: `cargo run --release --example quant_report -- --tokens {} --out \
+         run: 2 × layers × tokens × kv_heads × head_dim × bytes (4 for f32, 2 for f16, 1 for \
+         int8 plus its f32 scales and one open block of f32 keys per head). Decode tokens/s is \
+         the greedy run's.\n\nRegenerate: `cargo run --release --example quant_report -- --tokens {} --out \
          docs/quantization.md`\n\n",
         ctx.describe(),
         args.file.display(),
         kv_positions,
         args.tokens,
     ));
-    md.push_str("| scheme | weights MB (measured) | weights MB (formula) | KV MB (measured / formula) | perplexity | vs source | decode tokens/s |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| weights | KV | weights MB (measured) | weights MB (formula) | KV MB (measured / formula) | perplexity | vs source | decode tokens/s |\n|---|---|---|---|---|---|---|---|\n");
     let base = rows.first().map_or(1.0, |r| r.perplexity);
     for r in &rows {
         md.push_str(&format!(
-            "| `{}` | {:.2} | {:.2} | {:.3} / {:.3} | {:.4} | {:+.2}% | {:.2} |\n",
+            "| `{}` | `{}` | {:.2} | {:.2} | {:.3} / {:.3} | {:.4} | {:+.2}% | {:.2} |\n",
             r.quant,
+            r.kv,
             r.weight_bytes as f64 / 1e6,
             r.weight_formula / 1e6,
             r.kv_bytes as f64 / 1e6,
@@ -170,13 +203,14 @@ fn main() -> Result<()> {
         ));
     }
     md.push_str(&format!(
-        "\n## Greedy continuations of \"{}\"\n\n| scheme | continuation |\n|---|---|\n",
+        "\n## Greedy continuations of \"{}\"\n\n| weights | KV | continuation |\n|---|---|---|\n",
         args.prompt
     ));
     for r in &rows {
         md.push_str(&format!(
-            "| `{}` | {} |\n",
+            "| `{}` | `{}` | {} |\n",
             r.quant,
+            r.kv,
             r.greedy.replace('\n', "⏎").replace('|', "\\|")
         ));
     }
@@ -192,7 +226,7 @@ fn main() -> Result<()> {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "scheme": r.quant.to_string(), "weight_bytes": r.weight_bytes,
+                    "weights": r.quant.to_string(), "kv": r.kv.to_string(), "weight_bytes": r.weight_bytes,
                     "weight_bytes_formula": r.weight_formula, "kv_bytes": r.kv_bytes,
                     "kv_bytes_formula": r.kv_formula, "perplexity": r.perplexity,
                     "greedy": r.greedy, "decode_tokens_per_s": r.decode_tokens_per_s,

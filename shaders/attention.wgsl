@@ -1,6 +1,11 @@
 // Attention over a KV cache, with grouped-query heads (H query heads share KVH key/value heads).
 //
-// Cache layout: k_cache / v_cache [n_seq][KVH][C][D] (C = capacity in positions).
+// Cache layout: k_cache / v_cache [n_seq][KVH][C][D] (C = capacity in positions), stored as f32;
+//   KV_F16: f16 pairs packed in u32; KV_I8: int8 quadruples packed in u32 with f32 scales in `aux`
+//   (as KIVI, Liu et al. 2024): values per token (one absmax scale per position), keys per channel
+//   (one absmax scale per channel for each block of KB positions). A key block is quantized once
+//   all its KB positions are written; until then its keys stay f32 in a residual block in `aux`,
+//   and the block's flag says which to read.
 //   kv_store: writes new K/V rows [T, KVH, D]; row t goes to sequence slots[2t], position slots[2t + 1].
 //   attend:   for query row r ([R, H, D]) of sequence meta[2r] over keys 0 .. meta[2r + 1]
 //             (prefill: one row per prompt token, causal through its key count; decode: one row
@@ -29,14 +34,25 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src_q: array<f32>;   // attend: q; kv_store: new K
 @group(0) @binding(2) var<storage, read> src_v: array<f32>;   // kv_store: new V
 @group(0) @binding(3) var<storage, read> idx: array<u32>;     // kv_store: slots[2T]; attend: meta[2R]
+#if KV_F16 || KV_I8
+@group(0) @binding(4) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(5) var<storage, read_write> v_cache: array<u32>;
+#else
 @group(0) @binding(4) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v_cache: array<f32>;
+#endif
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;   // [R, H, D]
 @group(0) @binding(7) var<storage, read_write> part: array<f32>;  // [R, H, splits, D + 2]
+#if KV_I8
+// Per (sequence, KV head), NB = ceil(C / KB) blocks:
+//   [flags: NB][key scales: NB x D][value scales: C][residual keys: KB x D]
+@group(0) @binding(8) var<storage, read_write> aux: array<f32>;
+#endif
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
 const NEG: f32 = -1.0e30;
+const KB: u32 = 32u;
 
 var<workgroup> q_sh: array<f32, MAX_D>;
 var<workgroup> prob: array<f32, WG>;
@@ -44,6 +60,89 @@ var<workgroup> red: array<f32, WG>;
 
 fn cache_row(seq: u32, kvh: u32, position: u32) -> u32 {
     return ((seq * p.KVH + kvh) * p.C + position) * p.D;
+}
+
+#if KV_I8
+fn n_blocks() -> u32 {
+    return (p.C + KB - 1u) / KB;
+}
+
+fn aux_base(seq: u32, kvh: u32) -> u32 {
+    let nb = n_blocks();
+    return (seq * p.KVH + kvh) * (nb + nb * p.D + p.C + KB * p.D);
+}
+
+fn aux_kscale(base: u32, block: u32) -> u32 {
+    return base + n_blocks() + block * p.D;
+}
+
+fn aux_vscale(base: u32) -> u32 {
+    return base + n_blocks() * (1u + p.D);
+}
+
+fn aux_resid(base: u32, position: u32) -> u32 {
+    return aux_vscale(base) + p.C + (position % KB) * p.D;
+}
+
+// Signed byte e of a packed int8 array.
+fn i8_at(word: u32, e: u32) -> f32 {
+    return f32(extractBits(bitcast<i32>(word), 8u * (e & 3u), 8u));
+}
+
+// Four values rounded to int8 (half to even), packed into one word.
+fn pack_i8(v: vec4<f32>) -> u32 {
+    let q = clamp(round(v), vec4<f32>(-127.0), vec4<f32>(127.0));
+    let b = bitcast<vec4<u32>>(vec4<i32>(q)) & vec4<u32>(255u);
+    return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// Row of the new keys that holds `position` of `seq` (the caller knows one exists).
+fn new_row(seq: u32, position: u32) -> u32 {
+    for (var u = 0u; u < p.R; u++) {
+        if (idx[2u * u] == seq && idx[2u * u + 1u] == position) {
+            return u;
+        }
+    }
+    return 0u;
+}
+
+// Channels c .. c + 3 of the key at position j of a block being completed: positions before
+// `first` (the first new one) were written by earlier steps into the residual.
+fn block_key(seq: u32, kvh: u32, base: u32, first: u32, j: u32, c: u32) -> vec4<f32> {
+    if (j < first) {
+        let r = aux_resid(base, j) + c;
+        return vec4<f32>(aux[r], aux[r + 1u], aux[r + 2u], aux[r + 3u]);
+    }
+    let k = (new_row(seq, j) * p.KVH + kvh) * p.D + c;
+    return vec4<f32>(src_q[k], src_q[k + 1u], src_q[k + 2u], src_q[k + 3u]);
+}
+#endif
+
+fn load_key(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
+    let e = cache_row(seq, kvh, position) + d;
+#if KV_F16
+    return unpack2x16float(k_cache[e >> 1u])[e & 1u];
+#elif KV_I8
+    let base = aux_base(seq, kvh);
+    let block = position / KB;
+    if (aux[base + block] > 0.5) {
+        return i8_at(k_cache[e >> 2u], e) * aux[aux_kscale(base, block) + d];
+    }
+    return aux[aux_resid(base, position) + d];
+#else
+    return k_cache[e];
+#endif
+}
+
+fn load_value(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
+    let e = cache_row(seq, kvh, position) + d;
+#if KV_F16
+    return unpack2x16float(v_cache[e >> 1u])[e & 1u];
+#elif KV_I8
+    return i8_at(v_cache[e >> 2u], e) * aux[aux_vscale(aux_base(seq, kvh)) + position];
+#else
+    return v_cache[e];
+#endif
 }
 
 @compute @workgroup_size(64)
@@ -55,11 +154,90 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     let t = g / p.KVH;
     let kvh = g % p.KVH;
-    let dst = cache_row(idx[2u * t], kvh, idx[2u * t + 1u]);
-    for (var d = tid; d < p.D; d += WG) {
-        k_cache[dst + d] = src_q[g * p.D + d];
-        v_cache[dst + d] = src_v[g * p.D + d];
+    let seq = idx[2u * t];
+    let position = idx[2u * t + 1u];
+    let dst = cache_row(seq, kvh, position);
+    let src = g * p.D;
+#if KV_F16
+    for (var d = 2u * tid; d < p.D; d += 2u * WG) {
+        k_cache[(dst + d) >> 1u] = pack2x16float(vec2<f32>(src_q[src + d], src_q[src + d + 1u]));
+        v_cache[(dst + d) >> 1u] = pack2x16float(vec2<f32>(src_v[src + d], src_v[src + d + 1u]));
     }
+#elif KV_I8
+    // Values: one absmax scale per position.
+    var amax = 0.0;
+    for (var d = tid; d < p.D; d += WG) {
+        amax = max(amax, abs(src_v[src + d]));
+    }
+    amax = reduce(tid, amax, true);
+    let vs = select(1.0, amax / 127.0, amax > 0.0);
+    let base = aux_base(seq, kvh);
+    if (tid == 0u) {
+        aux[aux_vscale(base) + position] = vs;
+    }
+    let c = 4u * tid;   // this thread's four channels
+    if (c < p.D) {
+        let v4 = vec4<f32>(src_v[src + c], src_v[src + c + 1u], src_v[src + c + 2u], src_v[src + c + 3u]);
+        v_cache[(dst + c) >> 2u] = pack_i8(v4 / vs);
+    }
+
+    // Keys: the first new row of its sequence within its block handles the whole block.
+    let block = position / KB;
+    let b0 = block * KB;
+    var hi = position + 1u;
+    for (var u = 0u; u < p.R; u++) {
+        if (idx[2u * u] == seq) {
+            let other = idx[2u * u + 1u];
+            if (other + 1u == position && position > b0) {
+                return;   // an earlier new row of this block handles it
+            }
+            if (other >= position && other / KB == block) {
+                hi = max(hi, other + 1u);
+            }
+        }
+    }
+    if (c >= p.D) {
+        return;
+    }
+    if (hi == b0 + KB) {
+        // The block is complete: per-channel absmax over its rows, then int8 with those scales.
+        var kmax = vec4<f32>(0.0);
+        for (var j = b0; j < hi; j++) {
+            kmax = max(kmax, abs(block_key(seq, kvh, base, position, j, c)));
+        }
+        let ks = select(vec4<f32>(1.0), kmax / 127.0, kmax > vec4<f32>(0.0));
+        for (var j = b0; j < hi; j++) {
+            let e = cache_row(seq, kvh, j) + c;
+            k_cache[e >> 2u] = pack_i8(block_key(seq, kvh, base, position, j, c) / ks);
+        }
+        let sc = aux_kscale(base, block) + c;
+        aux[sc] = ks.x;
+        aux[sc + 1u] = ks.y;
+        aux[sc + 2u] = ks.z;
+        aux[sc + 3u] = ks.w;
+        if (tid == 0u) {
+            aux[base + block] = 1.0;
+        }
+    } else {
+        // Still open: the new keys wait in the residual.
+        for (var j = position; j < hi; j++) {
+            let r = aux_resid(base, j) + c;
+            let k = (new_row(seq, j) * p.KVH + kvh) * p.D + c;
+            aux[r] = src_q[k];
+            aux[r + 1u] = src_q[k + 1u];
+            aux[r + 2u] = src_q[k + 2u];
+            aux[r + 3u] = src_q[k + 3u];
+        }
+        if (tid == 0u) {
+            aux[base + block] = 0.0;
+        }
+    }
+#else
+    for (var d = tid; d < p.D; d += WG) {
+        k_cache[dst + d] = src_q[src + d];
+        v_cache[dst + d] = src_v[src + d];
+    }
+#endif
 }
 
 fn reduce(tid: u32, v: f32, take_max: bool) -> f32 {
@@ -101,15 +279,13 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var m = NEG;
     var l = 0.0;
     var acc = vec4<f32>(0.0);   // dims tid, tid + 64, tid + 128, tid + 192
-    let base = cache_row(seq, kvh, 0u);
     for (var c0 = start; c0 < end; c0 += WG) {
         let key = c0 + tid;
         var score = NEG;
         if (key < end) {
             score = 0.0;
-            let row = base + key * p.D;
             for (var d = 0u; d < p.D; d++) {
-                score += q_sh[d] * k_cache[row + d];
+                score += q_sh[d] * load_key(seq, kvh, key, d);
             }
         }
         let m_new = max(m, reduce(tid, score, true));
@@ -124,12 +300,11 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         m = m_new;
         let count = min(WG, end - c0);
         for (var j = 0u; j < count; j++) {
-            let row = base + (c0 + j) * p.D;
             let pr = prob[j];
             for (var i = 0u; i < 4u; i++) {
                 let d = tid + i * WG;
                 if (d < p.D) {
-                    acc[i] += pr * v_cache[row + d];
+                    acc[i] += pr * load_value(seq, kvh, c0 + j, d);
                 }
             }
         }

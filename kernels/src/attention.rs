@@ -1,12 +1,19 @@
 //! Attention over a KV cache with grouped-query heads: `shaders/attention.wgsl`.
 //!
-//! The cache holds `[n_seq, kv_heads, capacity, head_dim]` f32 keys and values. [`kv_store`]
-//! writes new rows at their positions; [`attention`] runs causal prefill (one query row per prompt
-//! token, each with its own key count) and batched decode (one row per sequence). Long key ranges
-//! are split across workgroups and merged, as in flash-decoding (Dao et al. 2023).
+//! A [`KvCache`] holds `[n_seq, kv_heads, capacity, head_dim]` keys and values as f32, f16, or
+//! int8 as KIVI (Liu et al. 2024) suggests: values with one absmax scale per position, keys with
+//! one absmax scale per channel for each block of [`KEY_BLOCK`] positions, a block's keys kept in
+//! f32 until it is full. [`kv_store`] writes new rows at their positions; [`attention`] runs causal
+//! prefill (one query row per prompt token, each with its own key count) and batched decode (one
+//! row per sequence), dequantizing inside the kernel. Long key ranges are split across workgroups
+//! and merged, as in flash-decoding (Dao et al. 2023).
+
+use std::fmt;
+use std::str::FromStr;
 
 use bytemuck::{Pod, Zeroable};
-use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
+use half::f16;
+use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::{Result, ShaderVariants, ensure, expect, groups_for};
 
@@ -19,6 +26,8 @@ pub const SHADER: Shader = Shader {
 pub const MAX_HEAD_DIM: usize = 256;
 /// Keys per split when a decode row's keys are spread over several workgroups.
 pub const DEFAULT_SPLIT: usize = 256;
+/// Positions that share one int8 key scale per channel (KIVI's key group).
+pub const KEY_BLOCK: usize = 32;
 
 /// Heads and cache geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +47,7 @@ impl AttnShape {
         self.n_seq * self.kv_heads * self.capacity * self.head_dim
     }
 
-    fn check(&self, kernel: &'static str, k_cache: &Tensor, v_cache: &Tensor) -> Result<()> {
+    fn check(&self, kernel: &'static str, cache: &KvCache) -> Result<()> {
         ensure(
             self.kv_heads > 0
                 && self.heads.is_multiple_of(self.kv_heads)
@@ -47,8 +56,188 @@ impl AttnShape {
             kernel,
             || format!("{self:?}: kv_heads must divide heads and head_dim be 1..={MAX_HEAD_DIM}"),
         )?;
-        expect(k_cache, kernel, "k_cache", DType::F32, self.cache_len())?;
-        expect(v_cache, kernel, "v_cache", DType::F32, self.cache_len())
+        ensure(
+            cache.shape.kv_heads == self.kv_heads
+                && cache.shape.head_dim == self.head_dim
+                && cache.shape.capacity == self.capacity
+                && cache.shape.n_seq == self.n_seq,
+            kernel,
+            || format!("the cache was made for {:?}, not {self:?}", cache.shape),
+        )
+    }
+
+    /// f32 elements of the int8 side buffer per (sequence, KV head): block flags, key scales,
+    /// value scales, and the open block's keys.
+    fn aux_per_head(&self) -> usize {
+        let blocks = self.capacity.div_ceil(KEY_BLOCK);
+        blocks + blocks * self.head_dim + self.capacity + KEY_BLOCK * self.head_dim
+    }
+}
+
+/// How a [`KvCache`] stores keys and values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvFormat {
+    #[default]
+    F32,
+    /// f16 pairs packed in u32 (needs no SHADER_F16); the head dim must be even.
+    F16,
+    /// int8 with f32 scales (keys per channel and block, values per position); the head dim must
+    /// be a multiple of 4.
+    Int8,
+}
+
+impl fmt::Display for KvFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+            KvFormat::Int8 => "int8",
+        })
+    }
+}
+
+impl FromStr for KvFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(KvFormat::F32),
+            "f16" => Ok(KvFormat::F16),
+            "int8" => Ok(KvFormat::Int8),
+            _ => Err(format!(
+                "unknown KV format {s:?}: expected f32, f16 or int8"
+            )),
+        }
+    }
+}
+
+/// One layer's keys and values on the device.
+pub struct KvCache {
+    pub format: KvFormat,
+    pub shape: AttnShape,
+    k: Tensor,
+    v: Tensor,
+    /// int8 only: per (sequence, KV head) block flags, key scales, value scales, residual keys.
+    aux: Option<Tensor>,
+}
+
+impl KvCache {
+    /// An empty cache for `shape`.
+    pub fn new(ctx: &Context, shape: &AttnShape, format: KvFormat) -> Result<Self> {
+        let n = shape.cache_len();
+        let d = shape.head_dim;
+        let words = |per_word: usize| -> Result<Tensor> {
+            ensure(d.is_multiple_of(per_word), "kv_cache", || {
+                format!("a {format} KV cache needs a head dim divisible by {per_word}, got {d}")
+            })?;
+            Ok(ctx.zeros(DType::U32, &[n / per_word])?)
+        };
+        let (k, v, aux) = match format {
+            KvFormat::F32 => (
+                ctx.zeros(DType::F32, &[n])?,
+                ctx.zeros(DType::F32, &[n])?,
+                None,
+            ),
+            KvFormat::F16 => (words(2)?, words(2)?, None),
+            KvFormat::Int8 => {
+                let aux = shape.n_seq * shape.kv_heads * shape.aux_per_head();
+                (words(4)?, words(4)?, Some(ctx.zeros(DType::F32, &[aux])?))
+            }
+        };
+        Ok(Self {
+            format,
+            shape: *shape,
+            k,
+            v,
+            aux,
+        })
+    }
+
+    /// An f32 cache holding `k` and `v` (`[cache_len]` each), for tests.
+    pub fn from_f32(ctx: &Context, shape: &AttnShape, k: &[f32], v: &[f32]) -> Result<Self> {
+        let n = shape.cache_len();
+        Ok(Self {
+            format: KvFormat::F32,
+            shape: *shape,
+            k: ctx.upload_f32(k, &[n])?,
+            v: ctx.upload_f32(v, &[n])?,
+            aux: None,
+        })
+    }
+
+    /// Bytes on the device.
+    pub fn size_bytes(&self) -> u64 {
+        self.k.size_bytes() + self.v.size_bytes() + self.aux.as_ref().map_or(0, Tensor::size_bytes)
+    }
+
+    fn defines(&self) -> Defines {
+        match self.format {
+            KvFormat::F32 => Defines::new(),
+            KvFormat::F16 => Defines::new().flag("KV_F16"),
+            KvFormat::Int8 => Defines::new().flag("KV_I8"),
+        }
+    }
+
+    fn bindings(&self) -> Vec<Binding<'_>> {
+        let mut b = vec![Binding::new(4, &self.k), Binding::new(5, &self.v)];
+        if let Some(aux) = &self.aux {
+            b.push(Binding::new(8, aux));
+        }
+        b
+    }
+
+    /// Keys and values as f32 (`[cache_len]` each), decoded on the host from the device buffers:
+    /// the CPU reference of each storage format.
+    pub fn read_f32(&self, ctx: &Context) -> Result<(Vec<f32>, Vec<f32>)> {
+        let s = &self.shape;
+        match self.format {
+            KvFormat::F32 => Ok((ctx.read(&self.k)?, ctx.read(&self.v)?)),
+            KvFormat::F16 => {
+                let unpack = |t: &Tensor| -> Result<Vec<f32>> {
+                    let words: Vec<u32> = ctx.read(t)?;
+                    Ok(words
+                        .iter()
+                        .flat_map(|w| [*w as u16, (*w >> 16) as u16])
+                        .map(|h| f16::from_bits(h).to_f32())
+                        .collect())
+                };
+                Ok((unpack(&self.k)?, unpack(&self.v)?))
+            }
+            KvFormat::Int8 => {
+                let bytes = |t: &Tensor| -> Result<Vec<i8>> {
+                    let words: Vec<u32> = ctx.read(t)?;
+                    Ok(words
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .map(|b| b as i8)
+                        .collect())
+                };
+                let (kq, vq) = (bytes(&self.k)?, bytes(&self.v)?);
+                let aux: Vec<f32> = ctx.read(self.aux.as_ref().expect("int8 cache has aux"))?;
+                let (d, c) = (s.head_dim, s.capacity);
+                let blocks = c.div_ceil(KEY_BLOCK);
+                let (mut k, mut v) = (vec![0f32; kq.len()], vec![0f32; vq.len()]);
+                for head in 0..s.n_seq * s.kv_heads {
+                    let a = &aux[head * s.aux_per_head()..][..s.aux_per_head()];
+                    let (flags, rest) = a.split_at(blocks);
+                    let (kscale, rest) = rest.split_at(blocks * d);
+                    let (vscale, resid) = rest.split_at(c);
+                    for pos in 0..c {
+                        let row = (head * c + pos) * d;
+                        let block = pos / KEY_BLOCK;
+                        for j in 0..d {
+                            k[row + j] = if flags[block] > 0.5 {
+                                kq[row + j] as f32 * kscale[block * d + j]
+                            } else {
+                                resid[(pos % KEY_BLOCK) * d + j]
+                            };
+                            v[row + j] = vq[row + j] as f32 * vscale[pos];
+                        }
+                    }
+                }
+                Ok((k, v))
+            }
+        }
     }
 }
 
@@ -84,38 +273,37 @@ impl Params {
     }
 }
 
-/// Writes `k_new`, `v_new` (`[T, kv_heads, head_dim]`) into the caches: row `t` goes to
+/// Writes `k_new`, `v_new` (`[T, kv_heads, head_dim]`) into the cache: row `t` goes to
 /// sequence `slots[2t]` at position `slots[2t + 1]` (`slots`: `[2T]`, u32). Slots are not checked
-/// on the GPU: callers keep sequences below `n_seq` and positions below `capacity`.
-#[allow(clippy::too_many_arguments)]
+/// on the GPU: callers keep sequences below `n_seq` and positions below `capacity`, and give each
+/// sequence's new rows consecutive positions following the ones it holds (as decoding does).
 pub fn kv_store(
     rec: &mut Recorder<'_>,
     shape: &AttnShape,
     k_new: &Tensor,
     v_new: &Tensor,
     slots: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
+    cache: &KvCache,
 ) -> Result<()> {
-    shape.check("kv_store", k_cache, v_cache)?;
+    shape.check("kv_store", cache)?;
     let t = slots.len() / 2;
     expect(slots, "kv_store", "slots", DType::U32, 2 * t)?;
     let row = shape.kv_heads * shape.head_dim;
     expect(k_new, "kv_store", "k_new", DType::F32, t * row)?;
     expect(v_new, "kv_store", "v_new", DType::F32, t * row)?;
     let params = Params::new(shape, t);
+    let mut bindings = vec![
+        Binding::new(1, k_new),
+        Binding::new(2, v_new),
+        Binding::new(3, slots),
+    ];
+    bindings.extend(cache.bindings());
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "kv_store",
-        defines: &Defines::new(),
+        defines: &cache.defines(),
         params: bytemuck::bytes_of(&params),
-        bindings: &[
-            Binding::new(1, k_new),
-            Binding::new(2, v_new),
-            Binding::new(3, slots),
-            Binding::new(4, k_cache),
-            Binding::new(5, v_cache),
-        ],
+        bindings: &bindings,
         workgroups: groups_for(t * shape.kv_heads, 1)?,
     })?;
     Ok(())
@@ -165,14 +353,13 @@ pub fn attention(
     q: &Tensor,
     meta: &Tensor,
     max_keys: usize,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
+    cache: &KvCache,
     out: &Tensor,
     scratch: &Tensor,
     scale: f32,
     split_len: Option<usize>,
 ) -> Result<()> {
-    shape.check("attention", k_cache, v_cache)?;
+    shape.check("attention", cache)?;
     let rows = meta.len() / 2;
     expect(meta, "attention", "meta", DType::U32, rows * 2)?;
     let width = shape.heads * shape.head_dim;
@@ -207,18 +394,17 @@ pub fn attention(
         scale,
         ..Params::new(shape, rows)
     };
-    let bindings = [
+    let mut bindings = vec![
         Binding::new(1, q),
         Binding::new(3, meta),
-        Binding::new(4, k_cache),
-        Binding::new(5, v_cache),
         Binding::new(6, out),
         Binding::new(7, scratch),
     ];
+    bindings.extend(cache.bindings());
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "attend",
-        defines: &Defines::new(),
+        defines: &cache.defines(),
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
         workgroups: groups_for(rows * shape.heads * splits, 1)?,
@@ -276,8 +462,13 @@ pub fn attention_ref(
 }
 
 pub fn shader_variants() -> ShaderVariants {
+    let entries = || vec!["kv_store", "attend", "combine"];
     ShaderVariants {
         shader: SHADER,
-        variants: vec![(Defines::new(), vec!["kv_store", "attend", "combine"])],
+        variants: vec![
+            (Defines::new(), entries()),
+            (Defines::new().flag("KV_F16"), entries()),
+            (Defines::new().flag("KV_I8"), entries()),
+        ],
     }
 }

@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use kiln_kernels::KernelError;
-use kiln_kernels::attention::{AttnShape, attention, attention_ref, kv_store, scratch_len};
+use kiln_kernels::attention::{
+    AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_ref, kv_store, scratch_len,
+};
 use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
 use kiln_runtime::{Context, DType};
 
@@ -59,24 +61,18 @@ struct Case {
 }
 
 /// A cache filled with random keys and values (as a previous prefill would leave it).
-fn filled(
-    ctx: &Context,
-    seed: u64,
-    shape: AttnShape,
-) -> (Case, kiln_runtime::Tensor, kiln_runtime::Tensor) {
+fn filled(ctx: &Context, seed: u64, shape: AttnShape) -> (Case, KvCache) {
     let mut rng = rng(seed);
     let k = rand_vec(&mut rng, shape.cache_len(), -1.0, 1.0);
     let v = rand_vec(&mut rng, shape.cache_len(), -1.0, 1.0);
-    let kt = ctx.upload_f32(&k, &[shape.cache_len()]).unwrap();
-    let vt = ctx.upload_f32(&v, &[shape.cache_len()]).unwrap();
-    (Case { shape, k, v }, kt, vt)
+    let cache = KvCache::from_f32(ctx, &shape, &k, &v).unwrap();
+    (Case { shape, k, v }, cache)
 }
 
 fn run_attention(
     ctx: &Context,
     case: &Case,
-    kt: &kiln_runtime::Tensor,
-    vt: &kiln_runtime::Tensor,
+    cache: &KvCache,
     q: &[f32],
     meta: &[u32],
     split: Option<usize>,
@@ -95,7 +91,7 @@ fn run_attention(
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let mut rec = ctx.recorder();
     attention(
-        &mut rec, &s, &qt, &mt, max_keys, kt, vt, &out, &scratch, scale, split,
+        &mut rec, &s, &qt, &mt, max_keys, cache, &out, &scratch, scale, split,
     )
     .unwrap();
     rec.submit().unwrap();
@@ -134,10 +130,10 @@ fn causal_prefill_matches_reference() {
                 capacity: 256,
                 n_seq: 1,
             };
-            let (case, kt, vt) = filled(ctx, 20 + i as u64, shape);
+            let (case, cache) = filled(ctx, 20 + i as u64, shape);
             let q = rand_vec(&mut rng(t as u64), t * heads * head_dim, -1.0, 1.0);
             let meta: Vec<u32> = (0..t).flat_map(|r| [0, (p0 + r + 1) as u32]).collect();
-            run_attention(ctx, &case, &kt, &vt, &q, &meta, None);
+            run_attention(ctx, &case, &cache, &q, &meta, None);
         }
     }
 }
@@ -155,11 +151,11 @@ fn split_decode_matches_reference() {
             capacity: 700,
             n_seq: 3,
         };
-        let (case, kt, vt) = filled(ctx, 40 + i as u64, shape);
+        let (case, cache) = filled(ctx, 40 + i as u64, shape);
         let meta = [2u32, 1, 0, 700, 1, 333];
         let q = rand_vec(&mut rng(50 + i as u64), 3 * heads * head_dim, -1.0, 1.0);
         for split in [Some(64), Some(100), None] {
-            run_attention(ctx, &case, &kt, &vt, &q, &meta, split);
+            run_attention(ctx, &case, &cache, &q, &meta, split);
         }
     }
 }
@@ -180,17 +176,16 @@ fn kv_store_places_rows_at_their_slots() {
     let mut rng = rng(60);
     let kn = rand_vec(&mut rng, t * 15, -1.0, 1.0);
     let vn = rand_vec(&mut rng, t * 15, -1.0, 1.0);
-    let kc = ctx.zeros(DType::F32, &[shape.cache_len()]).unwrap();
-    let vc = ctx.zeros(DType::F32, &[shape.cache_len()]).unwrap();
+    let cache = KvCache::new(ctx, &shape, KvFormat::F32).unwrap();
     let mut rec = ctx.recorder();
     let (knt, vnt) = (
         ctx.upload_f32(&kn, &[t, 3, 5]).unwrap(),
         ctx.upload_f32(&vn, &[t, 3, 5]).unwrap(),
     );
     let st = ctx.upload(&slots, DType::U32, &[2 * t]).unwrap();
-    kv_store(&mut rec, &shape, &knt, &vnt, &st, &kc, &vc).unwrap();
+    kv_store(&mut rec, &shape, &knt, &vnt, &st, &cache).unwrap();
     rec.submit().unwrap();
-    let (gk, gv) = (ctx.read::<f32>(&kc).unwrap(), ctx.read::<f32>(&vc).unwrap());
+    let (gk, gv) = cache.read_f32(ctx).unwrap();
     let mut wk = vec![0f32; shape.cache_len()];
     let mut wv = wk.clone();
     for r in 0..t {
@@ -208,7 +203,7 @@ fn kv_store_places_rows_at_their_slots() {
     let mut rec = ctx.recorder();
     let short = ctx.zeros(DType::F32, &[3]).unwrap();
     assert!(matches!(
-        kv_store(&mut rec, &shape, &short, &vnt, &st, &kc, &vc),
+        kv_store(&mut rec, &shape, &short, &vnt, &st, &cache),
         Err(KernelError::Shape { .. })
     ));
 }
@@ -223,11 +218,12 @@ fn attention_rejects_bad_shapes() {
         capacity: 4,
         n_seq: 1,
     };
-    let c = ctx.zeros(DType::F32, &[shape.cache_len()]).unwrap();
+    let zeros = vec![0f32; shape.cache_len()];
+    let c = KvCache::from_f32(ctx, &shape, &zeros, &zeros).unwrap();
     let q = ctx.zeros(DType::F32, &[32]).unwrap();
     let meta = ctx.zeros(DType::U32, &[2]).unwrap();
     let mut rec = ctx.recorder();
-    let err = attention(&mut rec, &shape, &q, &meta, 1, &c, &c, &q, &q, 1.0, None);
+    let err = attention(&mut rec, &shape, &q, &meta, 1, &c, &q, &q, 1.0, None);
     assert!(
         matches!(
             err,
@@ -242,10 +238,134 @@ fn attention_rejects_bad_shapes() {
         kv_heads: 2,
         ..shape
     };
-    let c = ctx.zeros(DType::F32, &[shape.cache_len()]).unwrap();
-    let err = attention(&mut rec, &shape, &q, &meta, 5, &c, &c, &q, &q, 1.0, None);
+    let zeros = vec![0f32; shape.cache_len()];
+    let c = KvCache::from_f32(ctx, &shape, &zeros, &zeros).unwrap();
+    let err = attention(&mut rec, &shape, &q, &meta, 5, &c, &q, &q, 1.0, None);
     assert!(
         matches!(err, Err(KernelError::Shape { .. })),
         "more keys than the capacity"
     );
+}
+
+/// f16 and int8 caches filled over several steps as generation fills them (a prefill that leaves
+/// a key block open, rows of two sequences interleaved, then single-row decode steps that
+/// complete blocks) decode back within their rounding bounds: f16 to 2⁻¹¹ relative; int8 values
+/// to half a step of their position's absmax scale, int8 keys to half a step of their block's
+/// per-channel scale once the block is full and exactly while it is open. Attention over the
+/// quantized cache then matches the reference over the decoded values (2e-5 + 1e-4 · |ref|).
+#[test]
+fn quantized_caches_round_trip_and_attend() {
+    let Some(ctx) = test_context() else { return };
+    for format in [KvFormat::F16, KvFormat::Int8] {
+        for &(heads, kv_heads, head_dim) in &[(6, 2, 64), (3, 3, 8), (4, 1, 4)] {
+            let shape = AttnShape {
+                heads,
+                kv_heads,
+                head_dim,
+                capacity: 150,
+                n_seq: 2,
+            };
+            let cache = KvCache::new(ctx, &shape, format).unwrap();
+            let row = kv_heads * head_dim;
+            let mut rng = rng(70 + head_dim as u64);
+            let (mut truth_k, mut truth_v) =
+                (vec![0f32; shape.cache_len()], vec![0f32; shape.cache_len()]);
+            let mut lens = [0usize; 2];
+            // (sequence of each new row) per step.
+            let mut steps: Vec<Vec<usize>> = vec![vec![0; 45], [0, 1].repeat(13)];
+            steps.extend((0..60).map(|i| if i < 30 { vec![0, 1] } else { vec![0] }));
+            for seqs in steps {
+                let t = seqs.len();
+                let mut kn = rand_vec(&mut rng, t * row, -1.0, 1.0);
+                let vn = rand_vec(&mut rng, t * row, -2.0, 2.0);
+                // A channel with large keys, as trained models have.
+                for r in 0..t * kv_heads {
+                    kn[r * head_dim] *= 20.0;
+                }
+                let mut slots = Vec::new();
+                for (r, &seq) in seqs.iter().enumerate() {
+                    let pos = lens[seq];
+                    lens[seq] += 1;
+                    slots.extend([seq as u32, pos as u32]);
+                    for h in 0..kv_heads {
+                        let at = ((seq * kv_heads + h) * shape.capacity + pos) * head_dim;
+                        let from = (r * kv_heads + h) * head_dim;
+                        truth_k[at..at + head_dim].copy_from_slice(&kn[from..from + head_dim]);
+                        truth_v[at..at + head_dim].copy_from_slice(&vn[from..from + head_dim]);
+                    }
+                }
+                let mut rec = ctx.recorder();
+                kv_store(
+                    &mut rec,
+                    &shape,
+                    &ctx.upload_f32(&kn, &[t * row]).unwrap(),
+                    &ctx.upload_f32(&vn, &[t * row]).unwrap(),
+                    &ctx.upload(&slots, DType::U32, &[2 * t]).unwrap(),
+                    &cache,
+                )
+                .unwrap();
+                rec.submit().unwrap();
+            }
+            let (k, v) = cache.read_f32(ctx).unwrap();
+            let name = format!("{format} cache {shape:?}");
+            for (seq, &len) in lens.iter().enumerate() {
+                for h in 0..kv_heads {
+                    let head = (seq * kv_heads + h) * shape.capacity;
+                    for pos in 0..len {
+                        let at = (head + pos) * head_dim;
+                        let vmax = truth_v[at..at + head_dim]
+                            .iter()
+                            .fold(0f32, |m, x| m.max(x.abs()));
+                        let block = pos / KEY_BLOCK;
+                        let sealed = (block + 1) * KEY_BLOCK <= len;
+                        for d in 0..head_dim {
+                            let (tk, tv) = (truth_k[at + d], truth_v[at + d]);
+                            let (kb, vb) = match format {
+                                KvFormat::Int8 => {
+                                    let kmax = (block * KEY_BLOCK..(block + 1) * KEY_BLOCK)
+                                        .map(|j| truth_k[(head + j) * head_dim + d].abs())
+                                        .fold(0f32, f32::max);
+                                    let k_step = if sealed { kmax / 127.0 } else { 0.0 };
+                                    (k_step * 0.501, vmax / 127.0 * 0.501)
+                                }
+                                _ => (tk.abs() / 2048.0, tv.abs() / 2048.0),
+                            };
+                            let (ek, ev) = ((k[at + d] - tk).abs(), (v[at + d] - tv).abs());
+                            assert!(
+                                ek <= kb + 1e-7,
+                                "{name}: key seq {seq} head {h} pos {pos} dim {d}: {} for {tk} (bound {kb}, block sealed {sealed})",
+                                k[at + d]
+                            );
+                            assert!(
+                                ev <= vb + 1e-7,
+                                "{name}: value seq {seq} head {h} pos {pos} dim {d}: {} for {tv} (bound {vb})",
+                                v[at + d]
+                            );
+                        }
+                    }
+                }
+            }
+            // Decode rows for both sequences, and causal prefill rows of sequence 0.
+            let mut meta = vec![0u32, lens[0] as u32, 1, lens[1] as u32];
+            meta.extend((0..40).flat_map(|r| [0u32, (30 + r) as u32]));
+            let rows = meta.len() / 2;
+            let q = rand_vec(&mut rng, rows * heads * head_dim, -1.0, 1.0);
+            let case = Case { shape, k, v };
+            let got = run_attention(ctx, &case, &cache, &q, &meta, Some(64));
+            let exact = attention_ref(
+                &shape,
+                &q,
+                &meta,
+                &truth_k,
+                &truth_v,
+                1.0 / (head_dim as f32).sqrt(),
+            );
+            let worst = got
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{name}: attention differs from the unquantized cache's by at most {worst}");
+        }
+    }
 }

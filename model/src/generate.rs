@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_kernels::attention::KvFormat;
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
@@ -22,6 +23,8 @@ pub struct GenerateConfig {
     pub capacity: usize,
     /// Most prompt tokens per prefill step.
     pub prefill_chunk: usize,
+    /// How the KV cache stores keys and values.
+    pub kv: KvFormat,
 }
 
 impl Default for GenerateConfig {
@@ -32,6 +35,7 @@ impl Default for GenerateConfig {
             stop: Vec::new(),
             capacity: 2048,
             prefill_chunk: 128,
+            kv: KvFormat::F32,
         }
     }
 }
@@ -104,7 +108,7 @@ pub fn generate(
         }
     }
     let rows = cfg.prefill_chunk.max(prompts.len()).max(1);
-    let mut session = Session::new(ctx, model, prompts.len(), cfg.capacity, rows)?;
+    let mut session = Session::with_kv(ctx, model, prompts.len(), cfg.capacity, rows, cfg.kv)?;
     let mut seqs: Vec<Seq> = prompts
         .iter()
         .enumerate()

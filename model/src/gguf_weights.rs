@@ -10,6 +10,19 @@ use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::quantize::Quant;
 
+/// The vocabulary size: `ARCH.vocab_size`, or the token embedding's rows.
+pub(crate) fn n_vocab(g: &GgufFile, arch: &str) -> Result<usize> {
+    match g.u32(&format!("{arch}.vocab_size")) {
+        Ok(v) => Ok(v as usize),
+        Err(_) => Ok(g
+            .tensor("token_embd.weight")?
+            .dims
+            .get(1)
+            .copied()
+            .unwrap_or(0) as usize),
+    }
+}
+
 /// Uploads a `[n, k]` matrix (GGUF dims `[k, n]`) in its own format or converted to `quant`.
 pub(crate) fn matrix(
     ctx: &Context,

@@ -11,15 +11,16 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use kiln_kernels::attention::KvCache;
 use kiln_kernels::{HostWeights, Weights, attention, elementwise, embedding, matmul, norm};
 use kiln_runtime::{Context, Recorder, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{matrix, matrix_rows, vector, vector_values};
+use crate::gguf_weights::{matrix, matrix_rows, n_vocab, vector, vector_values};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, StepIo};
+use crate::session::{Architecture, Dims, StepIo, matrix_bytes};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Gpt2Config {
@@ -84,15 +85,7 @@ impl Gpt2Config {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let u = |key: &str| g.u32(&format!("gpt2.{key}")).map(|v| v as usize);
         let n_embd = u("embedding_length")?;
-        let n_vocab = match u("vocab_size") {
-            Ok(v) => v,
-            Err(_) => g
-                .tensor("token_embd.weight")?
-                .dims
-                .get(1)
-                .copied()
-                .unwrap_or(0) as usize,
-        };
+        let n_vocab = n_vocab(g, "gpt2")?;
         let cfg = Self {
             n_layer: u("block_count")?,
             n_embd,
@@ -479,18 +472,14 @@ impl Gpt2 {
     /// Bytes of weights one decode step reads: every block matrix with its bias, the LM head,
     /// and one row of each embedding table.
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let blocks: u64 = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]
-                    .iter()
-                    .map(|w| w.size_bytes())
-                    .sum::<u64>()
-            })
-            .sum();
         let row = |w: &Weights| w.size_bytes() / w.n as u64;
-        blocks + self.lm_head().size_bytes() + row(&self.wte) + row(&self.wpe)
+        let tables = self.wte.size_bytes() + self.wpe.size_bytes();
+        let head = if self.output.is_some() {
+            0
+        } else {
+            self.wte.size_bytes()
+        };
+        matrix_bytes(&self.matrices()) - tables + head + row(&self.wte) + row(&self.wpe)
     }
 }
 
@@ -524,33 +513,27 @@ impl Architecture for Gpt2 {
         }
     }
 
-    fn record_blocks(
-        &self,
-        rec: &mut Recorder<'_>,
-        io: &StepIo,
-        caches: &[(Tensor, Tensor)],
-    ) -> Result<()> {
+    fn record_blocks(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
         let c = &self.cfg;
         let scale = 1.0 / ((c.n_embd / c.n_head) as f32).sqrt();
         // x = wte[ids] + wpe[pos]
         embedding::embedding(rec, &io.ids, &self.wte, &io.x)?;
         embedding::embedding(rec, &io.pos, &self.wpe, &io.h)?;
         elementwise::accumulate(rec, &io.x, &io.h)?;
-        for (b, (kc, vc)) in self.blocks.iter().zip(caches) {
+        for (b, cache) in self.blocks.iter().zip(caches) {
             // x += proj(attend(q, k, v)), (q, k, v) = qkv(layernorm_1(x))
             norm::layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
             matmul::linear(rec, &io.h, &b.wq, &io.q)?;
             matmul::linear(rec, &io.h, &b.wk, &io.k)?;
             matmul::linear(rec, &io.h, &b.wv, &io.v)?;
-            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, kc, vc)?;
+            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
             attention::attention(
                 rec,
                 &io.shape,
                 &io.q,
                 &io.meta,
                 io.max_keys,
-                kc,
-                vc,
+                cache,
                 &io.att,
                 &io.scratch,
                 scale,
@@ -594,19 +577,7 @@ impl Architecture for Gpt2 {
 
     fn weight_bytes(&self) -> u64 {
         let ln = |l: &LayerNorm| l.gamma.size_bytes() + l.beta.size_bytes();
-        let blocks: u64 = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]
-                    .iter()
-                    .map(|w| w.size_bytes())
-                    .sum::<u64>()
-                    + ln(&b.ln_1)
-                    + ln(&b.ln_2)
-            })
-            .sum();
-        let head = self.output.as_ref().map_or(0, Weights::size_bytes);
-        self.wte.size_bytes() + self.wpe.size_bytes() + blocks + ln(&self.ln_f) + head
+        let norms: u64 = self.blocks.iter().map(|b| ln(&b.ln_1) + ln(&b.ln_2)).sum();
+        matrix_bytes(&self.matrices()) + norms + ln(&self.ln_f)
     }
 }

@@ -3,15 +3,16 @@
 //! a tied LM head reads the token embedding. GGUF stores Q/K rows permuted for RoPE on adjacent
 //! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
 
+use kiln_kernels::attention::KvCache;
 use kiln_kernels::rope::{Rope, RopeLayout};
 use kiln_kernels::{Weights, attention, elementwise, embedding, matmul, norm, rope};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{matrix, vector};
+use crate::gguf_weights::{matrix, n_vocab, vector};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, StepIo};
+use crate::session::{Architecture, Dims, StepIo, matrix_bytes};
 
 /// Hyperparameters read from `llama.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,15 +54,7 @@ impl LlamaConfig {
             )));
         }
         let head_dim = n_embd / n_head;
-        let n_vocab = match u("vocab_size") {
-            Ok(v) => v,
-            Err(_) => g
-                .tensor("token_embd.weight")?
-                .dims
-                .get(1)
-                .copied()
-                .unwrap_or(0) as usize,
-        };
+        let n_vocab = n_vocab(g, "llama")?;
         let cfg = Self {
             n_layer: u("block_count")?,
             n_embd,
@@ -195,19 +188,17 @@ impl Llama {
         })
     }
 
-    /// Bytes of weights read for one decode step (every matrix once, plus the LM head).
+    /// Bytes of weights read for one decode step: every matrix once, except that a token
+    /// embedding that is not also the LM head gives one row.
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let blocks: u64 = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
-                    .iter()
-                    .map(|w| w.size_bytes())
-                    .sum::<u64>()
-            })
-            .sum();
-        blocks + self.lm_head().size_bytes()
+        let all = matrix_bytes(&self.matrices());
+        match self.output {
+            Some(_) => {
+                all - self.tok_embd.size_bytes()
+                    + self.tok_embd.size_bytes() / self.cfg.n_vocab as u64
+            }
+            None => all,
+        }
     }
 }
 
@@ -226,16 +217,11 @@ impl Architecture for Llama {
         }
     }
 
-    fn record_blocks(
-        &self,
-        rec: &mut Recorder<'_>,
-        io: &StepIo,
-        caches: &[(Tensor, Tensor)],
-    ) -> Result<()> {
+    fn record_blocks(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
         let c = &self.cfg;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         embedding::embedding(rec, &io.ids, &self.tok_embd, &io.x)?;
-        for (b, (kc, vc)) in self.blocks.iter().zip(caches) {
+        for (b, cache) in self.blocks.iter().zip(caches) {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
             matmul::linear(rec, &io.h, &b.wq, &io.q)?;
@@ -243,15 +229,14 @@ impl Architecture for Llama {
             matmul::linear(rec, &io.h, &b.wv, &io.v)?;
             rope::rope(rec, &io.q, &io.pos, &c.rope(c.n_head))?;
             rope::rope(rec, &io.k, &io.pos, &c.rope(c.n_kv_head))?;
-            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, kc, vc)?;
+            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
             attention::attention(
                 rec,
                 &io.shape,
                 &io.q,
                 &io.meta,
                 io.max_keys,
-                kc,
-                vc,
+                cache,
                 &io.att,
                 &io.scratch,
                 scale,
@@ -288,19 +273,11 @@ impl Architecture for Llama {
     }
 
     fn weight_bytes(&self) -> u64 {
-        let blocks: u64 = self
+        let norms: u64 = self
             .blocks
             .iter()
-            .map(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
-                    .iter()
-                    .map(|w| w.size_bytes())
-                    .sum::<u64>()
-                    + b.attn_norm.size_bytes()
-                    + b.ffn_norm.size_bytes()
-            })
+            .map(|b| b.attn_norm.size_bytes() + b.ffn_norm.size_bytes())
             .sum();
-        let head = self.output.as_ref().map_or(0, Weights::size_bytes);
-        self.tok_embd.size_bytes() + blocks + self.out_norm.size_bytes() + head
+        matrix_bytes(&self.matrices()) + norms + self.out_norm.size_bytes()
     }
 }

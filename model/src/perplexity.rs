@@ -2,6 +2,7 @@
 //! windows of `window` tokens advance by `stride`; each window scores only the tokens the previous
 //! window did not, each conditioned on up to `window - 1` tokens before it.
 
+use kiln_kernels::attention::KvFormat;
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
@@ -16,14 +17,14 @@ pub struct Perplexity {
     pub tokens: usize,
 }
 
-/// Perplexity of `ids` under the model; `chunk` bounds the rows per step.
+/// Perplexity of `ids` under the model with its KV cache stored as `kv`; `chunk` bounds the
+/// rows per step.
 pub fn perplexity(
     ctx: &Context,
     model: &dyn Architecture,
     ids: &[u32],
-    window: usize,
-    stride: usize,
-    chunk: usize,
+    (window, stride, chunk): (usize, usize, usize),
+    kv: KvFormat,
 ) -> Result<Perplexity> {
     let bad = |message: String| ModelError::Config {
         path: "perplexity".into(),
@@ -41,7 +42,7 @@ pub fn perplexity(
         )));
     }
     let vocab = model.dims().n_vocab;
-    let mut session = Session::new(ctx, model, 1, window, chunk.max(1))?;
+    let mut session = Session::with_kv(ctx, model, 1, window, chunk.max(1), kv)?;
     let (mut nll, mut scored, mut prev_end, mut begin) = (0f64, 0usize, 0usize, 0usize);
     loop {
         let end = (begin + window).min(ids.len());

@@ -3,7 +3,7 @@
 //! runs any mix of rows (a prompt chunk of one sequence, or one token of each of several) through
 //! the whole model, and the copy of its result, in a single submit.
 
-use kiln_kernels::attention::{self, AttnShape};
+use kiln_kernels::attention::{self, AttnShape, KvCache, KvFormat};
 use kiln_kernels::{Weights, argmax, matmul};
 use kiln_runtime::{Context, DType, Readback, Recorder, Tensor};
 
@@ -49,13 +49,8 @@ pub struct StepIo {
 pub trait Architecture {
     fn dims(&self) -> Dims;
     /// Embeds `io.ids` at `io.pos` into `io.x` and runs every block, layer `l` using
-    /// `caches[l]` (keys, values); the residual stream is left in `io.x`.
-    fn record_blocks(
-        &self,
-        rec: &mut Recorder<'_>,
-        io: &StepIo,
-        caches: &[(Tensor, Tensor)],
-    ) -> Result<()>;
+    /// `caches[l]`; the residual stream is left in `io.x`.
+    fn record_blocks(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()>;
     /// The final normalization of rows `x` into `out`.
     fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()>;
     /// The LM head, `[n_vocab, n_embd]`.
@@ -64,6 +59,11 @@ pub trait Architecture {
     fn weight_bytes(&self) -> u64;
     /// Every weight matrix once (embeddings and LM head included).
     fn matrices(&self) -> Vec<&Weights>;
+}
+
+/// Bytes of `matrices` on the device (data, scales, zero points, biases).
+pub fn matrix_bytes(matrices: &[&Weights]) -> u64 {
+    matrices.iter().map(|w| w.size_bytes()).sum()
 }
 
 /// What a step returns for its selected rows.
@@ -81,7 +81,7 @@ pub struct Session {
     /// Tokens held per sequence.
     lens: Vec<usize>,
     /// Per layer: keys and values, each [n_seq, n_kv_head, capacity, head_dim].
-    caches: Vec<(Tensor, Tensor)>,
+    caches: Vec<KvCache>,
     x: Tensor,      // [rows, n_embd] residual stream
     h: Tensor,      // [rows, n_embd] normed
     q: Tensor,      // [rows, n_head * head_dim]
@@ -107,10 +107,7 @@ pub struct Session {
 impl Session {
     /// Bytes of the KV buffer (keys and values of every layer).
     pub fn kv_bytes(&self) -> u64 {
-        self.caches
-            .iter()
-            .map(|(k, v)| k.size_bytes() + v.size_bytes())
-            .sum()
+        self.caches.iter().map(KvCache::size_bytes).sum()
     }
 
     /// A cache of `n_seq` sequences of `capacity` positions; steps take at most `max_rows` rows.
@@ -120,6 +117,18 @@ impl Session {
         n_seq: usize,
         capacity: usize,
         max_rows: usize,
+    ) -> Result<Self> {
+        Self::with_kv(ctx, model, n_seq, capacity, max_rows, KvFormat::F32)
+    }
+
+    /// As [`Session::new`], with the KV cache stored as `kv`.
+    pub fn with_kv(
+        ctx: &Context,
+        model: &dyn Architecture,
+        n_seq: usize,
+        capacity: usize,
+        max_rows: usize,
+        kv: KvFormat,
     ) -> Result<Self> {
         let c = &model.dims();
         if let Some(max) = c.max_positions.filter(|&m| capacity > m) {
@@ -143,8 +152,8 @@ impl Session {
             .max()
             .unwrap_or(0);
         let caches = (0..c.n_layer)
-            .map(|_| Ok((f(shape.cache_len())?, f(shape.cache_len())?)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|_| KvCache::new(ctx, &shape, kv))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             shape,
             max_rows,
