@@ -64,6 +64,8 @@ struct Row {
     perplexity: f64,
     greedy: String,
     decode_tokens_per_s: f64,
+    /// Bytes one decode step reads: weights, and the KV cache at the mean decode position.
+    bytes_per_token: u64,
 }
 
 /// Bytes per weight value that a format's definition implies (block headers and int8 scales
@@ -126,7 +128,6 @@ fn main() -> Result<()> {
 
         let prompt = loaded.tokenizer.encode(&args.prompt)?;
         let capacity = prompt.len() + args.n_predict + 1;
-        kv_positions = capacity;
         let cfg = GenerateConfig {
             max_tokens: args.n_predict,
             capacity,
@@ -134,7 +135,9 @@ fn main() -> Result<()> {
             ..GenerateConfig::default()
         };
         let (out, stats) = generate(&ctx, model, &loaded.tokenizer, &[prompt], &cfg, |_, _| {})?;
-        let session = Session::with_kv(&ctx, model, 1, capacity, 1, kv)?;
+        // KV memory at the perplexity window's length, where the formats differ most.
+        kv_positions = n;
+        let session = Session::with_kv(&ctx, model, 1, n, 1, kv)?;
         let matrix_params: f64 = model
             .matrices()
             .iter()
@@ -144,8 +147,8 @@ fn main() -> Result<()> {
             model.weight_bytes() - model.matrices().iter().map(|w| w.size_bytes()).sum::<u64>();
         // Keys and values of every layer; int8 adds f32 scales (values per position, keys per
         // channel per block), block flags and one f32 block of open keys per head.
-        let kv_values = 2 * d.n_layer * capacity * d.n_kv_head * d.head_dim;
-        let blocks = capacity.div_ceil(KEY_BLOCK);
+        let kv_values = 2 * d.n_layer * n * d.n_kv_head * d.head_dim;
+        let blocks = n.div_ceil(KEY_BLOCK);
         let kv_formula = match kv {
             KvFormat::F32 => 4 * kv_values,
             KvFormat::F16 => 2 * kv_values,
@@ -153,7 +156,7 @@ fn main() -> Result<()> {
                 kv_values
                     + 4 * d.n_layer
                         * d.n_kv_head
-                        * (capacity + blocks * (d.head_dim + 1) + KEY_BLOCK * d.head_dim)
+                        * (n + blocks * (d.head_dim + 1) + KEY_BLOCK * d.head_dim)
             }
         } as u64;
         rows.push(Row {
@@ -168,6 +171,8 @@ fn main() -> Result<()> {
             greedy: out[0].text.clone(),
             decode_tokens_per_s: stats.decode_tokens as f64
                 / stats.decode_time.as_secs_f64().max(1e-9),
+            bytes_per_token: model.weight_bytes_per_token()
+                + session.kv_bytes() / n as u64 * (capacity - args.n_predict / 2) as u64,
         });
     }
 
@@ -176,21 +181,22 @@ fn main() -> Result<()> {
         "# Weight and KV-cache formats: quality and memory\n\nModel: {model_name}, on {}.\n\n\
          Perplexity over the first {scored} tokens of `{}` (one window). Weight bytes are measured \
          (every buffer on the device) next to params × bytes per value (blocks and int8 scales \
-         included; norms and biases are f32). The KV buffer holds {} positions for the greedy \
-         run: 2 × layers × tokens × kv_heads × head_dim × bytes (4 for f32, 2 for f16, 1 for \
+         included; norms and biases are f32). The KV buffer is sized for {} positions (the \
+         window): 2 × layers × tokens × kv_heads × head_dim × bytes (4 for f32, 2 for f16, 1 for \
          int8 plus its f32 scales and one open block of f32 keys per head). Decode tokens/s is \
-         the greedy run's.\n\nRegenerate: `cargo run --release --example quant_report -- --tokens {} --out \
+         that of the greedy run below, and GB/s is it times the bytes one decode step reads \
+         (weights, and the KV cache up to the run's mean position).\n\nRegenerate: `cargo run --release --example quant_report -- --tokens {} --out \
          docs/quantization.md`\n\n",
         ctx.describe(),
         args.file.display(),
         kv_positions,
         args.tokens,
     ));
-    md.push_str("| weights | KV | weights MB (measured) | weights MB (formula) | KV MB (measured / formula) | perplexity | vs source | decode tokens/s |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| weights | KV | weights MB (measured) | weights MB (formula) | KV MB (measured / formula) | perplexity | vs source | decode tokens/s | MB read per token | GB/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
     let base = rows.first().map_or(1.0, |r| r.perplexity);
     for r in &rows {
         md.push_str(&format!(
-            "| `{}` | `{}` | {:.2} | {:.2} | {:.3} / {:.3} | {:.4} | {:+.2}% | {:.2} |\n",
+            "| `{}` | `{}` | {:.2} | {:.2} | {:.3} / {:.3} | {:.4} | {:+.2}% | {:.2} | {:.1} | {:.2} |\n",
             r.quant,
             r.kv,
             r.weight_bytes as f64 / 1e6,
@@ -200,6 +206,8 @@ fn main() -> Result<()> {
             r.perplexity,
             (r.perplexity / base - 1.0) * 100.0,
             r.decode_tokens_per_s,
+            r.bytes_per_token as f64 / 1e6,
+            r.bytes_per_token as f64 * r.decode_tokens_per_s / 1e9,
         ));
     }
     md.push_str(&format!(
@@ -230,6 +238,7 @@ fn main() -> Result<()> {
                     "weight_bytes_formula": r.weight_formula, "kv_bytes": r.kv_bytes,
                     "kv_bytes_formula": r.kv_formula, "perplexity": r.perplexity,
                     "greedy": r.greedy, "decode_tokens_per_s": r.decode_tokens_per_s,
+                    "bytes_per_token": r.bytes_per_token,
                 })
             })
             .collect();

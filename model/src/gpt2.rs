@@ -468,19 +468,6 @@ impl Gpt2 {
             output: None,
         })
     }
-
-    /// Bytes of weights one decode step reads: every block matrix with its bias, the LM head,
-    /// and one row of each embedding table.
-    pub fn weight_bytes_per_token(&self) -> u64 {
-        let row = |w: &Weights| w.size_bytes() / w.n as u64;
-        let tables = self.wte.size_bytes() + self.wpe.size_bytes();
-        let head = if self.output.is_some() {
-            0
-        } else {
-            self.wte.size_bytes()
-        };
-        matrix_bytes(&self.matrices()) - tables + head + row(&self.wte) + row(&self.wpe)
-    }
 }
 
 impl Gpt2Config {
@@ -573,6 +560,19 @@ impl Architecture for Gpt2 {
         }
         all.extend(self.output.as_ref());
         all
+    }
+
+    /// Bytes of weights one decode step reads: every block matrix with its bias, the LM head,
+    /// and one row of each embedding table.
+    fn weight_bytes_per_token(&self) -> u64 {
+        let row = |w: &Weights| w.size_bytes() / w.n as u64;
+        let tables = self.wte.size_bytes() + self.wpe.size_bytes();
+        let head = if self.output.is_some() {
+            0
+        } else {
+            self.wte.size_bytes()
+        };
+        matrix_bytes(&self.matrices()) - tables + head + row(&self.wte) + row(&self.wpe)
     }
 
     fn weight_bytes(&self) -> u64 {

@@ -187,19 +187,6 @@ impl Llama {
             output,
         })
     }
-
-    /// Bytes of weights read for one decode step: every matrix once, except that a token
-    /// embedding that is not also the LM head gives one row.
-    pub fn weight_bytes_per_token(&self) -> u64 {
-        let all = matrix_bytes(&self.matrices());
-        match self.output {
-            Some(_) => {
-                all - self.tok_embd.size_bytes()
-                    + self.tok_embd.size_bytes() / self.cfg.n_vocab as u64
-            }
-            None => all,
-        }
-    }
 }
 
 impl Architecture for Llama {
@@ -270,6 +257,19 @@ impl Architecture for Llama {
         }
         all.extend(self.output.as_ref());
         all
+    }
+
+    /// Bytes of weights read for one decode step: every matrix once, except that a token
+    /// embedding that is not also the LM head gives one row.
+    fn weight_bytes_per_token(&self) -> u64 {
+        let all = matrix_bytes(&self.matrices());
+        match self.output {
+            Some(_) => {
+                all - self.tok_embd.size_bytes()
+                    + self.tok_embd.size_bytes() / self.cfg.n_vocab as u64
+            }
+            None => all,
+        }
     }
 
     fn weight_bytes(&self) -> u64 {

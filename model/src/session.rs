@@ -57,6 +57,8 @@ pub trait Architecture {
     fn lm_head(&self) -> &Weights;
     /// Bytes of every weight on the device (matrices with their scales, norms, biases).
     fn weight_bytes(&self) -> u64;
+    /// Bytes of weights one decode step reads (what bounds decode speed).
+    fn weight_bytes_per_token(&self) -> u64;
     /// Every weight matrix once (embeddings and LM head included).
     fn matrices(&self) -> Vec<&Weights>;
 }

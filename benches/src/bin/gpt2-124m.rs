@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
+use kiln_kernels::attention::KvFormat;
 use kiln_model::gpt2::{Gpt2, Gpt2Config};
 use kiln_model::quantize::Quant;
-use kiln_model::session::{Output, Session};
+use kiln_model::session::{Architecture, Output, Session};
 use kiln_runtime::Context;
 
 #[derive(Parser)]
@@ -25,6 +26,9 @@ struct Args {
     /// Weight format: f32 (as GPT-2 checkpoints ship), f16, or an int8 scheme (int8-channel, int8-g64, …)
     #[arg(long, default_value = "f32")]
     quant: Quant,
+    /// KV cache format: f32, f16 or int8
+    #[arg(long, default_value = "f32")]
+    kv: KvFormat,
     /// Repetitions; the median is reported
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -44,7 +48,7 @@ fn main() -> Result<()> {
     let cfg = Gpt2Config::gpt2_124m();
     let model = Gpt2::random(&ctx, cfg, args.quant, 124)?;
     let capacity = (args.prompt + args.decode + 1).min(cfg.n_positions);
-    let mut session = Session::new(&ctx, &model, 1, capacity, args.prompt.max(1))?;
+    let mut session = Session::with_kv(&ctx, &model, 1, capacity, args.prompt.max(1), args.kv)?;
     let prompt: Vec<(usize, u32)> = (0..args.prompt)
         .map(|i| (0, (i * 7919 % cfg.n_vocab) as u32))
         .collect();
@@ -70,10 +74,9 @@ fn main() -> Result<()> {
         decode.push(args.decode as f64 / t.elapsed().as_secs_f64());
     }
     let (prefill, decode) = (median(prefill), median(decode));
-    let d = cfg.n_embd;
-    // KV read per step at the mean decode position, both caches, all layers, f32.
+    // KV read per step: the cache's bytes per position (scales included) at the mean decode position.
     let mean_pos = (args.prompt + args.decode / 2) as u64;
-    let kv = 2 * cfg.n_layer as u64 * mean_pos * d as u64 * 4;
+    let kv = session.kv_bytes() / capacity as u64 * mean_pos;
     let bytes = model.weight_bytes_per_token() + kv;
     let report = serde_json::json!({
         "model": "gpt2-124m (random weights)",
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
         "backend": format!("{:?}", ctx.info.backend),
         "driver": ctx.info.driver_info,
         "weights": args.quant.to_string(),
+        "kv": args.kv.to_string(),
         "prompt_tokens": args.prompt,
         "prefill_tokens_per_s": prefill,
         "decode_tokens_per_s": decode,
