@@ -30,6 +30,10 @@ struct Args {
     /// KV cache storage: f32, f16, or int8 (keys per channel, values per token)
     #[arg(long, default_value = "f32")]
     kv: KvFormat,
+    /// LLM.int8()-style outlier decomposition with an int8 --quant: input columns whose
+    /// activations exceed this magnitude on a calibration text stay in f32 (the paper uses 6)
+    #[arg(long)]
+    outliers: Option<f32>,
     /// Prompt; repeat for several prompts, generated together as one batch
     #[arg(short, long)]
     prompt: Vec<String>,
@@ -89,7 +93,7 @@ fn main() -> Result<()> {
     }
 
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let loaded = common::open(&ctx, args.model.clone(), args.quant)?;
+    let loaded = common::open(&ctx, args.model.clone(), args.quant, args.outliers)?;
     let (model, tok) = (loaded.model.as_ref(), &loaded.tokenizer);
     let texts: Vec<String> = if args.chat {
         let template = loaded

@@ -25,6 +25,10 @@ struct Args {
     /// KV cache storage: f32, f16, or int8 (keys per channel, values per token)
     #[arg(long, default_value = "f32")]
     kv: KvFormat,
+    /// LLM.int8()-style outlier decomposition with an int8 --quant: input columns whose
+    /// activations exceed this magnitude on a calibration text stay in f32 (the paper uses 6)
+    #[arg(long)]
+    outliers: Option<f32>,
     /// Text file to score
     #[arg(short, long)]
     file: PathBuf,
@@ -49,7 +53,7 @@ fn main() -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
-    let loaded = common::open(&ctx, args.model.clone(), args.quant)?;
+    let loaded = common::open(&ctx, args.model.clone(), args.quant, args.outliers)?;
     let ids = loaded.tokenizer.encode(&text)?;
     let stride = args.stride.unwrap_or((args.ctx_size / 2).max(1));
     let start = std::time::Instant::now();

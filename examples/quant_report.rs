@@ -42,6 +42,12 @@ struct Args {
     /// KV-cache formats to compare, each with the file's own weights (default: f16, int8)
     #[arg(long)]
     kv: Vec<KvFormat>,
+    /// int8 schemes also run with the outlier decomposition (default: int8-tensor, int8-channel)
+    #[arg(long)]
+    outlier_quant: Vec<Quant>,
+    /// Activation threshold of the outlier decomposition
+    #[arg(long, default_value_t = kiln::model::outliers::DEFAULT_THRESHOLD)]
+    outliers: f32,
     /// Markdown report to write (printed to stdout if absent)
     #[arg(long)]
     out: Option<PathBuf>,
@@ -55,8 +61,9 @@ struct Args {
 }
 
 struct Row {
-    quant: Quant,
     kv: KvFormat,
+    /// "int8-channel", or "int8-channel + f32 outliers" with the decomposition.
+    label: String,
     weight_bytes: u64,
     weight_formula: f64,
     kv_bytes: u64,
@@ -87,27 +94,48 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let mut settings: Vec<(Quant, KvFormat)> = if args.quant.is_empty() {
+    let mut settings: Vec<(Quant, KvFormat, Option<f32>)> = if args.quant.is_empty() {
         Quant::all()
     } else {
         args.quant.clone()
     }
     .into_iter()
-    .map(|q| (q, KvFormat::F32))
+    .map(|q| (q, KvFormat::F32, None))
     .collect();
+    let outlier_quants = if args.outlier_quant.is_empty() {
+        vec!["int8-tensor".parse().ok(), "int8-channel".parse().ok()]
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        args.outlier_quant.clone()
+    };
+    settings.extend(
+        outlier_quants
+            .into_iter()
+            .map(|q| (q, KvFormat::F32, Some(args.outliers))),
+    );
     let kvs = if args.kv.is_empty() {
         vec![KvFormat::F16, KvFormat::Int8]
     } else {
         args.kv.clone()
     };
-    settings.extend(kvs.into_iter().map(|kv| (Quant::None, kv)));
+    settings.extend(kvs.into_iter().map(|kv| (Quant::None, kv, None)));
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
     let mut rows = Vec::new();
     let mut model_name = String::new();
     let mut scored = 0;
     let mut kv_positions = 0;
-    for &(quant, kv) in &settings {
-        let loaded = common::open(&ctx, args.model.clone(), quant)?;
+    let mut decompositions = Vec::new();
+    for &(quant, kv, outliers) in &settings {
+        let loaded = common::open(&ctx, args.model.clone(), quant, outliers)?;
+        let label = match outliers {
+            Some(_) => format!("{quant} + f32 outliers"),
+            None => quant.to_string(),
+        };
+        if let Some(d) = &loaded.outliers {
+            decompositions.push((label.clone(), d.clone()));
+        }
         let model = loaded.model.as_ref();
         let d = model.dims();
         model_name = format!(
@@ -120,7 +148,7 @@ fn main() -> Result<()> {
         let started = Instant::now();
         let p = perplexity(&ctx, model, &ids[..n], (n, n, 128), kv)?;
         eprintln!(
-            "kiln: {quant}, KV {kv}: perplexity {:.4} over {} tokens in {:.0} s",
+            "kiln: {label}, KV {kv}: perplexity {:.4} over {} tokens in {:.0} s",
             p.perplexity,
             p.tokens,
             started.elapsed().as_secs_f64()
@@ -138,10 +166,14 @@ fn main() -> Result<()> {
         // KV memory at the perplexity window's length, where the formats differ most.
         kv_positions = n;
         let session = Session::with_kv(&ctx, model, 1, n, 1, kv)?;
+        // Outlier columns add an f32 value per row and a u32 index each.
         let matrix_params: f64 = model
             .matrices()
             .iter()
-            .map(|w| (w.n * w.k) as f64 * bytes_per_value(w.format, w.k))
+            .map(|w| {
+                let c = w.outliers().map_or(0, |o| o.columns().len());
+                (w.n * w.k) as f64 * bytes_per_value(w.format, w.k) + (4 * c * (w.n + 1)) as f64
+            })
             .sum();
         let other =
             model.weight_bytes() - model.matrices().iter().map(|w| w.size_bytes()).sum::<u64>();
@@ -160,8 +192,8 @@ fn main() -> Result<()> {
             }
         } as u64;
         rows.push(Row {
-            quant,
             kv,
+            label,
             weight_bytes: model.weight_bytes(),
             // Norms and biases are f32 in every scheme: counted as measured.
             weight_formula: matrix_params + other as f64,
@@ -197,7 +229,7 @@ fn main() -> Result<()> {
     for r in &rows {
         md.push_str(&format!(
             "| `{}` | `{}` | {:.2} | {:.2} | {:.3} / {:.3} | {:.4} | {:+.2}% | {:.2} | {:.1} | {:.2} |\n",
-            r.quant,
+            r.label,
             r.kv,
             r.weight_bytes as f64 / 1e6,
             r.weight_formula / 1e6,
@@ -217,10 +249,33 @@ fn main() -> Result<()> {
     for r in &rows {
         md.push_str(&format!(
             "| `{}` | `{}` | {} |\n",
-            r.quant,
+            r.label,
             r.kv,
             r.greedy.replace('\n', "⏎").replace('|', "\\|")
         ));
+    }
+    for (label, d) in &decompositions {
+        let (kept, total) = d.totals();
+        md.push_str(&format!(
+            "\n## Outlier decomposition: `{label}`\n\nCalibrated on the last {} tokens of the \
+             same text (disjoint from the scored ones); input columns whose largest |activation| \
+             exceeds {} stay in f32: {kept} of {total} ({:.2}%), in {} of {} matrices. Tables also \
+             gathered from (embeddings, a tied LM head) are plain int8.\n\n\
+             | matrix | matrices | columns kept | most in one matrix | input columns each |\n|---|---|---|---|---|\n",
+            kiln::model::outliers::CALIBRATION_TOKENS,
+            d.threshold,
+            100.0 * kept as f64 / total.max(1) as f64,
+            d.matrices_with_outliers(),
+            d.matrices.len(),
+        ));
+        for (kind, count, cols, most) in d.by_kind() {
+            let k = d
+                .matrices
+                .iter()
+                .find(|m| m.name.ends_with(&kind))
+                .map_or(0, |m| m.k);
+            md.push_str(&format!("| `{kind}` | {count} | {cols} | {most} | {k} |\n"));
+        }
     }
     match &args.out {
         Some(path) => {
@@ -234,7 +289,7 @@ fn main() -> Result<()> {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "weights": r.quant.to_string(), "kv": r.kv.to_string(), "weight_bytes": r.weight_bytes,
+                    "weights": r.label, "kv": r.kv.to_string(), "weight_bytes": r.weight_bytes,
                     "weight_bytes_formula": r.weight_formula, "kv_bytes": r.kv_bytes,
                     "kv_bytes_formula": r.kv_formula, "perplexity": r.perplexity,
                     "greedy": r.greedy, "decode_tokens_per_s": r.decode_tokens_per_s,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use kiln::model::fetch::ensure_default_model;
 use kiln::model::loader::{Loaded, load};
+use kiln::model::outliers;
 use kiln::model::quantize::Quant;
 use kiln::runtime::{Context, DeviceOptions, device::parse_backends};
 
@@ -23,8 +24,22 @@ pub fn device(backend: Option<&str>, adapter: Option<&str>) -> Result<Context> {
 }
 
 /// Opens `-m` (a GGUF file or a GPT-2 folder) or the default model (fetched on first use), and
-/// uploads it with its matrices converted to `quant`, with a progress bar.
-pub fn open(ctx: &Context, model: Option<PathBuf>, quant: Quant) -> Result<Loaded> {
+/// uploads it with its matrices converted to `quant`, with a progress bar. With `outliers`
+/// (an activation threshold), `quant` must be int8: the model is loaded in its own format,
+/// calibrated, and decomposed into int8 plus f32 outlier columns.
+pub fn open(
+    ctx: &Context,
+    model: Option<PathBuf>,
+    quant: Quant,
+    outliers: Option<f32>,
+) -> Result<Loaded> {
+    let scheme = match (outliers, quant) {
+        (None, _) => None,
+        (Some(t), Quant::Int8(scheme)) if t >= 0.0 => Some((scheme, t)),
+        (Some(t), _) => anyhow::bail!(
+            "--outliers {t} needs an int8 --quant (e.g. int8-channel) and a threshold of at least 0"
+        ),
+    };
     let path = match model {
         Some(p) => p,
         None => ensure_default_model(|m| eprintln!("kiln: {m}"))?,
@@ -34,15 +49,22 @@ pub fn open(ctx: &Context, model: Option<PathBuf>, quant: Quant) -> Result<Loade
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let loaded = load(ctx, &path, quant, |done, total| {
+    let source = if scheme.is_some() { Quant::None } else { quant };
+    let mut loaded = load(ctx, &path, source, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
     .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
+    if let Some((scheme, threshold)) = scheme {
+        let d = outliers::apply(ctx, &mut loaded, scheme, threshold)
+            .with_context(|| format!("decomposing {}", path.display()))?;
+        eprintln!("kiln: {}", d.summary());
+        loaded.outliers = Some(d);
+    }
     let d = loaded.model.dims();
     eprintln!(
-        "kiln: {} with {} layers, width {}, {} heads ({} KV), vocab {}; matrices {} ({:.1} MB)",
+        "kiln: {} with {} layers, width {}, {} heads ({} KV), vocab {}; matrices {}{} ({:.1} MB)",
         loaded.arch,
         d.n_layer,
         d.n_embd,
@@ -50,6 +72,7 @@ pub fn open(ctx: &Context, model: Option<PathBuf>, quant: Quant) -> Result<Loade
         d.n_kv_head,
         d.n_vocab,
         quant,
+        outliers.map_or(String::new(), |t| format!(" + f32 outliers over {t}")),
         loaded.model.weight_bytes() as f64 / 1e6
     );
     Ok(loaded)

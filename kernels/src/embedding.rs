@@ -37,6 +37,10 @@ pub fn embedding(
     let t = ids.len();
     expect(ids, "embedding", "ids", DType::U32, t)?;
     expect(out, "embedding", "out", DType::F32, t * table.k)?;
+    // The main part holds zeros in outlier columns; a gather would return them.
+    crate::ensure(table.outliers().is_none(), "embedding", || {
+        "a table with outlier columns cannot be gathered from".into()
+    })?;
     let defines = table.defines();
     for part in table.parts() {
         let params = Params {

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod matmul;
 pub mod matvec;
 pub mod norm;
+pub mod outliers;
 pub mod rope;
 pub mod softmax;
 pub mod weights;
@@ -51,6 +52,7 @@ pub fn all_shader_variants() -> Vec<ShaderVariants> {
         rope::shader_variants(),
         attention::shader_variants(),
         argmax::shader_variants(),
+        outliers::shader_variants(),
     ]
 }
 

@@ -66,7 +66,7 @@ pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
             workgroups: tiles as u32,
         })?;
     }
-    Ok(())
+    crate::outliers::finish(rec, x, w, y)
 }
 
 /// `Y = X · Wᵀ (+ bias)` with the kernel suited to the row count: the mat-vec kernel for up to

@@ -71,7 +71,7 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
             workgroups: groups as u32,
         })?;
     }
-    Ok(())
+    crate::outliers::finish(rec, x, w, y)
 }
 
 pub fn shader_variants() -> ShaderVariants {

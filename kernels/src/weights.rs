@@ -9,6 +9,7 @@
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Tensor};
 
+use crate::outliers::Outliers;
 use crate::{KernelError, Result};
 
 /// The weight-format WGSL, prepended to every family that reads weights.
@@ -291,6 +292,10 @@ pub struct Weights {
     pub k: usize,
     parts: Vec<Part>,
     native_f16: bool,
+    /// Input columns held in f32 beside the main part (LLM.int8() decomposition).
+    outliers: Option<Outliers>,
+    /// `[k]` maxima of |input| per column, accumulated by every launch while calibrating.
+    probe: Option<Tensor>,
 }
 
 /// Rows `row0 .. row0 + n` of a weight matrix, each buffer within the binding limit.
@@ -365,7 +370,66 @@ impl Weights {
             k: host.k,
             parts,
             native_f16: ctx.features.f16,
+            outliers: None,
+            probe: None,
         })
+    }
+
+    /// Adds input columns `cols` held in f32 (`values`, `[n, cols.len()]`); the main part should
+    /// hold zeros there, as [`crate::outliers::split_columns`] leaves it.
+    pub fn with_outliers(mut self, ctx: &Context, cols: &[u32], values: &[f32]) -> Result<Self> {
+        self.outliers = Some(Outliers::upload(ctx, self.n, self.k, cols, values)?);
+        Ok(self)
+    }
+
+    pub fn outliers(&self) -> Option<&Outliers> {
+        self.outliers.as_ref()
+    }
+
+    /// Starts (a zeroed `[k]` tensor) or stops recording the maxima of |input| per column.
+    pub fn set_probe(&mut self, probe: Option<Tensor>) {
+        self.probe = probe;
+    }
+
+    pub fn probe(&self) -> Option<&Tensor> {
+        self.probe.as_ref()
+    }
+
+    /// Reads the matrix back to the host (its main part: outlier columns are not merged back),
+    /// with its bias.
+    pub fn download(&self, ctx: &Context) -> Result<(HostWeights, Option<Vec<f32>>)> {
+        let (mut data, mut scales, mut zeros, mut bias) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for part in &self.parts {
+            match self.format {
+                WeightFormat::F32 => {
+                    data.extend(bytemuck::cast_slice(&ctx.read::<f32>(&part.data)?))
+                }
+                WeightFormat::F16 => {
+                    data.extend(bytemuck::cast_slice(&ctx.read::<u16>(&part.data)?))
+                }
+                _ => data.extend(ctx.read::<u8>(&part.data)?),
+            }
+            if let Some(s) = &part.scales {
+                scales.extend(ctx.read::<f32>(s)?);
+            }
+            if let Some(z) = &part.zeros {
+                zeros.extend(ctx.read::<f32>(z)?);
+            }
+            if let Some(b) = &part.bias {
+                bias.extend(ctx.read::<f32>(b)?);
+            }
+        }
+        let host = HostWeights {
+            format: self.format,
+            n: self.n,
+            k: self.k,
+            data,
+            scales,
+            zeros,
+        };
+        host.validate()?;
+        Ok((host, self.has_bias().then_some(bias)))
     }
 
     /// Adds a bias of `n` values.
@@ -412,7 +476,8 @@ impl Weights {
             })
             .flatten()
             .map(Tensor::size_bytes)
-            .sum()
+            .sum::<u64>()
+            + self.outliers.as_ref().map_or(0, Outliers::size_bytes)
     }
 
     /// The int8 group size passed to the shader (unused by other formats).

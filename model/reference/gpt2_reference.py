@@ -17,7 +17,9 @@ llama.cpp's GPT-2 layout (`gpt2.*` metadata, `blk.N.attn_qkv` with rows [out, in
 `tokenizer.ggml.*`), matrices quantized with the gguf package; their expected logits come from the
 weights dequantized back to float64. For int8 quantization, expected-SCHEME.json files hold the
 logits of checkpoints whose matrices went through the int8 schemes written out below (from their
-formulas, in float32 as a GPU computes them).
+formulas, in float32 as a GPU computes them). expected-outliers-SCHEME.json files hold the logits
+of an LLM.int8()-style decomposition: the input columns whose largest |activation| over the
+calibration text passes a threshold stay exact, the rest of each matrix goes through int8.
 """
 import json
 import os
@@ -49,6 +51,12 @@ GGUF_CONFIGS = [
 # int8 schemes (Kiln's --quant names), checked on tiny-f32 (all) and on gguf-quantized (two).
 INT8_SCHEMES = [f"int8-{zp}{g}" for zp in ("", "zp-") for g in ("tensor", "channel", "g128", "g64", "g32")]
 GGUF_INT8_SCHEMES = ["int8-channel", "int8-zp-g32"]
+# Outlier decomposition, checked on tiny-f32: the calibration text (its last tokens, at most
+# CALIBRATION_TOKENS and at most the context) and the int8 schemes of the remaining columns.
+CALIBRATION_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "docs", "text", "founding-documents.txt")
+CALIBRATION_TOKENS = 256
+OUTLIER_SCHEMES = ["int8-channel", "int8-zp-g32"]
 PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 198, 40]
 
 
@@ -84,8 +92,15 @@ def gelu(x):
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
-def forward(w, ids, n_layer, n_head):
-    """Logits of every position of `ids` (float64, full causal attention, no cache)."""
+def forward(w, ids, n_layer, n_head, inputs=None):
+    """Logits of every position of `ids` (float64, full causal attention, no cache). With a dict
+    `inputs`, stores there the largest |input| of each column of every matrix multiplied by
+    activations, under the matrix's GGUF name (Kiln's names: the fused QKV is three matrices)."""
+    def note(names, a):
+        if inputs is not None:
+            for name in names:
+                inputs[name] = np.abs(a).max(0)
+
     w = {k: v.astype(np.float64) for k, v in w.items()}
     t = len(ids)
     x = w["wte.weight"][ids] + w["wpe.weight"][:t]
@@ -95,6 +110,7 @@ def forward(w, ids, n_layer, n_head):
     for l in range(n_layer):
         p = f"h.{l}."
         h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"])
+        note([f"blk.{l}.attn_{m}" for m in "qkv"], h)
         qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
         q, k, v = (qkv[:, i * e:(i + 1) * e].reshape(t, n_head, d).transpose(1, 0, 2) for i in range(3))
         s = q @ k.transpose(0, 2, 1) / np.sqrt(d)
@@ -102,11 +118,16 @@ def forward(w, ids, n_layer, n_head):
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
         a = (s @ v).transpose(1, 0, 2).reshape(t, e)
+        note([f"blk.{l}.attn_output"], a)
         x = x + a @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
         h = layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"])
+        note([f"blk.{l}.ffn_up"], h)
         m = gelu(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        note([f"blk.{l}.ffn_down"], m)
         x = x + m @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
     x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"])
+    if "lm_head.weight" in w:  # a tied head is an embedding table too: never decomposed
+        note(["output"], x)
     return x @ w.get("lm_head.weight", w["wte.weight"]).T
 
 
@@ -284,9 +305,64 @@ def int8_checkpoint(w, n_layer, scheme):
     return q
 
 
-def write_expected(folder, name, rng, w, n_layer, n_head, file="expected.json"):
+def gap_threshold(maxima):
+    """A threshold at the middle of the widest gap between sorted column maxima that keeps 2% to
+    25% of the columns: a column cannot cross it through f32 rounding on the GPU."""
+    v = np.sort(np.concatenate(list(maxima.values())))
+    lo, hi = int(len(v) * 0.75), int(len(v) * 0.98)
+    i = lo + int(np.argmax(np.diff(v[lo:hi + 1])))
+    return float((v[i] + v[i + 1]) / 2), float(v[i + 1] - v[i])
+
+
+def outlier_checkpoint(w, n_layer, scheme, kept):
+    """int8_checkpoint, except that the columns kept[name] of each matrix stay exact: they are
+    zeroed before quantizing (as Kiln stores the int8 part) and added back in float32."""
+    def split(m, cols):  # m: [out, in]
+        m = m.astype(np.float32)
+        rest = m.copy()
+        rest[:, cols] = 0
+        q = int8_matrix(rest, scheme)
+        q[:, cols] = m[:, cols]
+        return q
+
+    q = int8_checkpoint(w, n_layer, scheme)
+    if "lm_head.weight" in w:
+        q["lm_head.weight"] = split(w["lm_head.weight"], kept["output"])
+    for l in range(n_layer):
+        attn = f"h.{l}.attn.c_attn.weight"
+        e = w[attn].shape[0]
+        q[attn] = np.concatenate([split(w[attn][:, i * e:(i + 1) * e].T, kept[f"blk.{l}.attn_{m}"]).T
+                                  for i, m in enumerate("qkv")], axis=1)
+        for hf, name in (("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")):
+            key = f"h.{l}.{hf}.weight"
+            q[key] = split(w[key].T, kept[f"blk.{l}.{name}"]).T
+    return q
+
+
+def write_outlier_cases(folder, name, w, n_layer, n_head, n_pos, tok):
+    """Calibrates `w` on the calibration text, picks a threshold in a gap of the column maxima and
+    writes expected-outliers-SCHEME.json with the threshold, the calibration ids and the kept
+    columns of every matrix."""
+    ids = tok.encode(open(CALIBRATION_TEXT, encoding="utf-8").read())
+    ids = ids[len(ids) - min(CALIBRATION_TOKENS, n_pos, len(ids)):]
+    maxima = {}
+    forward(w, ids, n_layer, n_head, maxima)
+    threshold, gap = gap_threshold(maxima)
+    kept = {m: np.flatnonzero(v > threshold).tolist() for m, v in maxima.items()}
+    total = sum(len(c) for c in kept.values())
+    print(f"{name}: outlier threshold {threshold:.4f} (gap {gap:.4f}) keeps {total} of "
+          f"{sum(len(v) for v in maxima.values())} columns", flush=True)
+    for scheme in OUTLIER_SCHEMES:
+        # A generator of its own: the other checkpoints' weights do not move.
+        write_expected(folder, f"{name} outliers {scheme}", np.random.default_rng(6),
+                       outlier_checkpoint(w, n_layer, scheme, kept), n_layer, n_head,
+                       f"expected-outliers-{scheme}.json",
+                       {"threshold": threshold, "calibration": ids, "kept": kept})
+
+
+def write_expected(folder, name, rng, w, n_layer, n_head, file="expected.json", extra=None):
     """expected.json: float64 logits of PROMPT (a sample of indices per position, plus the top 8)
-    and the greedy continuation with each step's top-2 gap."""
+    and the greedy continuation with each step's top-2 gap (and the entries of `extra`)."""
     ids = list(PROMPT)
     logits = forward(w, ids, n_layer, n_head)
     sample = sorted(set(rng.choice(VOCAB, 256, replace=False).tolist()))
@@ -301,7 +377,7 @@ def write_expected(folder, name, rng, w, n_layer, n_head, file="expected.json"):
         greedy.append(int(order[0]))
         gaps.append(float(row[order[0]] - row[order[1]]))
     with open(os.path.join(folder, file), "w") as fh:
-        json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps}, fh)
+        json.dump({"prompt": ids, "logits": rows, "greedy": greedy, "top2_gaps": gaps} | (extra or {}), fh)
     print(f"{name}: greedy {greedy}, min top-2 gap {min(gaps):.4f}", flush=True)
 
 
@@ -342,6 +418,8 @@ def main():
             for scheme in INT8_SCHEMES:
                 write_expected(folder, f"{name} {scheme}", rng, int8_checkpoint(w, n_layer, scheme),
                                n_layer, n_head, f"expected-{scheme}.json")
+            if bpe_dir:
+                write_outlier_cases(folder, name, w, n_layer, n_head, n_pos, tok)
 
     if bpe_dir:
         for name, n_layer, e, n_head, n_pos, types in GGUF_CONFIGS:

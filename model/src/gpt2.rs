@@ -20,7 +20,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, matrix_rows, n_vocab, vector, vector_values};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, StepIo, matrix_bytes};
+use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Gpt2Config {
@@ -559,6 +559,31 @@ impl Architecture for Gpt2 {
             all.extend([&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]);
         }
         all.extend(self.output.as_ref());
+        all
+    }
+
+    fn matrices_mut(&mut self) -> Vec<NamedMatrix<'_>> {
+        let mut all = vec![
+            NamedMatrix::new("token_embd", &mut self.wte, true),
+            NamedMatrix::new("position_embd", &mut self.wpe, true),
+        ];
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            for (name, w) in [
+                ("attn_q", &mut b.wq),
+                ("attn_k", &mut b.wk),
+                ("attn_v", &mut b.wv),
+                ("attn_output", &mut b.proj),
+                ("ffn_up", &mut b.fc),
+                ("ffn_down", &mut b.fc_out),
+            ] {
+                all.push(NamedMatrix::new(format!("blk.{i}.{name}"), w, false));
+            }
+        }
+        all.extend(
+            self.output
+                .as_mut()
+                .map(|w| NamedMatrix::new("output", w, false)),
+        );
         all
     }
 

@@ -6,7 +6,8 @@
 //! - [`session`]: KV cache, activations and the forward step.
 //! - [`loader`]: open a path and pick its architecture.
 //! - [`perplexity`]: sliding-window perplexity.
-//! - [`quantize`]: int8 (and f32/f16) conversion of weights at load time.
+//! - [`quantize`]: int8 (and f32/f16) conversion of weights at load time; [`outliers`]: the
+//!   LLM.int8() decomposition, calibrated.
 //! - [`sampling`], [`generate`]: samplers and the generation loop; [`chat`]: chat templates.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata or `tokenizer.json`.
 //! - [`error`]: the crate's error type.
@@ -21,6 +22,7 @@ mod gguf_weights;
 pub mod gpt2;
 pub mod llama;
 pub mod loader;
+pub mod outliers;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampling;

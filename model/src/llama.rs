@@ -12,7 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, n_vocab, vector};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, StepIo, matrix_bytes};
+use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
 
 /// Hyperparameters read from `llama.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -256,6 +256,29 @@ impl Architecture for Llama {
             all.extend([&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]);
         }
         all.extend(self.output.as_ref());
+        all
+    }
+
+    fn matrices_mut(&mut self) -> Vec<NamedMatrix<'_>> {
+        let mut all = vec![NamedMatrix::new("token_embd", &mut self.tok_embd, true)];
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            for (name, w) in [
+                ("attn_q", &mut b.wq),
+                ("attn_k", &mut b.wk),
+                ("attn_v", &mut b.wv),
+                ("attn_output", &mut b.wo),
+                ("ffn_gate", &mut b.gate),
+                ("ffn_up", &mut b.up),
+                ("ffn_down", &mut b.down),
+            ] {
+                all.push(NamedMatrix::new(format!("blk.{i}.{name}"), w, false));
+            }
+        }
+        all.extend(
+            self.output
+                .as_mut()
+                .map(|w| NamedMatrix::new("output", w, false)),
+        );
         all
     }
 

@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
+use crate::outliers::Decomposition;
 use crate::quantize::Quant;
 use crate::session::Architecture;
 use crate::tokenizer::Tokenizer;
@@ -24,6 +25,8 @@ pub struct Loaded {
     pub n_ctx: usize,
     /// "llama" or "gpt2".
     pub arch: &'static str,
+    /// The outlier decomposition applied after loading, if any.
+    pub outliers: Option<Decomposition>,
 }
 
 /// Loads `path` with its matrices converted to `quant`; `progress(done, total)` follows the
@@ -43,6 +46,7 @@ pub fn load(
             chat_template: None,
             n_ctx,
             arch: "gpt2",
+            outliers: None,
         });
     }
     let g = GgufFile::open(path)?;
@@ -65,6 +69,7 @@ pub fn load(
                 chat_template,
                 n_ctx,
                 arch: "llama",
+                outliers: None,
             })
         }
         "gpt2" => {
@@ -76,6 +81,7 @@ pub fn load(
                 chat_template: None,
                 n_ctx,
                 arch: "gpt2",
+                outliers: None,
             })
         }
         other => Err(ModelError::Config {

@@ -61,6 +61,27 @@ pub trait Architecture {
     fn weight_bytes_per_token(&self) -> u64;
     /// Every weight matrix once (embeddings and LM head included).
     fn matrices(&self) -> Vec<&Weights>;
+    /// Every weight matrix once, named as llama.cpp names it, to be replaced or probed.
+    fn matrices_mut(&mut self) -> Vec<NamedMatrix<'_>>;
+}
+
+/// A weight matrix of a model, for whole-model passes such as the outlier decomposition.
+pub struct NamedMatrix<'a> {
+    /// `token_embd`, `blk.3.attn_q`, `output`, ...
+    pub name: String,
+    pub weights: &'a mut Weights,
+    /// Rows are also gathered (an embedding table, or a tied LM head), not only multiplied.
+    pub gathered: bool,
+}
+
+impl<'a> NamedMatrix<'a> {
+    pub fn new(name: impl Into<String>, weights: &'a mut Weights, gathered: bool) -> Self {
+        Self {
+            name: name.into(),
+            weights,
+            gathered,
+        }
+    }
 }
 
 /// Bytes of `matrices` on the device (data, scales, zero points, biases).

@@ -11,8 +11,9 @@ use kiln_kernels::attention::KvFormat;
 use kiln_model::ModelError;
 use kiln_model::gguf::GgufFile;
 use kiln_model::gpt2::Gpt2;
-use kiln_model::quantize::Quant;
-use kiln_model::session::{Output, Session};
+use kiln_model::outliers;
+use kiln_model::quantize::{Int8Scheme, Quant};
+use kiln_model::session::{Architecture, Output, Session};
 use kiln_runtime::Context;
 use kiln_runtime::testing::test_context;
 use serde_json::Value;
@@ -62,6 +63,12 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// A reference file of checkpoint `name`.
+fn expected(name: &str, file: &str) -> Value {
+    let path = reference_dir().join(name).join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Logits of the prompt and the greedy continuation of checkpoint `name`, loaded as `quant` with a
 /// `kv` cache, against the reference's `expected.json` (or `expected-QUANT.json`) within `tol`.
 fn check_against_reference(ctx: &Context, name: &str, quant: Quant, kv: KvFormat, tol: f32) {
@@ -69,16 +76,27 @@ fn check_against_reference(ctx: &Context, name: &str, quant: Quant, kv: KvFormat
         Quant::None => "expected.json".to_string(),
         q => format!("expected-{q}.json"),
     };
-    let dir = reference_dir().join(name);
-    let want: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
     let model = load_case(ctx, name, quant);
+    let label = format!("{name} {quant} KV {kv}");
+    check_model(ctx, &label, &model, &expected(name, &file), kv, tol);
+}
+
+/// Logits of the prompt and the greedy continuation of `model` with a `kv` cache against the
+/// reference `want` within `tol`.
+fn check_model(
+    ctx: &Context,
+    label: &str,
+    model: &dyn Architecture,
+    want: &Value,
+    kv: KvFormat,
+    tol: f32,
+) {
     let prompt = ids(&want["prompt"]);
-    let vocab = model.cfg.n_vocab;
-    let mut s = Session::with_kv(ctx, &model, 1, 48, 16, kv).unwrap();
+    let vocab = model.dims().n_vocab;
+    let mut s = Session::with_kv(ctx, model, 1, 48, 16, kv).unwrap();
     let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
     let all: Vec<usize> = (0..rows.len()).collect();
-    let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
+    let out = s.step(ctx, model, &rows, &all, Output::Logits).unwrap();
     let mut worst = 0f32;
     for pos in want["logits"].as_array().unwrap() {
         let at = pos["position"].as_u64().unwrap() as usize;
@@ -93,7 +111,7 @@ fn check_against_reference(ctx: &Context, name: &str, quant: Quant, kv: KvFormat
             worst = worst.max(err);
             assert!(
                 err <= tol,
-                "{name} {quant} KV {kv}: position {at} logit {i}: got {got}, want {w}"
+                "{label}: position {at} logit {i}: got {got}, want {w}"
             );
         }
     }
@@ -103,7 +121,7 @@ fn check_against_reference(ctx: &Context, name: &str, quant: Quant, kv: KvFormat
     let mut got = vec![next];
     while got.len() < greedy.len() {
         next = s
-            .step(ctx, &model, &[(0, next)], &[0], Output::Argmax)
+            .step(ctx, model, &[(0, next)], &[0], Output::Argmax)
             .unwrap()
             .tokens[0];
         got.push(next);
@@ -112,12 +130,12 @@ fn check_against_reference(ctx: &Context, name: &str, quant: Quant, kv: KvFormat
         let gap = want["top2_gaps"][i].as_f64().unwrap();
         assert!(
             gap < 2.0 * tol as f64,
-            "{name} {quant} KV {kv}: token {i} is {} (reference {}, gap {gap})\n got  {got:?}\n want {greedy:?}",
+            "{label}: token {i} is {} (reference {}, gap {gap})\n got  {got:?}\n want {greedy:?}",
             got[i],
             greedy[i]
         );
     }
-    eprintln!("{name} {quant} KV {kv}: largest logit error {worst}");
+    eprintln!("{label}: largest logit error {worst}");
 }
 
 #[test]
@@ -153,6 +171,62 @@ fn int8_schemes_match_reference() {
             LOGIT_TOL,
         );
     }
+}
+
+fn int8(scheme: &str) -> Int8Scheme {
+    match scheme.parse() {
+        Ok(Quant::Int8(s)) => s,
+        _ => panic!("{scheme} is not an int8 scheme"),
+    }
+}
+
+/// LLM.int8()-style decomposition: calibrated on the same text as the reference, Kiln keeps
+/// exactly the reference's columns in f32 (the threshold lies in a wide gap of the column maxima)
+/// and its logits match the reference's decomposed checkpoint, for an absmax and a zero-point
+/// scheme; an infinite threshold keeps nothing and is plain int8.
+#[test]
+fn outlier_decomposition_matches_reference() {
+    let Some(ctx) = test_context() else { return };
+    let dir = reference_dir().join("tiny-f32");
+    let load = || kiln_model::loader::load(ctx, &dir, Quant::None, |_, _| {}).unwrap();
+    for scheme in ["int8-channel", "int8-zp-g32"] {
+        let want = expected("tiny-f32", &format!("expected-outliers-{scheme}.json"));
+        let mut loaded = load();
+        assert_eq!(
+            outliers::calibration_ids(&loaded).unwrap(),
+            ids(&want["calibration"])
+        );
+        let threshold = want["threshold"].as_f64().unwrap() as f32;
+        let d = outliers::apply(ctx, &mut loaded, int8(scheme), threshold).unwrap();
+        let kept = want["kept"].as_object().unwrap();
+        assert_eq!(d.matrices.len(), kept.len());
+        for m in &d.matrices {
+            assert_eq!(m.columns, ids(&kept[&m.name]), "{scheme}: {}", m.name);
+        }
+        let (n, total) = d.totals();
+        assert!(n > 0 && n < total, "{}", d.summary());
+        let label = format!("tiny-f32 {scheme} + outliers");
+        check_model(
+            ctx,
+            &label,
+            loaded.model.as_ref(),
+            &want,
+            KvFormat::F32,
+            LOGIT_TOL,
+        );
+    }
+    let mut loaded = load();
+    let d = outliers::apply(ctx, &mut loaded, int8("int8-channel"), f32::INFINITY).unwrap();
+    assert_eq!(d.totals().0, 0);
+    let want = expected("tiny-f32", "expected-int8-channel.json");
+    check_model(
+        ctx,
+        "tiny-f32 int8-channel, no outliers",
+        loaded.model.as_ref(),
+        &want,
+        KvFormat::F32,
+        LOGIT_TOL,
+    );
 }
 
 /// Largest logit change an f16 or int8 KV cache may cause on the random checkpoints (measured:

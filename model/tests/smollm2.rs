@@ -10,6 +10,7 @@ use kiln_model::llama::Llama;
 use kiln_model::quantize::Quant;
 use kiln_model::session::{Output, Session};
 use kiln_model::tokenizer::Tokenizer;
+use kiln_model::{loader, outliers};
 use kiln_runtime::testing::test_context;
 use serde_json::Value;
 
@@ -293,34 +294,56 @@ fn truncated_model_and_wrong_architecture_are_named_errors() {
 
 /// Largest |quantized − reference| allowed on a logit: the float64 reference is of the GGUF's own
 /// weights and an f32 cache, so this bounds the added quantization error. Measured on lavapipe:
-/// int8-channel 0.82, int8-zp-g64 0.78 (Q4_1/Q8_0 blocks requantized), KV f16 0.013, KV int8 0.17.
+/// int8-channel 0.82, int8-zp-g64 0.78 (Q4_1/Q8_0 blocks requantized), int8-channel with f32
+/// outlier columns (threshold 6) 0.81, KV f16 0.013, KV int8 0.17.
 const INT8_LOGIT_TOL: f32 = 1.5;
 
 /// Matrices requantized to int8 (from Q4_1/Q8_0 blocks), and KV caches in f16 or int8, keep the
 /// model's predictions: logits of the first prompt near the reference's, and the same top token
-/// wherever the reference's top-2 gap exceeds twice that tolerance. (Each int8 weight kernel is
-/// checked exactly against the GPT-2 reference's quantizer in `tests/gpt2.rs`, and each KV format
-/// against its rounding bound in the kernel tests.)
+/// wherever the reference's top-2 gap exceeds twice that tolerance; so does the outlier
+/// decomposition, which must keep some columns in f32. (Each int8 weight kernel, and the
+/// decomposition's choice of columns, is checked exactly against the GPT-2 reference in
+/// `tests/gpt2.rs`, and each KV format against its rounding bound in the kernel tests.)
 #[test]
 fn int8_schemes_stay_close_to_reference() {
     let Some(ctx) = test_context() else { return };
-    let g = model_file();
+    let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
     let fx = fixture();
     let p = &fx["prompts"][0];
     let prompt = ids(&p["ids"]);
-    for (quant, kv) in [
-        ("int8-channel", KvFormat::F32),
-        ("int8-zp-g64", KvFormat::F32),
-        ("none", KvFormat::F16),
-        ("none", KvFormat::Int8),
+    for (quant, kv, outliers) in [
+        ("int8-channel", KvFormat::F32, false),
+        ("int8-zp-g64", KvFormat::F32, false),
+        ("int8-channel", KvFormat::F32, true),
+        ("none", KvFormat::F16, false),
+        ("none", KvFormat::Int8, false),
     ] {
         let quant: Quant = quant.parse().unwrap();
-        let model = Llama::load(ctx, &g, quant, |_, _| {}).unwrap();
-        let mut s = Session::with_kv(ctx, &model, 1, 64, 16, kv).unwrap();
+        let model = if outliers {
+            let Quant::Int8(scheme) = quant else {
+                unreachable!()
+            };
+            let mut loaded = loader::load(ctx, &path, Quant::None, |_, _| {}).unwrap();
+            let d = outliers::apply(ctx, &mut loaded, scheme, outliers::DEFAULT_THRESHOLD).unwrap();
+            eprintln!("{}", d.summary());
+            let (kept, total) = d.totals();
+            assert!(kept > 0 && kept < total / 10, "{}", d.summary());
+            loaded.model
+        } else {
+            loader::load(ctx, &path, quant, |_, _| {}).unwrap().model
+        };
+        let quant = if outliers {
+            format!("{quant} + f32 outliers")
+        } else {
+            quant.to_string()
+        };
+        let mut s = Session::with_kv(ctx, model.as_ref(), 1, 64, 16, kv).unwrap();
         let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
         let all: Vec<usize> = (0..rows.len()).collect();
-        let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
-        let vocab = model.cfg.n_vocab;
+        let out = s
+            .step(ctx, model.as_ref(), &rows, &all, Output::Logits)
+            .unwrap();
+        let vocab = model.dims().n_vocab;
         let mut worst = 0f32;
         for pos in p["logits"].as_array().unwrap() {
             let at = pos["position"].as_u64().unwrap() as usize;

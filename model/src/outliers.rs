@@ -1,0 +1,206 @@
+//! LLM.int8()-style outlier decomposition (Dettmers et al. 2022) with a static calibration:
+//! a calibration text runs through the model in its source format while every matrix records
+//! the largest |input| of each column; columns over a threshold (6 in the paper) are moved out of
+//! the matrix into an f32 side table before the rest is quantized to int8. The kernels add the
+//! f32 columns' share in a second launch beside each matrix product (`kiln_kernels::outliers`).
+//!
+//! The paper picks the columns per batch at run time, which needs the f16 weights of every
+//! column kept; fixing them from calibration keeps only the chosen ones. Tables that are also
+//! gathered from (token and position embeddings, a tied LM head) are quantized without outliers,
+//! as bitsandbytes leaves the LM head out of the decomposition.
+
+use kiln_kernels::outliers::split_columns;
+use kiln_kernels::{HostWeights, Weights};
+use kiln_runtime::{Context, DType, Tensor};
+
+use crate::error::Result;
+use crate::loader::Loaded;
+use crate::quantize::{Int8Scheme, Quant, quantize_int8};
+use crate::session::{Architecture, NamedMatrix, Output, Session};
+
+/// The paper's activation threshold.
+pub const DEFAULT_THRESHOLD: f32 = 6.0;
+/// The default calibration text: the public-domain text in `docs/text` (its last tokens, away
+/// from the first ones the quality report scores).
+pub const CALIBRATION_TEXT: &str = include_str!("../../docs/text/founding-documents.txt");
+/// Tokens of calibration text.
+pub const CALIBRATION_TOKENS: usize = 256;
+/// Rows per calibration step.
+const CHUNK: usize = 64;
+
+/// The largest |input| seen by each column of one matrix.
+pub struct ColumnMaxima {
+    pub name: String,
+    pub absmax: Vec<f32>,
+}
+
+/// What the decomposition kept in f32 for one matrix.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub name: String,
+    /// Input columns of the matrix.
+    pub k: usize,
+    /// The columns kept in f32, ascending.
+    pub columns: Vec<u32>,
+}
+
+/// The whole model's decomposition.
+#[derive(Clone, Debug)]
+pub struct Decomposition {
+    pub threshold: f32,
+    /// Every matrix eligible for outliers (those never gathered from), in model order.
+    pub matrices: Vec<Kept>,
+}
+
+impl Decomposition {
+    /// (columns kept, columns of all eligible matrices).
+    pub fn totals(&self) -> (usize, usize) {
+        self.matrices
+            .iter()
+            .fold((0, 0), |(c, k), m| (c + m.columns.len(), k + m.k))
+    }
+
+    /// Matrices with at least one column kept.
+    pub fn matrices_with_outliers(&self) -> usize {
+        self.matrices
+            .iter()
+            .filter(|m| !m.columns.is_empty())
+            .count()
+    }
+
+    /// Columns kept per matrix kind (the name without its `blk.N.` prefix), in first-seen order:
+    /// (kind, matrices, columns kept, largest count in one matrix).
+    pub fn by_kind(&self) -> Vec<(String, usize, usize, usize)> {
+        let mut out: Vec<(String, usize, usize, usize)> = Vec::new();
+        for m in &self.matrices {
+            let kind = m.name.rsplit('.').next().unwrap_or(&m.name).to_string();
+            let c = m.columns.len();
+            match out.iter_mut().find(|e| e.0 == kind) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += c;
+                    e.3 = e.3.max(c);
+                }
+                None => out.push((kind, 1, c, c)),
+            }
+        }
+        out
+    }
+
+    /// One line for logs: columns kept, of how many, in how many matrices.
+    pub fn summary(&self) -> String {
+        let (kept, total) = self.totals();
+        format!(
+            "outlier decomposition at |x| > {}: {kept} of {total} input columns kept in f32 ({:.2}%), in {} of {} matrices",
+            self.threshold,
+            100.0 * kept as f64 / total.max(1) as f64,
+            self.matrices_with_outliers(),
+            self.matrices.len()
+        )
+    }
+}
+
+/// Runs `ids` through the model (prefill in chunks, every row through the LM head) and returns
+/// the column maxima of every matrix that is never gathered from.
+pub fn calibrate(
+    ctx: &Context,
+    model: &mut dyn Architecture,
+    ids: &[u32],
+) -> Result<Vec<ColumnMaxima>> {
+    let mut probes: Vec<(String, Tensor)> = Vec::new();
+    for m in model.matrices_mut() {
+        if !m.gathered {
+            let probe = ctx.zeros(DType::F32, &[m.weights.k])?;
+            m.weights.set_probe(Some(probe.clone()));
+            probes.push((m.name, probe));
+        }
+    }
+    let run = (|| {
+        let model: &dyn Architecture = model;
+        let mut session = Session::new(ctx, model, 1, ids.len().max(1), CHUNK)?;
+        for chunk in ids.chunks(CHUNK) {
+            let rows: Vec<(usize, u32)> = chunk.iter().map(|&t| (0, t)).collect();
+            let select: Vec<usize> = (0..rows.len()).collect();
+            session.step(ctx, model, &rows, &select, Output::Argmax)?;
+        }
+        probes
+            .iter()
+            .map(|(name, probe)| {
+                Ok(ColumnMaxima {
+                    name: name.clone(),
+                    absmax: ctx.read::<f32>(probe)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    })();
+    for m in model.matrices_mut() {
+        m.weights.set_probe(None);
+    }
+    run
+}
+
+/// Quantizes every matrix of the model to int8 under `scheme`, first moving the columns whose
+/// calibration maximum exceeds `threshold` into f32 (matrices never gathered from only).
+pub fn decompose(
+    ctx: &Context,
+    model: &mut dyn Architecture,
+    scheme: Int8Scheme,
+    threshold: f32,
+    maxima: &[ColumnMaxima],
+) -> Result<Decomposition> {
+    let mut matrices = Vec::new();
+    for NamedMatrix {
+        name,
+        weights,
+        gathered,
+    } in model.matrices_mut()
+    {
+        let (host, bias) = weights.download(ctx)?;
+        let (n, k) = (host.n, host.k);
+        let columns: Vec<u32> = match maxima.iter().find(|m| m.name == name) {
+            Some(m) if !gathered => (0..k as u32)
+                .filter(|&c| m.absmax[c as usize] > threshold)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut next = if columns.is_empty() {
+            Weights::upload(ctx, &Quant::Int8(scheme).apply(host)?)?
+        } else {
+            let mut values = host.dequantize();
+            let kept = split_columns(&mut values, n, k, &columns);
+            let main: HostWeights = quantize_int8(&values, n, k, scheme)?;
+            Weights::upload(ctx, &main)?.with_outliers(ctx, &columns, &kept)?
+        };
+        if let Some(b) = bias {
+            next = next.with_bias(ctx, &b)?;
+        }
+        *weights = next;
+        if !gathered {
+            matrices.push(Kept { name, k, columns });
+        }
+    }
+    Ok(Decomposition {
+        threshold,
+        matrices,
+    })
+}
+
+/// The last [`CALIBRATION_TOKENS`] tokens of [`CALIBRATION_TEXT`] (fewer if the model's context
+/// is shorter).
+pub fn calibration_ids(loaded: &Loaded) -> Result<Vec<u32>> {
+    let ids = loaded.tokenizer.encode(CALIBRATION_TEXT)?;
+    let n = CALIBRATION_TOKENS.min(loaded.n_ctx).min(ids.len());
+    Ok(ids[ids.len() - n..].to_vec())
+}
+
+/// Calibrates a model loaded in its source format on [`calibration_ids`] and decomposes it.
+pub fn apply(
+    ctx: &Context,
+    loaded: &mut Loaded,
+    scheme: Int8Scheme,
+    threshold: f32,
+) -> Result<Decomposition> {
+    let ids = calibration_ids(loaded)?;
+    let maxima = calibrate(ctx, loaded.model.as_mut(), &ids)?;
+    decompose(ctx, loaded.model.as_mut(), scheme, threshold, &maxima)
+}
