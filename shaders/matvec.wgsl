@@ -5,6 +5,9 @@
 // Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
 // activation rows (a skinny matmul). A 256-thread workgroup owns 8 output rows, 32 lanes per row
 // striding over K four values at a time; lanes are summed through workgroup memory.
+// With BLOCKWISE (GGUF block formats) it owns 32 rows, 8 lanes per row, and each lane takes whole
+// 32-value blocks: the block's scale is decoded once and folded in after the sums,
+// d * sum(q x) + m * sum(x), instead of dequantizing every value.
 
 struct Params {
     N: u32,       // rows of this weight part
@@ -28,8 +31,13 @@ struct Params {
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
 
+#if BLOCKWISE
+const ROWS: u32 = 32u;
+const LANES: u32 = 8u;
+#else
 const ROWS: u32 = 8u;
 const LANES: u32 = 32u;
+#endif
 
 var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
 
@@ -59,12 +67,33 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let n = group * ROWS + row;
     var acc: array<f32, BATCH>;
     if (n < p.N) {
+#if BLOCKWISE
+        for (var blk = lane; blk < (p.K >> 5u); blk += LANES) {
+            var qx: array<f32, BATCH>;
+            var sx: array<f32, BATCH>;
+            for (var i = 0u; i < 4u; i++) {
+                let q = w_block_quads(n, blk, p.K, i);
+                let k = blk * 32u + 4u * i;
+                for (var b = 0u; b < BATCH; b++) {
+                    let lo = x_load4(b, k);
+                    let hi = x_load4(b, k + 16u);
+                    qx[b] += dot(q.lo, lo) + dot(q.hi, hi);
+                    sx[b] += dot(lo + hi, vec4<f32>(1.0));
+                }
+            }
+            let dm = w_block_dm(n, blk, p.K);
+            for (var b = 0u; b < BATCH; b++) {
+                acc[b] += dm.x * qx[b] + dm.y * sx[b];
+            }
+        }
+#else
         for (var k = lane * 4u; k < p.K; k += LANES * 4u) {
             let wv = w_load4(n, k, p.K, p.G);
             for (var b = 0u; b < BATCH; b++) {
                 acc[b] += dot(x_load4(b, k), wv);
             }
         }
+#endif
     }
     for (var b = 0u; b < BATCH; b++) {
         partial[(b * ROWS + row) * LANES + lane] = acc[b];

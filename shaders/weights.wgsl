@@ -65,6 +65,41 @@ fn u4x4(q: u32) -> vec4<f32> {
     return vec4<f32>(f32(q & 15u), f32((q >> 8u) & 15u), f32((q >> 16u) & 15u), f32((q >> 24u) & 15u));
 }
 
+#if W_Q8_0 || W_Q4_0 || W_Q4_1
+// Whole blocks, for kernels that give each invocation one block (decode mat-vec): the block's
+// scale and offset are decoded once, w = d * q + m (Q8_0: m = 0; Q4_0: m = -8 d).
+fn w_block_dm(n: u32, blk: u32, K: u32) -> vec2<f32> {
+#if W_Q8_0
+    return vec2<f32>(half_bits_to_f32(w_u16((n * (K >> 5u) + blk) * 34u)), 0.0);
+#elif W_Q4_0
+    let d = half_bits_to_f32(w_u16((n * (K >> 5u) + blk) * 18u));
+    return vec2<f32>(d, -8.0 * d);
+#else
+    return unpack2x16float(w[(n * (K >> 5u) + blk) * 5u]);
+#endif
+}
+
+// Quants of elements 4i .. 4i+4 (lo) and 16+4i .. 16+4i+4 (hi) of a block, i in 0..4: in Q4
+// blocks both come from the same word.
+struct Quads {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn w_block_quads(n: u32, blk: u32, K: u32, i: u32) -> Quads {
+#if W_Q8_0
+    let base = (n * (K >> 5u) + blk) * 34u + 2u + 4u * i;
+    return Quads(i8x4(w_u32(base)), i8x4(w_u32(base + 16u)));
+#elif W_Q4_0
+    let q = w_u32((n * (K >> 5u) + blk) * 18u + 2u + 4u * i);
+    return Quads(u4x4(q), u4x4(q >> 4u));
+#else
+    let q = w[(n * (K >> 5u) + blk) * 5u + 1u + i];
+    return Quads(u4x4(q), u4x4(q >> 4u));
+#endif
+}
+#endif
+
 fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
 #if W_F32 && W_VEC4
     return w[(n * K + k) >> 2u];

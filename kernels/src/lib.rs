@@ -13,6 +13,7 @@ pub mod norm;
 pub mod outliers;
 pub mod rope;
 pub mod softmax;
+pub mod stream;
 pub mod weights;
 
 use kiln_runtime::{DType, Defines, RuntimeError, Shader, Tensor};
@@ -53,6 +54,7 @@ pub fn all_shader_variants() -> Vec<ShaderVariants> {
         attention::shader_variants(),
         argmax::shader_variants(),
         outliers::shader_variants(),
+        stream::shader_variants(),
     ]
 }
 

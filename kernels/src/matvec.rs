@@ -16,8 +16,9 @@ pub const SHADER: Shader = Shader {
 
 /// Most activation rows one launch takes (each row count is its own pipeline variant).
 pub const MAX_BATCH: usize = 8;
-/// Output rows per workgroup.
+/// Output rows per workgroup: value-wise, and block-wise (GGUF block formats, one lane per block).
 const ROWS: usize = 8;
+const BLOCK_ROWS: usize = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -49,8 +50,13 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
+    let blockwise = w.format.block_bytes().is_some();
+    if blockwise {
+        defines = defines.flag("BLOCKWISE");
+    }
+    let rows = if blockwise { BLOCK_ROWS } else { ROWS };
     for part in w.parts() {
-        let groups = part.n.div_ceil(ROWS);
+        let groups = part.n.div_ceil(rows);
         let params = Params {
             n: part.n as u32,
             k: w.k as u32,
@@ -82,6 +88,9 @@ pub fn shader_variants() -> ShaderVariants {
                 let mut d = w.clone().set("BATCH", batch);
                 if vec4 {
                     d = d.flag("X_VEC4");
+                }
+                if ["W_Q8_0", "W_Q4_0", "W_Q4_1"].iter().any(|f| w.get(f) != 0) {
+                    d = d.flag("BLOCKWISE");
                 }
                 variants.push((d.clone(), vec!["matvec"]));
                 variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));

@@ -76,6 +76,7 @@ pub fn parse_backends(text: &str) -> Result<wgpu::Backends> {
 pub struct GrantedFeatures {
     pub f16: bool,
     pub subgroups: bool,
+    /// Timestamp queries, also between passes inside an encoder (what [`Context::time`] uses).
     pub timestamps: bool,
 }
 
@@ -144,7 +145,9 @@ impl Context {
         let features = GrantedFeatures {
             f16: required_features.contains(wgpu::Features::SHADER_F16),
             subgroups: required_features.contains(wgpu::Features::SUBGROUP),
-            timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps: required_features.contains(
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+            ),
         };
         log::info!(
             "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}",

@@ -6,6 +6,7 @@
 //! - [`shader`]: WGSL sources and the small `#if` preprocessor that makes variants.
 //! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
 //! - [`recorder`]: the one place that records bind groups and dispatches, many per submit.
+//! - [`timing`]: GPU time of recorded work for benchmarks (timestamp queries, or submit + wait).
 //!
 //! A kernel crate describes *what* to run (a [`Dispatch`]); this crate decides *how*.
 
@@ -16,6 +17,7 @@ pub mod recorder;
 pub mod shader;
 pub mod tensor;
 pub mod testing;
+pub mod timing;
 
 pub use device::{Context, DeviceOptions, GrantedFeatures};
 pub use error::{Result, RuntimeError};
@@ -23,4 +25,5 @@ pub use pipeline::PipelineKey;
 pub use recorder::{Binding, Dispatch, Recorder};
 pub use shader::{Defines, Shader};
 pub use tensor::{DType, Readback, Tensor};
+pub use timing::{Clock, Stopwatch, Timings};
 pub use wgpu;

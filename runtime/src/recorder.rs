@@ -257,6 +257,34 @@ impl<'c> Recorder<'c> {
         Ok(())
     }
 
+    /// Writes GPU timestamp `index` of `set` between the work before and after it (needs
+    /// TIMESTAMP_QUERY_INSIDE_ENCODERS; see [`Context::time`]).
+    pub(crate) fn write_timestamp(&mut self, set: &wgpu::QuerySet, index: u32) -> Result<()> {
+        self.pass = None;
+        self.encoder()?.write_timestamp(set, index);
+        Ok(())
+    }
+
+    /// Resolves the two timestamps of `set` through `resolve` into `staging`.
+    pub(crate) fn resolve_timestamps(
+        &mut self,
+        set: &wgpu::QuerySet,
+        resolve: &wgpu::Buffer,
+        staging: &Readback,
+    ) -> Result<()> {
+        self.pass = None;
+        let encoder = self.encoder()?;
+        encoder.resolve_query_set(set, 0..2, resolve, 0);
+        encoder.copy_buffer_to_buffer(resolve, 0, &staging.buffer, 0, 16);
+        Ok(())
+    }
+
+    fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder> {
+        self.encoder
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))
+    }
+
     /// Dispatches recorded so far.
     pub fn len(&self) -> usize {
         self.dispatches

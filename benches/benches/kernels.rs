@@ -1,0 +1,283 @@
+//! Criterion microbenchmarks of every kernel family at the shapes of SmolLM2-135M, GPT-2 124M and
+//! a 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN 8192, 32 heads, 8 KV heads).
+//!
+//!     cargo bench -p kiln-benches --bench kernels [-- FILTER]
+//!
+//! Each measurement records the launches into one submit between two GPU timestamps where the
+//! device grants them, otherwise it is the wall time of submit + wait (printed at the start).
+//! Throughput is bytes (weights, activations and KV read, results written once: GB/s) or, for
+//! the prefill matmul, elements = floating-point operations (GFLOP/s).
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kiln_benches::roofline::{
+    GPT2_FC, LLAMA_1B_FFN_UP, MatrixShape, SMOLLM2_FFN_UP, formats, synthetic_weights,
+};
+use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, scratch_len};
+use kiln_kernels::rope::{Rope, RopeLayout, rope};
+use kiln_kernels::{KernelError, Weights, argmax, matmul, matvec, norm, softmax, stream};
+use kiln_runtime::{Context, DType, Recorder, Stopwatch, Tensor};
+
+/// Launches per submit at most, so a fast kernel's many iterations do not make one huge command buffer.
+const PER_SUBMIT: u64 = 256;
+
+struct Bench {
+    ctx: Context,
+    watch: Stopwatch,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let ctx = Context::from_env().expect("a GPU adapter (see KILN_BACKEND / KILN_ADAPTER)");
+        let watch = ctx.stopwatch().expect("stopwatch");
+        eprintln!("kernels on {} (clock: {})", ctx.describe(), watch.clock());
+        Self { ctx, watch }
+    }
+
+    /// Total time of `iters` launches of `launch`.
+    fn time(
+        &self,
+        iters: u64,
+        launch: &mut dyn FnMut(&mut Recorder<'_>) -> Result<(), KernelError>,
+    ) -> Duration {
+        // Warm-up outside the measurement: pipelines compile on first use.
+        self.watch
+            .measure(&self.ctx, |rec| launch(rec))
+            .expect("launch");
+        let mut total = 0.0;
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(PER_SUBMIT);
+            total += self
+                .watch
+                .measure(&self.ctx, |rec| {
+                    for _ in 0..n {
+                        launch(rec)?;
+                    }
+                    Ok::<(), KernelError>(())
+                })
+                .expect("launch");
+            left -= n;
+        }
+        Duration::from_secs_f64(total)
+    }
+
+    fn ramp(&self, n: usize) -> Tensor {
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        self.ctx.upload_f32(&v, &[n]).unwrap()
+    }
+
+    fn zeros(&self, n: usize) -> Tensor {
+        self.ctx.zeros(DType::F32, &[n]).unwrap()
+    }
+}
+
+fn matrices(c: &mut Criterion, b: &Bench) {
+    let shapes: [MatrixShape; 3] = [SMOLLM2_FFN_UP, GPT2_FC, LLAMA_1B_FFN_UP];
+    let mut g = c.benchmark_group("matvec");
+    for (label, n, k) in shapes {
+        let (x, y) = (b.ramp(k), b.zeros(n));
+        for (name, format) in formats() {
+            let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
+            g.throughput(Throughput::Bytes(w.size_bytes() + 4 * (n + k) as u64));
+            g.bench_function(
+                BenchmarkId::new(name, format!("{label} {n}x{k}")),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        b.time(iters, &mut |rec| matvec::matvec(rec, &x, &w, &y))
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+
+    let m = 128;
+    let mut g = c.benchmark_group("matmul");
+    for (label, n, k) in shapes {
+        let x = b.ctx.upload_f32(&vec![0.5; m * k], &[m, k]).unwrap();
+        let y = b.ctx.zeros(DType::F32, &[m, n]).unwrap();
+        for (name, format) in formats()
+            .into_iter()
+            .filter(|f| ["f32", "f16", "q4_1", "int8-channel"].contains(&f.0))
+        {
+            let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(
+                BenchmarkId::new(name, format!("{label} {m}x{n}x{k}")),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        b.time(iters, &mut |rec| matmul::matmul(rec, &x, &w, &y))
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+fn rows(c: &mut Criterion, b: &Bench) {
+    let rows = 128;
+    let mut g = c.benchmark_group("norm");
+    for (label, d) in [("SmolLM2", 576), ("GPT-2", 768), ("Llama-1B", 2048)] {
+        let (x, gamma, beta, y) = (b.ramp(rows * d), b.ramp(d), b.ramp(d), b.zeros(rows * d));
+        g.throughput(Throughput::Bytes((2 * rows * d * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("rms_norm", format!("{label} {rows}x{d}")),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| norm::rms_norm(rec, &x, &gamma, &y, 1e-5))
+                })
+            },
+        );
+        g.bench_function(
+            BenchmarkId::new("layer_norm", format!("{label} {rows}x{d}")),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        norm::layer_norm(rec, &x, &gamma, &beta, &y, 1e-5)
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("vocab");
+    for (label, vocab) in [("SmolLM2", 49152), ("GPT-2", 50257), ("Llama-1B", 128256)] {
+        let (x, y) = (b.ramp(vocab), b.zeros(vocab));
+        let best = b.ctx.zeros(DType::U32, &[1]).unwrap();
+        g.throughput(Throughput::Bytes((2 * vocab * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("softmax", format!("{label} {vocab}")),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        softmax::softmax(rec, &x, &y, vocab, 1.0, None)
+                    })
+                })
+            },
+        );
+        g.throughput(Throughput::Bytes((vocab * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("argmax", format!("{label} {vocab}")),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| argmax::argmax(rec, &x, vocab, &best))
+                })
+            },
+        );
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("rope");
+    for (label, heads, head_dim) in [("SmolLM2", 9, 64), ("GPT-J-style 1B", 32, 64)] {
+        let t = 128;
+        let x = b.ramp(t * heads * head_dim);
+        let pos = b
+            .ctx
+            .upload(&(0..t as u32).collect::<Vec<_>>(), DType::U32, &[t])
+            .unwrap();
+        let cfg = Rope {
+            heads,
+            head_dim,
+            rot_dims: head_dim,
+            base: 10000.0,
+            layout: RopeLayout::HalfSplit,
+        };
+        g.throughput(Throughput::Bytes((2 * t * heads * head_dim * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("rope", format!("{label} {t}x{heads}x{head_dim}")),
+            |bench| bench.iter_custom(|iters| b.time(iters, &mut |rec| rope(rec, &x, &pos, &cfg))),
+        );
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("stream");
+    let n = 8 << 20;
+    let (x, y) = (b.zeros(n), b.zeros(n));
+    let partial = b.zeros(stream::read_partials(n));
+    g.throughput(Throughput::Bytes(8 * n as u64));
+    g.bench_function("copy 32 MiB", |bench| {
+        bench.iter_custom(|iters| b.time(iters, &mut |rec| stream::copy(rec, &x, &y)))
+    });
+    g.throughput(Throughput::Bytes(4 * n as u64));
+    g.bench_function("read 32 MiB", |bench| {
+        bench.iter_custom(|iters| b.time(iters, &mut |rec| stream::read(rec, &x, &partial)))
+    });
+    g.finish();
+}
+
+fn attention_benches(c: &mut Criterion, b: &Bench) {
+    let mut g = c.benchmark_group("attention");
+    for (label, heads, kv_heads, head_dim) in [
+        ("SmolLM2", 9, 3, 64),
+        ("GPT-2", 12, 12, 64),
+        ("Llama-1B", 32, 8, 64),
+    ] {
+        for (kind, rows, keys) in [
+            ("decode", 1, 128),
+            ("decode", 1, 512),
+            ("decode", 1, 2048),
+            ("prefill", 128, 128),
+        ] {
+            let shape = AttnShape {
+                heads,
+                kv_heads,
+                head_dim,
+                capacity: keys,
+                n_seq: 1,
+            };
+            for format in [KvFormat::F32, KvFormat::F16] {
+                let cache = KvCache::new(&b.ctx, &shape, format).unwrap();
+                let q = b.ramp(rows * heads * head_dim);
+                let out = b.zeros(rows * heads * head_dim);
+                // Decode reads every key; prefill row r is causal over keys 0..=keys-rows+r.
+                let meta: Vec<u32> = (0..rows)
+                    .flat_map(|r| [0, (keys - rows + r + 1) as u32])
+                    .collect();
+                let meta = b.ctx.upload(&meta, DType::U32, &[2 * rows]).unwrap();
+                let scratch = b.zeros(scratch_len(&shape, rows, keys, None).max(1));
+                let scale = 1.0 / (head_dim as f32).sqrt();
+                g.throughput(Throughput::Bytes(
+                    cache.size_bytes() + 8 * (rows * heads * head_dim) as u64,
+                ));
+                let id = BenchmarkId::new(
+                    format!("{kind} KV {format}"),
+                    format!("{label} {rows}x{keys} keys"),
+                );
+                g.bench_function(id, |bench| {
+                    bench.iter_custom(|iters| {
+                        b.time(iters, &mut |rec| {
+                            attention(
+                                rec, &shape, &q, &meta, keys, &cache, &out, &scratch, scale, None,
+                            )
+                        })
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn all(c: &mut Criterion) {
+    let b = Bench::new();
+    matrices(c, &b);
+    rows(c, &b);
+    attention_benches(c, &b);
+}
+
+criterion_group! {
+    name = kernels;
+    // Few, short samples: a software adapter takes milliseconds per launch.
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = all
+}
+criterion_main!(kernels);

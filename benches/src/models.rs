@@ -1,0 +1,203 @@
+//! Whole-model speed: prefill and decode tokens/s, decode at several batch sizes, decode with and
+//! without the KV cache at growing lengths, and the bytes one decoded token reads. Steps are timed
+//! by the wall clock around `Session::step`, which records a whole step into one submit and waits
+//! for its 4-byte-per-sequence readback.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use kiln_model::session::{Architecture, Output, Session};
+use kiln_runtime::Context;
+
+/// What to measure and how often.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Prompt lengths for prefill.
+    pub prompts: Vec<usize>,
+    /// Decode steps timed after the prompt.
+    pub decode_steps: usize,
+    /// Sequences decoded together.
+    pub batches: Vec<usize>,
+    /// Context lengths for the KV-cache on/off curve.
+    pub kv_lengths: Vec<usize>,
+    /// Repetitions of each measurement; the median is kept.
+    pub reps: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Prefill {
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub batch: usize,
+    /// Generated tokens per second, all sequences together.
+    pub tokens_per_s: f64,
+    /// Milliseconds per decode step.
+    pub step_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct KvPoint {
+    /// Tokens in the context when the next token is computed.
+    pub length: usize,
+    pub cached_tokens_per_s: f64,
+    /// Recomputing the whole prefix for every token.
+    pub uncached_tokens_per_s: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelResult {
+    pub name: String,
+    pub weight_bytes: u64,
+    pub prefill: Vec<Prefill>,
+    /// Batch-1 decode after the first prompt.
+    pub decode_tokens_per_s: f64,
+    /// Weights and KV read by one batch-1 decode step at the measured positions.
+    pub bytes_per_token: u64,
+    pub batches: Vec<Batch>,
+    pub kv_curve: Vec<KvPoint>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A fixed token sequence of length `n` inside the vocabulary.
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
+}
+
+/// Seconds of one step over `ids` for sequence `seq` (appended to what it holds).
+fn timed_step(
+    ctx: &Context,
+    model: &dyn Architecture,
+    s: &mut Session,
+    seq: usize,
+    ids: &[u32],
+) -> Result<f64> {
+    let rows: Vec<(usize, u32)> = ids.iter().map(|&t| (seq, t)).collect();
+    let t = Instant::now();
+    s.step(ctx, model, &rows, &[rows.len() - 1], Output::Argmax)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Measures `model` by `plan`.
+pub fn measure(
+    ctx: &Context,
+    name: &str,
+    model: &dyn Architecture,
+    plan: &Plan,
+) -> Result<ModelResult> {
+    let dims = model.dims();
+    let vocab = dims.n_vocab;
+    let longest = plan
+        .prompts
+        .iter()
+        .chain(&plan.kv_lengths)
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let capacity = (longest + plan.decode_steps + 3).min(dims.max_positions.unwrap_or(usize::MAX));
+    let mut s = Session::new(ctx, model, 1, capacity, longest + 1)?;
+
+    // Warm-up: every pipeline compiles on its first use.
+    timed_step(ctx, model, &mut s, 0, &tokens(8, vocab))?;
+    timed_step(ctx, model, &mut s, 0, &[1])?;
+
+    let mut prefill = Vec::new();
+    for &n in &plan.prompts {
+        let ids = tokens(n, vocab);
+        let mut times = Vec::new();
+        for _ in 0..plan.reps {
+            s.reset(0);
+            times.push(timed_step(ctx, model, &mut s, 0, &ids)?);
+        }
+        prefill.push(Prefill {
+            tokens: n,
+            tokens_per_s: n as f64 / median(times),
+        });
+    }
+
+    // Batch-1 decode after the first prompt.
+    let first = plan.prompts.first().copied().unwrap_or(1);
+    let mut rates = Vec::new();
+    for _ in 0..plan.reps {
+        s.reset(0);
+        timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
+        timed_step(ctx, model, &mut s, 0, &[1])?;
+        let t = Instant::now();
+        for i in 0..plan.decode_steps {
+            s.step(ctx, model, &[(0, (i % vocab) as u32)], &[0], Output::Argmax)?;
+        }
+        rates.push(plan.decode_steps as f64 / t.elapsed().as_secs_f64());
+    }
+    let decode_tokens_per_s = median(rates);
+    let mean_pos = (first + plan.decode_steps / 2) as u64;
+    let bytes_per_token =
+        model.weight_bytes_per_token() + s.kv_bytes() / capacity as u64 * mean_pos;
+
+    // KV cache on and off: the next token at `length` from the cache, or by recomputing all.
+    let mut kv_curve = Vec::new();
+    for &length in &plan.kv_lengths {
+        let ids = tokens(length + 1, vocab);
+        let (mut cached, mut uncached) = (Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            s.reset(0);
+            timed_step(ctx, model, &mut s, 0, &ids[..length])?;
+            cached.push(timed_step(ctx, model, &mut s, 0, &ids[length..])?);
+            s.reset(0);
+            uncached.push(timed_step(ctx, model, &mut s, 0, &ids)?);
+        }
+        kv_curve.push(KvPoint {
+            length,
+            cached_tokens_per_s: 1.0 / median(cached),
+            uncached_tokens_per_s: 1.0 / median(uncached),
+        });
+    }
+    drop(s);
+
+    // Batched decode: every sequence takes the first prompt (in one prefill step), then they
+    // step together.
+    let mut batches = Vec::new();
+    for &b in &plan.batches {
+        let mut s = Session::new(ctx, model, b, first + plan.decode_steps + 3, first * b)?;
+        let prompt: Vec<(usize, u32)> = (0..b)
+            .flat_map(|q| tokens(first, vocab).into_iter().map(move |t| (q, t)))
+            .collect();
+        let select: Vec<usize> = (0..b).map(|q| (q + 1) * first - 1).collect();
+        let rows: Vec<(usize, u32)> = (0..b).map(|q| (q, q as u32 + 1)).collect();
+        let all: Vec<usize> = (0..b).collect();
+        let mut steps = Vec::new();
+        for _ in 0..plan.reps {
+            (0..b).for_each(|q| s.reset(q));
+            s.step(ctx, model, &prompt, &select, Output::Argmax)?;
+            // One untimed step: the first after a prefill touches fresh buffers.
+            s.step(ctx, model, &rows, &all, Output::Argmax)?;
+            let t = Instant::now();
+            for _ in 0..plan.decode_steps {
+                s.step(ctx, model, &rows, &all, Output::Argmax)?;
+            }
+            steps.push(t.elapsed().as_secs_f64() / plan.decode_steps as f64);
+        }
+        let step = median(steps);
+        batches.push(Batch {
+            batch: b,
+            tokens_per_s: b as f64 / step,
+            step_ms: step * 1e3,
+        });
+    }
+
+    Ok(ModelResult {
+        name: name.to_string(),
+        weight_bytes: model.weight_bytes(),
+        prefill,
+        decode_tokens_per_s,
+        bytes_per_token,
+        batches,
+        kv_curve,
+    })
+}

@@ -1,0 +1,265 @@
+//! Kernel throughput against the device's measured bandwidth. Each kernel runs at a model's
+//! shapes; its bytes and FLOPs are counted from its arguments (weights, activations read and
+//! results written once), and it is timed with [`Context::time`] (GPU timestamps where granted).
+
+use anyhow::Result;
+use half::f16;
+use kiln_kernels::argmax::argmax;
+use kiln_kernels::matmul::matmul;
+use kiln_kernels::matvec::matvec;
+use kiln_kernels::norm::rms_norm;
+use kiln_kernels::softmax::softmax;
+use kiln_kernels::stream;
+use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_runtime::{Context, DType, Tensor, Timings};
+
+/// One kernel measured at one shape.
+#[derive(Clone, Debug)]
+pub struct KernelResult {
+    /// Family and variant, e.g. `matvec q4_1`.
+    pub kernel: String,
+    /// Where the shape comes from and its sizes, e.g. `SmolLM2 ffn_up 1536x576`.
+    pub shape: String,
+    pub bytes: u64,
+    pub flops: u64,
+    /// Median seconds per launch.
+    pub seconds: f64,
+}
+
+impl KernelResult {
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e9
+    }
+
+    pub fn gflops(&self) -> f64 {
+        self.flops as f64 / self.seconds / 1e9
+    }
+}
+
+/// The device's streaming bandwidth (bytes read plus bytes written per second).
+#[derive(Clone, Debug)]
+pub struct Bandwidth {
+    pub copy_gbps: f64,
+    pub read_gbps: f64,
+    /// Bytes of the buffer streamed.
+    pub buffer_bytes: u64,
+}
+
+impl Bandwidth {
+    /// The better of the two: the ceiling for the roofline.
+    pub fn peak_gbps(&self) -> f64 {
+        self.copy_gbps.max(self.read_gbps)
+    }
+}
+
+/// Streams a buffer of up to `bytes` (less if the device's binding limit is smaller).
+pub fn bandwidth(ctx: &Context, bytes: u64, reps: usize) -> Result<(Bandwidth, Vec<KernelResult>)> {
+    let limit = ctx.limits.max_storage_buffer_binding_size;
+    let len = (bytes.min(limit) / 16 * 4) as usize;
+    let x = ctx.zeros(DType::F32, &[len])?;
+    let y = ctx.zeros(DType::F32, &[len])?;
+    let partial = ctx.zeros(DType::F32, &[stream::read_partials(len)])?;
+    let size = 4 * len as u64;
+    let copy = ctx.time(reps, |rec| stream::copy(rec, &x, &y))?;
+    let read = ctx.time(reps, |rec| stream::read(rec, &x, &partial))?;
+    let shape = format!("{} MiB", size >> 20);
+    let results = vec![
+        result("stream copy", &shape, 2 * size, 0, &copy),
+        result("stream read", &shape, size, 0, &read),
+    ];
+    let bw = Bandwidth {
+        copy_gbps: results[0].gbps(),
+        read_gbps: results[1].gbps(),
+        buffer_bytes: size,
+    };
+    Ok((bw, results))
+}
+
+fn result(kernel: &str, shape: &str, bytes: u64, flops: u64, t: &Timings) -> KernelResult {
+    KernelResult {
+        kernel: kernel.to_string(),
+        shape: shape.to_string(),
+        bytes,
+        flops,
+        seconds: t.median(),
+    }
+}
+
+/// A matrix shape of a named model: (label, rows n, columns k).
+pub type MatrixShape = (&'static str, usize, usize);
+
+/// SmolLM2-135M's feed-forward up projection and tied LM head.
+pub const SMOLLM2_FFN_UP: MatrixShape = ("SmolLM2-135M ffn_up", 1536, 576);
+pub const SMOLLM2_HEAD: MatrixShape = ("SmolLM2-135M output", 49152, 576);
+/// GPT-2 124M's MLP up projection.
+pub const GPT2_FC: MatrixShape = ("GPT-2 124M mlp.c_fc", 3072, 768);
+/// A 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN 8192).
+pub const LLAMA_1B_FFN_UP: MatrixShape = ("Llama-1B ffn_up", 8192, 2048);
+
+/// Every weight format the matrix kernels read, with its report name.
+pub fn formats() -> Vec<(&'static str, WeightFormat)> {
+    vec![
+        ("f32", WeightFormat::F32),
+        ("f16", WeightFormat::F16),
+        ("q8_0", WeightFormat::Q8_0),
+        ("q4_0", WeightFormat::Q4_0),
+        ("q4_1", WeightFormat::Q4_1),
+        (
+            "int8-channel",
+            WeightFormat::Int8 {
+                group: 0,
+                zero_point: false,
+            },
+        ),
+        (
+            "int8-zp-g64",
+            WeightFormat::Int8 {
+                group: 64,
+                zero_point: true,
+            },
+        ),
+    ]
+}
+
+/// Deterministic weights of `format` (values in ±1, plausible scales; group 0 means per row).
+pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<HostWeights> {
+    let byte = |i: usize| (i.wrapping_mul(2654435761) >> 13) as u8;
+    let value = |i: usize| byte(i) as f32 / 127.5 - 1.0;
+    let half = |v: f32| f16::from_f32(v).to_le_bytes();
+    Ok(match format {
+        WeightFormat::F32 => HostWeights::f32(n, k, &(0..n * k).map(value).collect::<Vec<_>>())?,
+        WeightFormat::F16 => HostWeights::f16(
+            n,
+            k,
+            &(0..n * k)
+                .map(|i| f16::from_f32(value(i)))
+                .collect::<Vec<_>>(),
+        )?,
+        WeightFormat::Int8 { group, zero_point } => {
+            let group = if group == 0 { k } else { group };
+            let q: Vec<i8> = (0..n * k).map(|i| byte(i) as i8).collect();
+            let groups = n * k.div_ceil(group);
+            HostWeights::int8(
+                n,
+                k,
+                group,
+                &q,
+                vec![0.01; groups],
+                zero_point.then(|| vec![3.0; groups]),
+            )?
+        }
+        block => {
+            let mut data = Vec::new();
+            for b in 0..n * k / kiln_kernels::weights::BLOCK {
+                data.extend(half(0.01));
+                if block == WeightFormat::Q4_1 {
+                    data.extend(half(-0.1));
+                }
+                let quants = if block == WeightFormat::Q8_0 { 32 } else { 16 };
+                data.extend((0..quants).map(|j| byte(b * 32 + j)));
+            }
+            HostWeights::new(block, n, k, data)?
+        }
+    })
+}
+
+/// Decode mat-vec (`rows` activation rows, 1 to 8) of every format at `shape`.
+pub fn matvec_all(
+    ctx: &Context,
+    shape: MatrixShape,
+    rows: usize,
+    reps: usize,
+) -> Result<Vec<KernelResult>> {
+    let (label, n, k) = shape;
+    let x = ctx.upload_f32(&vec![0.5; rows * k], &[rows, k])?;
+    let y = ctx.zeros(DType::F32, &[rows, n])?;
+    let mut out = Vec::new();
+    for (name, format) in formats() {
+        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
+        let t = ctx.time(reps, |rec| matvec(rec, &x, &w, &y))?;
+        let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
+        let shape = format!("{label} {n}x{k}, {rows} row(s)");
+        out.push(result(
+            &format!("matvec {name}"),
+            &shape,
+            bytes,
+            (2 * rows * n * k) as u64,
+            &t,
+        ));
+    }
+    Ok(out)
+}
+
+/// Prefill matmul of `m` rows at `shape` for the given formats.
+pub fn matmul_some(
+    ctx: &Context,
+    shape: MatrixShape,
+    m: usize,
+    formats: &[(&'static str, WeightFormat)],
+    reps: usize,
+) -> Result<Vec<KernelResult>> {
+    let (label, n, k) = shape;
+    let x = ctx.upload_f32(&vec![0.5; m * k], &[m, k])?;
+    let y = ctx.zeros(DType::F32, &[m, n])?;
+    let mut out = Vec::new();
+    for &(name, format) in formats {
+        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
+        let t = ctx.time(reps, |rec| matmul(rec, &x, &w, &y))?;
+        let bytes = w.size_bytes() + 4 * (m * (n + k)) as u64;
+        let shape = format!("{label} {n}x{k}, {m} rows");
+        out.push(result(
+            &format!("matmul {name}"),
+            &shape,
+            bytes,
+            (2 * m * n * k) as u64,
+            &t,
+        ));
+    }
+    Ok(out)
+}
+
+/// Row kernels at SmolLM2 shapes: RMSNorm of `rows` rows, softmax and argmax over the vocabulary.
+pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>> {
+    let (d, vocab) = (576, 49152);
+    let ramp = |n: usize| -> Result<Tensor> {
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        Ok(ctx.upload_f32(&v, &[n])?)
+    };
+    let (x, g, h) = (
+        ramp(rows * d)?,
+        ramp(d)?,
+        ctx.zeros(DType::F32, &[rows * d])?,
+    );
+    let norm = ctx.time(reps, |rec| rms_norm(rec, &x, &g, &h, 1e-5))?;
+    let logits = ramp(rows * vocab)?;
+    let probs = ctx.zeros(DType::F32, &[rows * vocab])?;
+    let best = ctx.zeros(DType::U32, &[rows])?;
+    let soft = ctx.time(reps, |rec| softmax(rec, &logits, &probs, vocab, 1.0, None))?;
+    let arg = ctx.time(reps, |rec| argmax(rec, &logits, vocab, &best))?;
+    let (a, v) = ((rows * d * 4) as u64, (rows * vocab * 4) as u64);
+    Ok(vec![
+        result(
+            "rms_norm",
+            &format!("SmolLM2 {rows}x{d}"),
+            2 * a + 4 * d as u64,
+            (4 * rows * d) as u64,
+            &norm,
+        ),
+        result(
+            "softmax",
+            &format!("SmolLM2 vocab {rows}x{vocab}"),
+            2 * v,
+            (5 * rows * vocab) as u64,
+            &soft,
+        ),
+        result(
+            "argmax",
+            &format!("SmolLM2 vocab {rows}x{vocab}"),
+            v + 4 * rows as u64,
+            (rows * vocab) as u64,
+            &arg,
+        ),
+    ])
+}

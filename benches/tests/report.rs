@@ -1,0 +1,103 @@
+//! The report's JSON carries the fields the README promises, and its markdown the tables, for
+//! measurements made up here (the runner itself is exercised by `kiln-bench --quick` in CI).
+
+use kiln_benches::models::{Batch, KvPoint, ModelResult, Prefill};
+use kiln_benches::report::Report;
+use kiln_benches::roofline::{Bandwidth, KernelResult, formats, synthetic_weights};
+use kiln_runtime::testing::test_context;
+
+fn report() -> Report {
+    Report {
+        quick: true,
+        bandwidth: Bandwidth {
+            copy_gbps: 4.0,
+            read_gbps: 2.0,
+            buffer_bytes: 1 << 25,
+        },
+        kernels: vec![KernelResult {
+            kernel: "matvec q4_1".into(),
+            shape: "SmolLM2-135M ffn_up 1536x576".into(),
+            bytes: 1_000_000,
+            flops: 2_000_000,
+            seconds: 0.001,
+        }],
+        models: vec![ModelResult {
+            name: "model.gguf".into(),
+            weight_bytes: 96_000_000,
+            prefill: vec![Prefill {
+                tokens: 32,
+                tokens_per_s: 5.0,
+            }],
+            decode_tokens_per_s: 2.0,
+            bytes_per_token: 100_000_000,
+            batches: vec![Batch {
+                batch: 4,
+                tokens_per_s: 6.0,
+                step_ms: 666.0,
+            }],
+            kv_curve: vec![KvPoint {
+                length: 64,
+                cached_tokens_per_s: 2.0,
+                uncached_tokens_per_s: 0.1,
+            }],
+        }],
+        peers: vec![],
+    }
+}
+
+#[test]
+fn json_and_markdown_hold_the_promised_fields() {
+    let Some(ctx) = test_context() else { return };
+    let r = report();
+    let v = r.to_json(ctx);
+    for key in ["name", "vendor", "device_type", "backend", "driver"] {
+        assert!(v["adapter"][key].is_string(), "adapter.{key} in {v}");
+    }
+    assert_eq!(v["peak_bandwidth_gbps"], 4.0);
+    let m = &v["models"][0];
+    assert_eq!(m["prefill_tokens_per_s"], 5.0);
+    assert_eq!(m["decode_tokens_per_s"], 2.0);
+    assert_eq!(m["bytes_per_token"], 100_000_000);
+    // 100 MB per token at 2 tokens/s is 0.2 GB/s, 5% of the 4 GB/s peak.
+    assert!((m["decode_fraction_of_peak_bandwidth"].as_f64().unwrap() - 0.05).abs() < 1e-12);
+    assert!((v["kernels"][0]["gbps"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    assert!(v["limits"]["max_storage_buffer_binding_size"].is_u64());
+    let md = r.to_markdown(ctx, "kiln-bench --quick");
+    assert!(
+        md.contains("| matvec q4_1 | SmolLM2-135M ffn_up 1536x576 | 1000.0 | 1.00 | 25% | 2.00 |"),
+        "{md}"
+    );
+    assert!(md.contains("| 64 | 2.00 | 0.10 |"), "{md}");
+}
+
+/// The synthetic weights the benchmarks time are valid in every format at every benchmark shape.
+#[test]
+fn synthetic_weights_are_valid() {
+    for (name, format) in formats() {
+        for (n, k) in [(1536, 576), (3072, 768), (5, 64)] {
+            let w = synthetic_weights(format, n, k).unwrap_or_else(|e| panic!("{name}: {e}"));
+            w.validate().unwrap();
+            assert!(w.dequantize().iter().all(|v| v.is_finite()), "{name}");
+        }
+    }
+}
+
+/// llama-bench's JSON (the fields the runner reads, as llama.cpp writes them) becomes a peer row.
+#[test]
+fn llama_bench_json_is_read() {
+    let json = r#"[
+      {"build_commit": "0c1e570", "backends": "Vulkan", "gpu_info": "llvmpipe", "n_prompt": 32,
+       "n_gen": 0, "avg_ts": 20.5, "stddev_ts": 1.0},
+      {"build_commit": "0c1e570", "backends": "Vulkan", "gpu_info": "llvmpipe", "n_prompt": 0,
+       "n_gen": 8, "avg_ts": 3.25, "stddev_ts": 0.1}
+    ]"#;
+    let p = kiln_benches::peer::parse(json).unwrap();
+    assert_eq!(p.name, "llama.cpp 0c1e570 (Vulkan)");
+    assert_eq!((p.prompt_tokens, p.gen_tokens), (32, 8));
+    assert_eq!(
+        (p.prefill_tokens_per_s, p.decode_tokens_per_s),
+        (20.5, 3.25)
+    );
+    assert!(kiln_benches::peer::parse("[]").is_err());
+    assert!(kiln_benches::peer::parse("not json").is_err());
+}

@@ -1,0 +1,83 @@
+//! Streaming bandwidth kernels against their CPU references on ragged lengths (scalar and vec4
+//! variants, one workgroup to more than the grid covers in one pass), and the GPU timer.
+
+mod common;
+
+use common::*;
+use kiln_kernels::stream::{MAX_GROUPS, copy, read, read_partials, read_ref};
+use kiln_runtime::DType;
+
+/// Copy is exact; the read kernel's sum is within 1e-5 · Σ|x| of the f64 sum (f32 partial sums).
+#[test]
+fn copy_and_read_match_reference() {
+    let Some(ctx) = test_context() else { return };
+    let mut rng = rng(11);
+    // 1, primes, vec4 and scalar lengths, and lengths past MAX_GROUPS · 256 (threads stride).
+    for len in [
+        1,
+        3,
+        4,
+        97,
+        256,
+        1021,
+        1024,
+        4099,
+        MAX_GROUPS * 256 * 4 + 12,
+        600_001,
+    ] {
+        let x = rand_vec(&mut rng, len, -1.0, 1.0);
+        let xt = ctx.upload_f32(&x, &[len]).unwrap();
+        let yt = ctx.zeros(DType::F32, &[len]).unwrap();
+        let partial = ctx.zeros(DType::F32, &[read_partials(len)]).unwrap();
+        let mut rec = ctx.recorder();
+        copy(&mut rec, &xt, &yt).unwrap();
+        read(&mut rec, &xt, &partial).unwrap();
+        rec.submit().unwrap();
+        assert_eq!(ctx.read::<f32>(&yt).unwrap(), x, "copy of {len}");
+        let sum: f64 = ctx
+            .read::<f32>(&partial)
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .sum();
+        let bound = 1e-5 * x.iter().map(|v| v.abs() as f64).sum::<f64>();
+        assert!(
+            (sum - read_ref(&x)).abs() <= bound,
+            "read of {len}: {sum} vs {}",
+            read_ref(&x)
+        );
+    }
+}
+
+#[test]
+fn mismatched_lengths_are_errors() {
+    let Some(ctx) = test_context() else { return };
+    let x = ctx.zeros(DType::F32, &[10]).unwrap();
+    let y = ctx.zeros(DType::F32, &[9]).unwrap();
+    let mut rec = ctx.recorder();
+    let e = copy(&mut rec, &x, &y).unwrap_err();
+    assert!(e.to_string().contains("10 elements"), "{e}");
+    let e = read(&mut rec, &x, &y).unwrap_err();
+    assert!(e.to_string().contains("partial"), "{e}");
+}
+
+/// The timer returns one positive time per repetition, and a longer copy takes longer.
+#[test]
+fn timer_measures_recorded_work() {
+    let Some(ctx) = test_context() else { return };
+    let time = |len: usize| {
+        let x = ctx.zeros(DType::F32, &[len]).unwrap();
+        let y = ctx.zeros(DType::F32, &[len]).unwrap();
+        ctx.time(3, |rec| copy(rec, &x, &y)).unwrap()
+    };
+    let (short, long) = (time(1 << 10), time(1 << 24));
+    assert_eq!(short.seconds.len(), 3);
+    assert!(short.seconds.iter().all(|&s| s > 0.0), "{short:?}");
+    assert!(long.median() > short.median(), "{short:?} {long:?}");
+    eprintln!(
+        "{} clock: 4 KiB copy {:.1} us, 64 MiB copy {:.2} ms",
+        short.clock,
+        short.median() * 1e6,
+        long.median() * 1e3
+    );
+}
