@@ -67,13 +67,13 @@ fn u4x4(q: u32) -> vec4<f32> {
 
 #if W_Q8_0 || W_Q4_0 || W_Q4_1
 // Whole blocks, for kernels that give each invocation one block (decode mat-vec): the block's
-// scale and offset are decoded once, w = d * q + m (Q8_0: m = 0; Q4_0: m = -8 d).
+// scale and offset are decoded once, w = d * q + m (m = 0 but for Q4_1; Q4_0's quants come
+// back already offset by -8, which keeps d * sum(q x) from cancelling against a large m sum(x)).
 fn w_block_dm(n: u32, blk: u32, K: u32) -> vec2<f32> {
 #if W_Q8_0
     return vec2<f32>(half_bits_to_f32(w_u16((n * (K >> 5u) + blk) * 34u)), 0.0);
 #elif W_Q4_0
-    let d = half_bits_to_f32(w_u16((n * (K >> 5u) + blk) * 18u));
-    return vec2<f32>(d, -8.0 * d);
+    return vec2<f32>(half_bits_to_f32(w_u16((n * (K >> 5u) + blk) * 18u)), 0.0);
 #else
     return unpack2x16float(w[(n * (K >> 5u) + blk) * 5u]);
 #endif
@@ -92,7 +92,7 @@ fn w_block_quads(n: u32, blk: u32, K: u32, i: u32) -> Quads {
     return Quads(i8x4(w_u32(base)), i8x4(w_u32(base + 16u)));
 #elif W_Q4_0
     let q = w_u32((n * (K >> 5u) + blk) * 18u + 2u + 4u * i);
-    return Quads(u4x4(q), u4x4(q >> 4u));
+    return Quads(u4x4(q) - vec4<f32>(8.0), u4x4(q >> 4u) - vec4<f32>(8.0));
 #else
     let q = w[(n * (K >> 5u) + blk) * 5u + 1u + i];
     return Quads(u4x4(q), u4x4(q >> 4u));

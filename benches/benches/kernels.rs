@@ -1,12 +1,16 @@
-//! Criterion microbenchmarks of every kernel family at the shapes of SmolLM2-135M, GPT-2 124M and
-//! a 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN 8192, 32 heads, 8 KV heads).
+//! Criterion microbenchmarks of the kernel families a decode or prefill step spends its time in
+//! (mat-vec per weight format, matmul, norms, softmax, argmax, RoPE, attention, and the stream
+//! ceiling) at the shapes of SmolLM2-135M, GPT-2 124M and a 1B-class Llama layer (Llama 3.2 1B:
+//! width 2048, FFN 8192, 32 heads, 8 KV heads). Elementwise ops, embedding gathers, KV stores and
+//! outlier columns have no suite yet.
 //!
 //!     cargo bench -p kiln-benches --bench kernels [-- FILTER]
 //!
-//! Each measurement records the launches into one submit between two GPU timestamps where the
-//! device grants them, otherwise it is the wall time of submit + wait (printed at the start).
-//! Throughput is bytes (weights, activations and KV read, results written once: GB/s) or, for
-//! the prefill matmul, elements = floating-point operations (GFLOP/s).
+//! Each measurement records the launches into submits of up to 256 launches, each between two GPU
+//! timestamps where the device grants them, otherwise timed by the wall clock of submit + wait
+//! (printed at the start). Throughput is bytes (weights, activations and KV read, results written
+//! once) or, for the prefill matmul, elements = floating-point operations (criterion's elem/s is
+//! then FLOP/s).
 
 use std::time::Duration;
 
@@ -174,7 +178,7 @@ fn rows(c: &mut Criterion, b: &Bench) {
     g.finish();
 
     let mut g = c.benchmark_group("rope");
-    for (label, heads, head_dim) in [("SmolLM2", 9, 64), ("GPT-J-style 1B", 32, 64)] {
+    for (label, heads, head_dim) in [("SmolLM2", 9, 64), ("Llama-1B", 32, 64)] {
         let t = 128;
         let x = b.ramp(t * heads * head_dim);
         let pos = b

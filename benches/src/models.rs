@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use kiln_model::session::{Architecture, Output, Session};
 use kiln_runtime::Context;
 
@@ -92,6 +92,16 @@ pub fn measure(
     model: &dyn Architecture,
     plan: &Plan,
 ) -> Result<ModelResult> {
+    if plan.reps == 0
+        || plan.decode_steps == 0
+        || plan.prompts.is_empty()
+        || plan.prompts.iter().chain(&plan.kv_lengths).any(|&n| n < 2)
+        || plan.batches.contains(&0)
+    {
+        bail!(
+            "a benchmark plan needs prompts and context lengths of at least 2 tokens, batches of at least 1, and at least one repetition and decode step: {plan:?}"
+        );
+    }
     let dims = model.dims();
     let vocab = dims.n_vocab;
     let longest = plan
@@ -104,8 +114,10 @@ pub fn measure(
     let capacity = (longest + plan.decode_steps + 3).min(dims.max_positions.unwrap_or(usize::MAX));
     let mut s = Session::new(ctx, model, 1, capacity, longest + 1)?;
 
-    // Warm-up: every pipeline compiles on its first use.
-    timed_step(ctx, model, &mut s, 0, &tokens(8, vocab))?;
+    // Warm-up: every pipeline compiles on its first use (a prefill of the first prompt's
+    // length goes through the matmul kernels, a single row through the mat-vec ones).
+    let first = plan.prompts.first().copied().unwrap_or(2);
+    timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
     timed_step(ctx, model, &mut s, 0, &[1])?;
 
     let mut prefill = Vec::new();
@@ -123,7 +135,6 @@ pub fn measure(
     }
 
     // Batch-1 decode after the first prompt.
-    let first = plan.prompts.first().copied().unwrap_or(1);
     let mut rates = Vec::new();
     for _ in 0..plan.reps {
         s.reset(0);
@@ -140,14 +151,16 @@ pub fn measure(
     let bytes_per_token =
         model.weight_bytes_per_token() + s.kv_bytes() / capacity as u64 * mean_pos;
 
-    // KV cache on and off: the next token at `length` from the cache, or by recomputing all.
+    // KV cache on and off: the next token at `length` from the cache (after one untimed step,
+    // as the first step after a prefill touches fresh buffers), or by recomputing all.
     let mut kv_curve = Vec::new();
     for &length in &plan.kv_lengths {
         let ids = tokens(length + 1, vocab);
         let (mut cached, mut uncached) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps {
             s.reset(0);
-            timed_step(ctx, model, &mut s, 0, &ids[..length])?;
+            timed_step(ctx, model, &mut s, 0, &ids[..length - 1])?;
+            timed_step(ctx, model, &mut s, 0, &ids[length - 1..length])?;
             cached.push(timed_step(ctx, model, &mut s, 0, &ids[length..])?);
             s.reset(0);
             uncached.push(timed_step(ctx, model, &mut s, 0, &ids)?);
@@ -164,7 +177,9 @@ pub fn measure(
     // step together.
     let mut batches = Vec::new();
     for &b in &plan.batches {
-        let mut s = Session::new(ctx, model, b, first + plan.decode_steps + 3, first * b)?;
+        let positions =
+            (first + plan.decode_steps + 3).min(dims.max_positions.unwrap_or(usize::MAX));
+        let mut s = Session::new(ctx, model, b, positions, first * b)?;
         let prompt: Vec<(usize, u32)> = (0..b)
             .flat_map(|q| tokens(first, vocab).into_iter().map(move |t| (q, t)))
             .collect();

@@ -1,6 +1,7 @@
 //! The portable benchmark runner: on any adapter, measures the bandwidth ceiling, the kernels at
 //! model shapes against it, and SmolLM2-135M's prefill, decode, batching and KV-cache curves, then
-//! prints the report and writes `report.json` and `report.md` into `--out`.
+//! prints the report and writes `report.json`, `report.md` and the charts `roofline.svg`,
+//! `kv_cache.svg` and `batches.svg` into `--out`.
 //!
 //!     cargo run --release -p kiln-benches --bin kiln-bench -- [--quick] [--out DIR] [-m MODEL]
 //!         [--llama-bench PATH/TO/llama-bench]
