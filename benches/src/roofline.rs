@@ -5,8 +5,8 @@
 use anyhow::Result;
 use half::f16;
 use kiln_kernels::argmax::argmax;
-use kiln_kernels::matmul::matmul;
-use kiln_kernels::matvec::matvec;
+use kiln_kernels::matmul::linear;
+use kiln_kernels::matvec::MAX_BATCH;
 use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
@@ -163,55 +163,35 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
     })
 }
 
-/// Decode mat-vec (`rows` activation rows, 1 to 8) of every format at `shape`.
-pub fn matvec_all(
+/// `rows` activation rows times weights of each format at `shape`, through the kernel the models
+/// use for that many rows: the decode mat-vec up to [`MAX_BATCH`] rows, the prefill matmul above.
+pub fn matrix(
     ctx: &Context,
     shape: MatrixShape,
     rows: usize,
+    formats: &[(&'static str, WeightFormat)],
     reps: usize,
 ) -> Result<Vec<KernelResult>> {
     let (label, n, k) = shape;
     let x = ctx.upload_f32(&vec![0.5; rows * k], &[rows, k])?;
     let y = ctx.zeros(DType::F32, &[rows, n])?;
-    let mut out = Vec::new();
-    for (name, format) in formats() {
-        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        let t = ctx.time(reps, |rec| matvec(rec, &x, &w, &y))?;
-        let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
-        let shape = format!("{label} {n}x{k}, {rows} row(s)");
-        out.push(result(
-            &format!("matvec {name}"),
-            &shape,
-            bytes,
-            (2 * rows * n * k) as u64,
-            &t,
-        ));
-    }
-    Ok(out)
-}
-
-/// Prefill matmul of `m` rows at `shape` for the given formats.
-pub fn matmul_some(
-    ctx: &Context,
-    shape: MatrixShape,
-    m: usize,
-    formats: &[(&'static str, WeightFormat)],
-    reps: usize,
-) -> Result<Vec<KernelResult>> {
-    let (label, n, k) = shape;
-    let x = ctx.upload_f32(&vec![0.5; m * k], &[m, k])?;
-    let y = ctx.zeros(DType::F32, &[m, n])?;
+    let kernel = if rows <= MAX_BATCH {
+        "matvec"
+    } else {
+        "matmul"
+    };
     let mut out = Vec::new();
     for &(name, format) in formats {
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        let t = ctx.time(reps, |rec| matmul(rec, &x, &w, &y))?;
-        let bytes = w.size_bytes() + 4 * (m * (n + k)) as u64;
-        let shape = format!("{label} {n}x{k}, {m} rows");
+        let t = ctx.time(reps, |rec| linear(rec, &x, &w, &y))?;
+        let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
+        let shape = format!("{label} {n}x{k}, {rows} row(s)");
+        let flops = (2 * rows * n * k) as u64;
         out.push(result(
-            &format!("matmul {name}"),
+            &format!("{kernel} {name}"),
             &shape,
             bytes,
-            (2 * m * n * k) as u64,
+            flops,
             &t,
         ));
     }

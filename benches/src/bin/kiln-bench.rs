@@ -79,10 +79,16 @@ fn main() -> Result<()> {
         vec![SMOLLM2_FFN_UP, SMOLLM2_HEAD, GPT2_FC, LLAMA_1B_FFN_UP]
     };
     for shape in shapes {
-        kernels.extend(roofline::matvec_all(&ctx, shape, 1, reps)?);
+        kernels.extend(roofline::matrix(
+            &ctx,
+            shape,
+            1,
+            &roofline::formats(),
+            reps,
+        )?);
     }
     let prefill_formats = [("f32", WeightFormat::F32), ("q4_1", WeightFormat::Q4_1)];
-    kernels.extend(roofline::matmul_some(
+    kernels.extend(roofline::matrix(
         &ctx,
         SMOLLM2_FFN_UP,
         if quick { 32 } else { 128 },
