@@ -15,6 +15,31 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
+type LogAxis = plotters::coord::combinators::LogCoord<f64>;
+
+/// A log-log chart on `root` with the report's caption style, axis areas and labels.
+fn log_log<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+    x: (f64, f64, &str),
+    y: (f64, f64, &str),
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogAxis, LogAxis>>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x.2)
+        .y_desc(y.2)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 /// Tokens/s against context length, with the KV cache and recomputing the prefix.
 pub fn kv_cache(path: &Path, m: &ModelResult) -> Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -26,22 +51,12 @@ pub fn kv_cache(path: &Path, m: &ModelResult) -> Result<()> {
         .flat_map(|k| [k.cached_tokens_per_s, k.uncached_tokens_per_s]);
     let (x0, x1) = bounds(xs.iter().copied());
     let (y0, y1) = bounds(ys);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: next token with and without the KV cache", m.name),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("tokens in context")
-        .y_desc("tokens/s")
-        .draw()
-        .map_err(err)?;
+    let mut chart = log_log(
+        &root,
+        format!("{}: next token with and without the KV cache", m.name),
+        (x0, x1, "tokens in context"),
+        (y0, y1, "tokens/s"),
+    )?;
     let series = [
         (
             "KV cache",
@@ -154,22 +169,12 @@ pub fn roofline(path: &Path, kernels: &[KernelResult], peak_gbps: f64) -> Result
             .map(|p| p.0.gflops())
             .chain([peak_gbps * x0, peak_gbps * x1]),
     );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Roofline: measured bandwidth {peak_gbps:.1} GB/s"),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("FLOP per byte")
-        .y_desc("GFLOP/s")
-        .draw()
-        .map_err(err)?;
+    let mut chart = log_log(
+        &root,
+        format!("Roofline: measured bandwidth {peak_gbps:.1} GB/s"),
+        (x0, x1, "FLOP per byte"),
+        (y0, y1, "GFLOP/s"),
+    )?;
     chart
         .draw_series(LineSeries::new(
             [x0, x1].map(|x| (x, peak_gbps * x)),

@@ -43,15 +43,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let wf = host.dequantize();
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
-    let mut w = match part_rows {
-        Some(rows) => {
-            Weights::upload_in_parts(ctx, &host, (rows * format.row_bytes(k)) as u64).unwrap()
-        }
-        None => Weights::upload(ctx, &host).unwrap(),
-    };
-    if let Some(b) = &b {
-        w = w.with_bias(ctx, b).unwrap();
-    }
+    let mut w = upload_weights(ctx, &host, part_rows, b.as_deref());
     if packed_f16 {
         w = w.force_packed_f16();
     }

@@ -47,15 +47,7 @@ fn check(
     }
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
-    let mut w = match part_rows {
-        Some(rows) => {
-            Weights::upload_in_parts(ctx, &host, (rows * format.row_bytes(k)) as u64).unwrap()
-        }
-        None => Weights::upload(ctx, &host).unwrap(),
-    };
-    if let Some(b) = &b {
-        w = w.with_bias(ctx, b).unwrap();
-    }
+    let w = upload_weights(ctx, &host, part_rows, b.as_deref());
     let w = w.with_outliers(ctx, &cols, &outliers).unwrap();
     assert_eq!(w.outliers().unwrap().columns(), &cols[..]);
     let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
@@ -205,15 +197,7 @@ fn weights_download_round_trips() {
         for format in formats_for(k) {
             let host = random_weights(&mut rng, format, n, k);
             let bias = rand_vec(&mut rng, n, -1.0, 1.0);
-            let w = match part_rows {
-                Some(rows) => {
-                    Weights::upload_in_parts(ctx, &host, (rows * format.row_bytes(k)) as u64)
-                }
-                None => Weights::upload(ctx, &host),
-            }
-            .unwrap()
-            .with_bias(ctx, &bias)
-            .unwrap();
+            let w = upload_weights(ctx, &host, part_rows, Some(&bias));
             let (back, back_bias) = w.download(ctx).unwrap();
             assert_eq!(back.data, host.data, "{format:?} n{n} k{k}");
             assert_eq!(back.scales, host.scales);

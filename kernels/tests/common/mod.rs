@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use half::f16;
-use kiln_kernels::{HostWeights, WeightFormat};
+use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_runtime::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -100,4 +101,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 
 pub fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// `host` on the device, in row parts of `part_rows` rows when given (as matrices over the
+/// binding limit are stored), with `bias` when given.
+pub fn upload_weights(
+    ctx: &Context,
+    host: &HostWeights,
+    part_rows: Option<usize>,
+    bias: Option<&[f32]>,
+) -> Weights {
+    let mut w = match part_rows {
+        Some(rows) => {
+            let bytes = (rows * host.format.row_bytes(host.k)) as u64;
+            Weights::upload_in_parts(ctx, host, bytes).unwrap()
+        }
+        None => Weights::upload(ctx, host).unwrap(),
+    };
+    if let Some(b) = bias {
+        w = w.with_bias(ctx, b).unwrap();
+    }
+    w
 }
