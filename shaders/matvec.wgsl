@@ -1,13 +1,20 @@
-// Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X.
+// Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X
+// from m0.
 // A matrix split into row parts (over the binding limit) is one launch per part, each writing
 // columns n0 .. n0 + N of Y.
 //
 // Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
-// activation rows (a skinny matmul). A 256-thread workgroup owns 8 output rows, 32 lanes per row
-// striding over K four values at a time; lanes are summed through workgroup memory.
-// With BLOCKWISE (GGUF block formats) it owns 32 rows, 8 lanes per row, and each lane takes whole
-// 32-value blocks: the block's scale is decoded once and folded in after the sums,
-// d * sum(q x) + m * sum(x), instead of dequantizing every value.
+// activation rows (a skinny matmul). A workgroup owns ROWS * ROW_TILE output rows with LANES
+// invocations per row, lane l taking every LANES-th step of K; lanes are summed through workgroup
+// memory. A step is four values, or with BLOCKWISE (GGUF block formats) one whole 32-value block:
+// its scale is decoded once and folded in after the sums, d * sum(q x) + m * sum(x).
+//
+// The launcher picks the shape per device. GPUs get 256-invocation groups of many lanes per row
+// and ROW_TILE 1, so that neighbouring lanes read neighbouring weights. CPU adapters (lavapipe)
+// get ROWWISE: one lane per ROW_TILE rows over all of K, no workgroup memory and no barrier.
+// lavapipe runs a subgroup as SIMD lanes and splits every storage load into a bounds-checked
+// scalar load per lane, so there the number of loads is the cost: each activation load serves
+// ROW_TILE rows, and with SHARE_X a block's 32 activations are 8 loads per subgroup, not 32 per lane.
 
 struct Params {
     N: u32,       // rows of this weight part
@@ -16,8 +23,8 @@ struct Params {
     groups: u32,  // ceil(N / ROWS)
     ldy: u32,     // row stride of y: the whole matrix's rows
     n0: u32,      // first column of y this part writes
-    _pad0: u32,
-    _pad1: u32,
+    m0: u32,      // first row of x and y this launch takes (BATCH rows from it)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,72 +38,137 @@ struct Params {
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
 
-#if BLOCKWISE
-const ROWS: u32 = 32u;
-const LANES: u32 = 8u;
-#else
-const ROWS: u32 = 8u;
-const LANES: u32 = 32u;
+#if !ROWWISE
+var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
 #endif
 
-var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
+#if SHARE_X
+var<private> sg_lane: u32;
+#endif
 
 fn x_load4(b: u32, k: u32) -> vec4<f32> {
 #if X_VEC4
-    return x[(b * p.K + k) >> 2u];
+    return x[((p.m0 + b) * p.K + k) >> 2u];
 #else
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (k + i < p.K) {
-            v[i] = x[b * p.K + k + i];
+            v[i] = x[(p.m0 + b) * p.K + k + i];
         }
     }
     return v;
 #endif
 }
 
-@compute @workgroup_size(256)
+#if BLOCKWISE
+// The 32 activations of row b from k as 8 quads. With SHARE_X (CPU adapters with subgroups of
+// at least 8) each lane loads one quad and the subgroup passes them round: a broadcast is a
+// register move, where every lane loading all 32 is 32 loads per lane.
+fn block_x(b: u32, k: u32) -> array<vec4<f32>, 8> {
+#if SHARE_X
+    let mine = x_load4(b, k + 4u * (sg_lane & 7u));
+    return array<vec4<f32>, 8>(
+        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
+        subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u),
+        subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
+        subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
+#else
+    return array<vec4<f32>, 8>(
+        x_load4(b, k), x_load4(b, k + 4u), x_load4(b, k + 8u), x_load4(b, k + 12u),
+        x_load4(b, k + 16u), x_load4(b, k + 20u), x_load4(b, k + 24u), x_load4(b, k + 28u));
+#endif
+}
+
+// sum(q x) over one block: quads i and 4 + i of the activations meet word i's nibbles (Q4) or
+// words i and 4 + i (Q8_0).
+fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
+    let q0 = w_block_quads(wb, 0u);
+    let q1 = w_block_quads(wb, 1u);
+    let q2 = w_block_quads(wb, 2u);
+    let q3 = w_block_quads(wb, 3u);
+    return dot(q0.lo, xs[0]) + dot(q1.lo, xs[1]) + dot(q2.lo, xs[2]) + dot(q3.lo, xs[3])
+         + dot(q0.hi, xs[4]) + dot(q1.hi, xs[5]) + dot(q2.hi, xs[6]) + dot(q3.hi, xs[7]);
+}
+#endif
+
+// The dot products of ROW_TILE rows, n0 + r * stride (clamped to the last row), with every
+// activation row over the steps first, first + step, ...: each activation load serves all of
+// them. acc[r * BATCH + b] is row r's with activation row b.
+fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE * BATCH> {
+    var acc: array<f32, ROW_TILE * BATCH>;
+    var rows: array<u32, ROW_TILE>;
+    for (var r = 0u; r < ROW_TILE; r++) {
+        rows[r] = min(n0 + r * stride, p.N - 1u);
+    }
+#if BLOCKWISE
+    for (var blk = first; blk < (p.K >> 5u); blk += step) {
+        var wb: array<Block, ROW_TILE>;
+        for (var r = 0u; r < ROW_TILE; r++) {
+            wb[r] = w_block(rows[r], blk, p.K);
+        }
+        for (var b = 0u; b < BATCH; b++) {
+            let xs = block_x(b, blk * 32u);
+            let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7],
+                         vec4<f32>(1.0));
+            for (var r = 0u; r < ROW_TILE; r++) {
+                acc[r * BATCH + b] += wb[r].dm.x * block_qx(wb[r], xs) + wb[r].dm.y * sx;
+            }
+        }
+    }
+#else
+    for (var k = first * 4u; k < p.K; k += step * 4u) {
+        for (var b = 0u; b < BATCH; b++) {
+            let xv = x_load4(b, k);
+            for (var r = 0u; r < ROW_TILE; r++) {
+                acc[r * BATCH + b] += dot(xv, w_load4(rows[r], k, p.K, p.G));
+            }
+        }
+    }
+#endif
+    return acc;
+}
+
+fn store(b: u32, n: u32, v: f32) {
+#if HAS_BIAS
+    y[(p.m0 + b) * p.ldy + p.n0 + n] = v + bias[n];
+#else
+    y[(p.m0 + b) * p.ldy + p.n0 + n] = v;
+#endif
+}
+
+@compute @workgroup_size(ROWS * LANES)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
+          @builtin(local_invocation_index) tid: u32,
+#if SHARE_X
+          @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#if SHARE_X
+    sg_lane = lane;
+#endif
     let group = wid.x + wid.y * nwg.x;
     if (group >= p.groups) {
         return;
     }
-    let row = tid / LANES;
-    let lane = tid % LANES;
-    let n = group * ROWS + row;
-    var acc: array<f32, BATCH>;
-    if (n < p.N) {
-#if BLOCKWISE
-        for (var blk = lane; blk < (p.K >> 5u); blk += LANES) {
-            var qx: array<f32, BATCH>;
-            var sx: array<f32, BATCH>;
-            for (var i = 0u; i < 4u; i++) {
-                let q = w_block_quads(n, blk, p.K, i);
-                let k = blk * 32u + 4u * i;
-                for (var b = 0u; b < BATCH; b++) {
-                    let lo = x_load4(b, k);
-                    let hi = x_load4(b, k + 16u);
-                    qx[b] += dot(q.lo, lo) + dot(q.hi, hi);
-                    sx[b] += dot(lo + hi, vec4<f32>(1.0));
-                }
-            }
-            let dm = w_block_dm(n, blk, p.K);
+#if ROWWISE
+    // Lane tid owns rows tid, tid + ROWS, ... of the group's ROWS * ROW_TILE: in every SIMD step
+    // the lanes read neighbouring rows. Rows past N recompute the last row rather than branch
+    // around the loop: every lane stays active and the activation loads stay uniform.
+    let n0 = group * ROWS * ROW_TILE + tid;
+    let acc = rows_dot(n0, ROWS, 0u, 1u);
+    for (var r = 0u; r < ROW_TILE; r++) {
+        let n = n0 + r * ROWS;
+        if (n < p.N) {
             for (var b = 0u; b < BATCH; b++) {
-                acc[b] += dm.x * qx[b] + dm.y * sx[b];
+                store(b, n, acc[r * BATCH + b]);
             }
         }
-#else
-        for (var k = lane * 4u; k < p.K; k += LANES * 4u) {
-            let wv = w_load4(n, k, p.K, p.G);
-            for (var b = 0u; b < BATCH; b++) {
-                acc[b] += dot(x_load4(b, k), wv);
-            }
-        }
-#endif
     }
+#else
+    let row = tid / LANES;
+    let acc = rows_dot(group * ROWS + row, 0u, tid % LANES, LANES);
     for (var b = 0u; b < BATCH; b++) {
-        partial[(b * ROWS + row) * LANES + lane] = acc[b];
+        partial[b * ROWS * LANES + tid] = acc[b];
     }
     workgroupBarrier();
     if (tid < ROWS * BATCH) {
@@ -108,10 +180,8 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             for (var i = 0u; i < LANES; i++) {
                 s += partial[(b * ROWS + r) * LANES + i];
             }
-#if HAS_BIAS
-            s += bias[out_n];
-#endif
-            y[b * p.ldy + p.n0 + out_n] = s;
+            store(b, out_n, s);
         }
     }
+#endif
 }

@@ -1,5 +1,5 @@
 //! Criterion microbenchmarks of the kernel families a decode or prefill step spends its time in
-//! (mat-vec per weight format, matmul, norms, softmax, argmax, RoPE, attention, and the stream
+//! (mat-vec per weight format and layout, matmul, norms, softmax, argmax, RoPE, attention, and the stream
 //! ceiling) at the shapes of SmolLM2-135M, GPT-2 124M and a 1B-class Llama layer (Llama 3.2 1B:
 //! width 2048, FFN 8192, 32 heads, 8 KV heads). Elementwise ops, embedding gathers, KV stores and
 //! outlier columns have no suite yet.
@@ -19,6 +19,7 @@ use kiln_benches::roofline::{
     GPT2_FC, LLAMA_1B_FFN_UP, MatrixShape, SMOLLM2_FFN_UP, formats, synthetic_weights,
 };
 use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, scratch_len};
+use kiln_kernels::matvec::Layout;
 use kiln_kernels::rope::{Rope, RopeLayout, rope};
 use kiln_kernels::{KernelError, Weights, argmax, matmul, matvec, norm, softmax, stream};
 use kiln_runtime::{Context, DType, Recorder, Stopwatch, Tensor};
@@ -87,14 +88,20 @@ fn matrices(c: &mut Criterion, b: &Bench) {
         for (name, format) in formats() {
             let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
             g.throughput(Throughput::Bytes(w.size_bytes() + 4 * (n + k) as u64));
-            g.bench_function(
-                BenchmarkId::new(name, format!("{label} {n}x{k}")),
-                |bench| {
-                    bench.iter_custom(|iters| {
-                        b.time(iters, &mut |rec| matvec::matvec(rec, &x, &w, &y))
-                    })
-                },
-            );
+            // Both layouts side by side; the models use the device's own (Layout::for_device).
+            for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                if !layout.supported(&b.ctx) {
+                    continue;
+                }
+                g.bench_function(
+                    BenchmarkId::new(format!("{name} {layout:?}"), format!("{label} {n}x{k}")),
+                    |bench| {
+                        bench.iter_custom(|iters| {
+                            b.time(iters, &mut |rec| matvec::matvec_in(rec, &x, &w, &y, layout))
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();

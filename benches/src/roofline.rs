@@ -5,8 +5,8 @@
 use anyhow::Result;
 use half::f16;
 use kiln_kernels::argmax::argmax;
-use kiln_kernels::matmul::linear;
-use kiln_kernels::matvec::MAX_BATCH;
+use kiln_kernels::matmul::{linear, uses_matvec};
+use kiln_kernels::matvec::{Layout, matvec_in};
 use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
@@ -164,7 +164,7 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
 }
 
 /// `rows` activation rows times weights of each format at `shape`, through the kernel the models
-/// use for that many rows: the decode mat-vec up to [`MAX_BATCH`] rows, the prefill matmul above.
+/// use for that many rows on this device ([`uses_matvec`]).
 pub fn matrix(
     ctx: &Context,
     shape: MatrixShape,
@@ -175,13 +175,13 @@ pub fn matrix(
     let (label, n, k) = shape;
     let x = ctx.upload_f32(&vec![0.5; rows * k], &[rows, k])?;
     let y = ctx.zeros(DType::F32, &[rows, n])?;
-    let kernel = if rows <= MAX_BATCH {
-        "matvec"
-    } else {
-        "matmul"
-    };
     let mut out = Vec::new();
     for &(name, format) in formats {
+        let kernel = if uses_matvec(ctx, rows, format) {
+            "matvec"
+        } else {
+            "matmul"
+        };
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
         let t = ctx.time(reps, |rec| linear(rec, &x, &w, &y))?;
         let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
@@ -194,6 +194,37 @@ pub fn matrix(
             flops,
             &t,
         ));
+    }
+    Ok(out)
+}
+
+/// One activation row times weights of each format at `shape` through every mat-vec layout the
+/// device runs (the models use [`Layout::for_device`]), side by side.
+pub fn layouts(
+    ctx: &Context,
+    shape: MatrixShape,
+    formats: &[(&'static str, WeightFormat)],
+    reps: usize,
+) -> Result<Vec<KernelResult>> {
+    let (label, n, k) = shape;
+    let x = ctx.upload_f32(&vec![0.5; k], &[1, k])?;
+    let y = ctx.zeros(DType::F32, &[1, n])?;
+    let mut out = Vec::new();
+    for &(name, format) in formats {
+        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
+        for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+            if !layout.supported(ctx) {
+                continue;
+            }
+            let t = ctx.time(reps, |rec| matvec_in(rec, &x, &w, &y, layout))?;
+            out.push(result(
+                &format!("matvec {name} {layout:?}"),
+                &format!("{label} {n}x{k}, 1 row(s)"),
+                w.size_bytes() + 4 * (n + k) as u64,
+                (2 * n * k) as u64,
+                &t,
+            ));
+        }
     }
     Ok(out)
 }

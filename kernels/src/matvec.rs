@@ -1,12 +1,13 @@
-//! Matrix-vector product for decode, `Y[B, N] = X[B, K] · W[N, K]ᵀ (+ bias)` for up to
-//! [`MAX_BATCH`] activation rows: `shaders/matvec.wgsl`. Each weight is read once per call and used
-//! for every row, so a batch of B sequences costs one pass over the weights.
+//! Matrix-vector product for decode, `Y[M, N] = X[M, K] · W[N, K]ᵀ (+ bias)`:
+//! `shaders/matvec.wgsl`. Each launch takes up to [`MAX_BATCH`] activation rows and reads every
+//! weight once for all of them, so a batch of B ≤ 8 sequences costs one pass over the weights;
+//! more rows take one launch per 8.
 
 use bytemuck::{Pod, Zeroable};
-use kiln_runtime::{Binding, DType, Dispatch, Recorder, Shader, Tensor};
+use kiln_runtime::{Binding, Context, DType, Dispatch, Recorder, Shader, Tensor};
 
 use crate::matmul::rows_of;
-use crate::weights::{WEIGHTS_WGSL, Weights};
+use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect};
 
 pub const SHADER: Shader = Shader {
@@ -16,9 +17,56 @@ pub const SHADER: Shader = Shader {
 
 /// Most activation rows one launch takes (each row count is its own pipeline variant).
 pub const MAX_BATCH: usize = 8;
-/// Output rows per workgroup: value-wise, and block-wise (GGUF block formats, one lane per block).
-const ROWS: usize = 8;
-const BLOCK_ROWS: usize = 32;
+
+/// How a launch spreads the matrix's rows over invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// 256-invocation workgroups with several lanes per row, summed in workgroup memory: on a
+    /// GPU neighbouring lanes then read neighbouring weights.
+    Lanes,
+    /// Each invocation owns 4 rows over all of K, with no workgroup memory. For CPU adapters:
+    /// lavapipe runs a subgroup as the lanes of a SIMD register and splits every storage load
+    /// into one bounds-checked scalar load per lane, so loads are what costs. Each activation
+    /// load then serves 4 rows, and no barrier turns the workgroup into coroutines.
+    Rows,
+    /// [`Layout::Rows`], and for block formats the lanes of a subgroup load one quad of a
+    /// block's activations each and pass them round (a register broadcast) instead of each
+    /// loading all 32. Needs subgroups of at least 8 invocations.
+    RowsShared,
+}
+
+impl Layout {
+    /// [`Layout::RowsShared`] (or [`Layout::Rows`] without subgroups) on CPU adapters,
+    /// [`Layout::Lanes`] elsewhere.
+    pub fn for_device(ctx: &Context) -> Self {
+        if ctx.info.device_type != kiln_runtime::wgpu::DeviceType::Cpu {
+            Layout::Lanes
+        } else if Layout::RowsShared.supported(ctx) {
+            Layout::RowsShared
+        } else {
+            Layout::Rows
+        }
+    }
+
+    /// Whether the device can run this layout.
+    pub fn supported(self, ctx: &Context) -> bool {
+        self != Layout::RowsShared || (ctx.features.subgroups && ctx.info.subgroup_min_size >= 8)
+    }
+
+    /// (invocations across rows, lanes per row, rows per invocation) of one workgroup.
+    fn shape(self, format: WeightFormat) -> (usize, usize, usize) {
+        let blockwise = format.block_bytes().is_some();
+        match (self, blockwise) {
+            // 32 invocations of 4 rows (2 for Q8_0, whose blocks take twice the registers;
+            // measured on lavapipe, 8 is slower): each activation load serves them all.
+            (Layout::Rows | Layout::RowsShared, _) if format == WeightFormat::Q8_0 => (32, 1, 2),
+            (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
+            // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.
+            (Layout::Lanes, true) => (32, 8, 1),
+            (Layout::Lanes, false) => (8, 32, 1),
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -33,17 +81,46 @@ struct Params {
     ldy: u32,
     /// First output column of this part
     n0: u32,
-    _pad: [u32; 2],
+    /// First activation row of this launch
+    m0: u32,
+    _pad: u32,
 }
 
-/// `x` (`[B, K]`, f32, B ≤ [`MAX_BATCH`]) times the weights into `y` (`[B, N]`).
+/// `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`), in the device's [`Layout`].
 pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
-    let b = rows_of(x, w, "matvec")?;
-    ensure(b <= MAX_BATCH, "matvec", || {
-        format!("{b} rows exceed the batch limit {MAX_BATCH}; use matmul")
+    matvec_in(rec, x, w, y, Layout::for_device(rec.context()))
+}
+
+/// [`matvec`] in a chosen layout (tests and benchmarks compare both on one device).
+pub fn matvec_in(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    layout: Layout,
+) -> Result<()> {
+    let m = rows_of(x, w, "matvec")?;
+    expect(y, "matvec", "y", DType::F32, m * w.n)?;
+    ensure(layout.supported(rec.context()), "matvec", || {
+        format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
-    expect(y, "matvec", "y", DType::F32, b * w.n)?;
-    let mut defines = w.defines().set("BATCH", b as u32);
+    for m0 in (0..m).step_by(MAX_BATCH) {
+        launch(rec, x, w, y, layout, m0, MAX_BATCH.min(m - m0))?;
+    }
+    crate::outliers::finish(rec, x, w, y)
+}
+
+/// Activation rows `m0 .. m0 + batch` (one pass over the weights).
+fn launch(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    layout: Layout,
+    m0: usize,
+    batch: usize,
+) -> Result<()> {
+    let mut defines = w.defines().set("BATCH", batch as u32);
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
@@ -54,9 +131,19 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
     if blockwise {
         defines = defines.flag("BLOCKWISE");
     }
-    let rows = if blockwise { BLOCK_ROWS } else { ROWS };
+    let (rows, lanes, tile) = layout.shape(w.format);
+    defines = defines
+        .set("ROWS", rows as u32)
+        .set("LANES", lanes as u32)
+        .set("ROW_TILE", tile as u32);
+    if layout != Layout::Lanes {
+        defines = defines.flag("ROWWISE");
+    }
+    if layout == Layout::RowsShared && blockwise {
+        defines = defines.flag("SHARE_X");
+    }
     for part in w.parts() {
-        let groups = part.n.div_ceil(rows);
+        let groups = part.n.div_ceil(rows * tile);
         let params = Params {
             n: part.n as u32,
             k: w.k as u32,
@@ -64,7 +151,8 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
             groups: groups as u32,
             ldy: w.n as u32,
             n0: part.row0 as u32,
-            _pad: [0; 2],
+            m0: m0 as u32,
+            _pad: 0,
         };
         let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
         bindings.extend(part.bindings());
@@ -77,7 +165,7 @@ pub fn matvec(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
             workgroups: groups as u32,
         })?;
     }
-    crate::outliers::finish(rec, x, w, y)
+    Ok(())
 }
 
 pub fn shader_variants() -> ShaderVariants {
@@ -89,11 +177,38 @@ pub fn shader_variants() -> ShaderVariants {
                 if vec4 {
                     d = d.flag("X_VEC4");
                 }
-                if ["W_Q8_0", "W_Q4_0", "W_Q4_1"].iter().any(|f| w.get(f) != 0) {
+                // Formats with the same shapes stand for each other here.
+                let format = [
+                    ("W_Q8_0", WeightFormat::Q8_0),
+                    ("W_Q4_0", WeightFormat::Q4_0),
+                    ("W_Q4_1", WeightFormat::Q4_1),
+                ]
+                .into_iter()
+                .find(|(flag, _)| w.get(flag) != 0)
+                .map_or(WeightFormat::F32, |(_, f)| f);
+                let blockwise = format.block_bytes().is_some();
+                if blockwise {
                     d = d.flag("BLOCKWISE");
                 }
-                variants.push((d.clone(), vec!["matvec"]));
-                variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
+                for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                    if layout == Layout::RowsShared && !blockwise {
+                        continue;
+                    }
+                    let (rows, lanes, tile) = layout.shape(format);
+                    let mut d = d
+                        .clone()
+                        .set("ROWS", rows as u32)
+                        .set("LANES", lanes as u32)
+                        .set("ROW_TILE", tile as u32);
+                    if layout != Layout::Lanes {
+                        d = d.flag("ROWWISE");
+                    }
+                    if layout == Layout::RowsShared {
+                        d = d.flag("SHARE_X");
+                    }
+                    variants.push((d.clone(), vec!["matvec"]));
+                    variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
+                }
             }
         }
     }

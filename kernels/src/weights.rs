@@ -4,7 +4,8 @@
 //! A matrix has `n` rows of `k` values, row-major (the GGUF / PyTorch `[out, in]` layout). GGUF
 //! block layouts follow ggml's `block_q8_0`, `block_q4_0` and `block_q4_1`: 32 values per block,
 //! an f16 scale (and an f16 minimum for Q4_1), then the quants; in Q4 blocks element j < 16 is the
-//! low nibble of byte j and element j + 16 its high nibble.
+//! low nibble of byte j and element j + 16 its high nibble. On the device the blocks are split
+//! into aligned quants and scales (the same bytes, moved; see [`split_blocks`]).
 
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Tensor};
@@ -281,6 +282,40 @@ impl HostWeights {
     }
 }
 
+/// A GGUF block's scale bytes (f16 d, or d and m for Q4_1) and its quant bytes.
+fn block_split(format: WeightFormat) -> (usize, usize) {
+    match format {
+        WeightFormat::Q4_1 => (4, 16),
+        WeightFormat::Q4_0 => (2, 16),
+        _ => (2, 32),
+    }
+}
+
+/// GGUF blocks as the device keeps them: the quants of every block, 16-byte aligned so that a
+/// block is whole vec4 loads, and the scales apart (f16 d, two blocks to a word; Q4_1's d and
+/// m, one block to a word), padded to a word. Together they are the GGUF bytes, moved.
+fn split_blocks(format: WeightFormat, bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (head, body) = block_split(format);
+    let blocks = bytes.len() / (head + body);
+    let (mut quants, mut scales) = (Vec::with_capacity(blocks * body), Vec::new());
+    for block in bytes.chunks_exact(head + body) {
+        scales.extend_from_slice(&block[..head]);
+        quants.extend_from_slice(&block[head..]);
+    }
+    scales.resize(scales.len().next_multiple_of(4), 0);
+    (quants, scales)
+}
+
+/// The inverse of [`split_blocks`].
+fn join_blocks(format: WeightFormat, quants: &[u8], scales: &[u8]) -> Vec<u8> {
+    let (head, body) = block_split(format);
+    quants
+        .chunks_exact(body)
+        .zip(scales.chunks_exact(head))
+        .flat_map(|(q, s)| s.iter().chain(q).copied())
+        .collect()
+}
+
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
 ///
 /// A matrix larger than the device's storage-binding limit (a 50257 × 768 f32 GPT-2 embedding is
@@ -338,16 +373,18 @@ impl Weights {
         for row0 in (0..host.n).step_by(rows_per_part) {
             let n = rows_per_part.min(host.n - row0);
             let bytes = &host.data[row0 * row_bytes..(row0 + n) * row_bytes];
-            let data = match host.format {
-                WeightFormat::F32 => ctx.upload(bytes, DType::F32, &[n, host.k])?,
-                WeightFormat::F16 => ctx.upload(bytes, DType::F16, &[n, host.k])?,
-                _ => ctx.upload_bytes(bytes)?,
-            };
             let per_group =
                 |v: &[f32]| ctx.upload_f32(&v[row0 * groups..(row0 + n) * groups], &[n, groups]);
-            let scales = match host.format {
-                WeightFormat::Int8 { .. } => Some(per_group(&host.scales)?),
-                _ => None,
+            let (data, scales) = match host.format {
+                WeightFormat::F32 => (ctx.upload(bytes, DType::F32, &[n, host.k])?, None),
+                WeightFormat::F16 => (ctx.upload(bytes, DType::F16, &[n, host.k])?, None),
+                WeightFormat::Int8 { .. } => {
+                    (ctx.upload_bytes(bytes)?, Some(per_group(&host.scales)?))
+                }
+                block => {
+                    let (quants, scales) = split_blocks(block, bytes);
+                    (ctx.upload_bytes(&quants)?, Some(ctx.upload_bytes(&scales)?))
+                }
             };
             let zeros = match host.format {
                 WeightFormat::Int8 {
@@ -408,9 +445,20 @@ impl Weights {
                 WeightFormat::F16 => {
                     data.extend(bytemuck::cast_slice(&ctx.read::<u16>(&part.data)?))
                 }
-                _ => data.extend(ctx.read::<u8>(&part.data)?),
+                WeightFormat::Int8 { .. } => data.extend(ctx.read::<u8>(&part.data)?),
+                block => {
+                    let s = part
+                        .scales
+                        .as_ref()
+                        .expect("block weights keep their scales");
+                    data.extend(join_blocks(
+                        block,
+                        &ctx.read::<u8>(&part.data)?,
+                        &ctx.read::<u8>(s)?,
+                    ));
+                }
             }
-            if let Some(s) = &part.scales {
+            if let (Some(s), WeightFormat::Int8 { .. }) = (&part.scales, self.format) {
                 scales.extend(ctx.read::<f32>(s)?);
             }
             if let Some(z) = &part.zeros {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kiln_kernels::matmul::{linear, matmul, matmul_ref};
-use kiln_kernels::matvec::{MAX_BATCH, matvec};
+use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_in};
 use kiln_kernels::{KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
@@ -22,6 +22,8 @@ struct Case {
     packed_f16: bool,
     /// Store the weights in parts of this many rows (as a matrix over the binding limit is).
     part_rows: Option<usize>,
+    /// matvec's layout (`None`: the device's own).
+    layout: Option<Layout>,
 }
 
 fn check(ctx: &Context, seed: u64, case: Case) {
@@ -34,6 +36,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         kernel,
         packed_f16,
         part_rows,
+        layout,
     } = case;
 
     let mut rng = rng(seed);
@@ -52,7 +55,10 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let mut rec = ctx.recorder();
     match kernel {
         "matmul" => matmul(&mut rec, &xt, &w, &yt).unwrap(),
-        "matvec" => matvec(&mut rec, &xt, &w, &yt).unwrap(),
+        "matvec" => match layout {
+            Some(layout) => matvec_in(&mut rec, &xt, &w, &yt, layout).unwrap(),
+            None => matvec(&mut rec, &xt, &w, &yt).unwrap(),
+        },
         _ => linear(&mut rec, &xt, &w, &yt).unwrap(),
     }
     rec.submit().unwrap();
@@ -60,7 +66,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16} parts of {part_rows:?} rows"
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16} parts of {part_rows:?} rows, layout {layout:?}"
         ),
         &got,
         &want,
@@ -98,6 +104,7 @@ fn matmul_matches_reference_for_every_format() {
                     kernel: "matmul",
                     packed_f16: false,
                     part_rows: None,
+                    layout: None,
                 },
             );
         }
@@ -118,21 +125,29 @@ fn matvec_matches_reference_for_every_format_and_batch() {
     ];
     for (i, &(n, k)) in shapes.iter().enumerate() {
         for format in formats_for(k) {
-            for b in [1, 3, MAX_BATCH] {
-                check(
-                    ctx,
-                    200 + i as u64 * 10 + b as u64,
-                    Case {
-                        format,
-                        m: b,
-                        n,
-                        k,
-                        bias: (i + b) % 2 == 0,
-                        kernel: "matvec",
-                        packed_f16: false,
-                        part_rows: None,
-                    },
-                );
+            // Past MAX_BATCH rows the kernel takes 8 rows per launch.
+            for b in [1, 3, MAX_BATCH, 2 * MAX_BATCH + 3] {
+                for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                    if !layout.supported(ctx) {
+                        eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
+                        continue;
+                    }
+                    check(
+                        ctx,
+                        200 + i as u64 * 10 + b as u64,
+                        Case {
+                            format,
+                            m: b,
+                            n,
+                            k,
+                            bias: (i + b) % 2 == 0,
+                            kernel: "matvec",
+                            packed_f16: false,
+                            part_rows: None,
+                            layout: Some(layout),
+                        },
+                    );
+                }
             }
         }
     }
@@ -155,6 +170,7 @@ fn f16_weights_match_through_native_and_packed_paths() {
                     kernel: "linear",
                     packed_f16: packed,
                     part_rows: None,
+                    layout: None,
                 },
             );
         }
@@ -178,6 +194,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             kernel: "linear",
             packed_f16: false,
             part_rows: None,
+            layout: None,
         },
     );
     check(
@@ -192,6 +209,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             kernel: "linear",
             packed_f16: false,
             part_rows: None,
+            layout: None,
         },
     );
 }
@@ -212,20 +230,24 @@ fn split_matrices_match_reference() {
     .enumerate()
     {
         for format in formats_for(k) {
-            check(
-                ctx,
-                500 + i as u64,
-                Case {
-                    format,
-                    m,
-                    n,
-                    k,
-                    bias: i % 2 == 0,
-                    kernel: "linear",
-                    packed_f16: false,
-                    part_rows: Some(part_rows),
-                },
-            );
+            // Both kernels explicitly: which one `linear` picks depends on the device.
+            for kernel in ["matmul", "matvec"] {
+                check(
+                    ctx,
+                    500 + i as u64,
+                    Case {
+                        format,
+                        m,
+                        n,
+                        k,
+                        bias: i % 2 == 0,
+                        kernel,
+                        packed_f16: false,
+                        part_rows: Some(part_rows),
+                        layout: None,
+                    },
+                );
+            }
         }
     }
 }
@@ -246,8 +268,9 @@ fn bad_shapes_are_typed_errors() {
             ..
         })
     ));
+    // y one row short.
     let x = ctx.zeros(DType::F32, &[MAX_BATCH + 1, 8]).unwrap();
-    let y = ctx.zeros(DType::F32, &[MAX_BATCH + 1, 4]).unwrap();
+    let y = ctx.zeros(DType::F32, &[MAX_BATCH, 4]).unwrap();
     assert!(matches!(
         matvec(&mut rec, &x, &w, &y),
         Err(KernelError::Shape {

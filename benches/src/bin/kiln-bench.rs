@@ -87,6 +87,16 @@ fn main() -> Result<()> {
             reps,
         )?);
     }
+    // The decode formats of the target through each mat-vec layout, at the model's shapes.
+    let decode_formats = [("q4_1", WeightFormat::Q4_1), ("q8_0", WeightFormat::Q8_0)];
+    let layout_shapes = if quick {
+        vec![SMOLLM2_FFN_UP]
+    } else {
+        vec![SMOLLM2_FFN_UP, SMOLLM2_HEAD, LLAMA_1B_FFN_UP]
+    };
+    for shape in layout_shapes {
+        kernels.extend(roofline::layouts(&ctx, shape, &decode_formats, reps)?);
+    }
     let prefill_formats = [("f32", WeightFormat::F32), ("q4_1", WeightFormat::Q4_1)];
     kernels.extend(roofline::matrix(
         &ctx,
