@@ -82,8 +82,8 @@ pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
 /// Whether [`linear`] takes `rows` activation rows through the mat-vec kernel: up to
 /// [`matvec::MAX_BATCH`] rows (decode) on every device, and any number of rows of GGUF block
 /// weights on CPU adapters, where the tiled matmul's shared-memory tiles and barriers cost more
-/// than one pass over the weights per 8 rows. On lavapipe, Q4_1 at SmolLM2's shapes: 6-14x
-/// faster for 32 and 128 rows; f32 is 0.8-2.5x, so it stays on the matmul.
+/// than one pass over the weights per 8 rows. On lavapipe, Q4_1 at SmolLM2's FFN shapes was
+/// 2.6-14x faster for 32 and 128 rows; f32 0.8-2.5x, so f32 stays on the matmul.
 pub fn uses_matvec(ctx: &Context, rows: usize, format: WeightFormat) -> bool {
     rows <= matvec::MAX_BATCH
         || (matvec::Layout::for_device(ctx) != matvec::Layout::Lanes

@@ -168,8 +168,14 @@ fn main() -> Result<()> {
         peers,
     };
     let command = format!(
-        "cargo run --release -p kiln-benches --bin kiln-bench --{}",
-        if quick { " --quick" } else { "" }
+        "cargo run --release -p kiln-benches --bin kiln-bench --{} --out {}{}",
+        if quick { " --quick" } else { "" },
+        args.out.display(),
+        if args.llama_bench.is_some() {
+            " --llama-bench PATH/TO/llama-bench"
+        } else {
+            ""
+        }
     );
     let mut md = report.to_markdown(&ctx, &command);
     std::fs::create_dir_all(&args.out)
