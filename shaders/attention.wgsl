@@ -334,6 +334,105 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// attend_rows (CPU adapters, prefill): one query row per invocation, 32 rows of one head per
+// workgroup, no workgroup memory and no barrier. lavapipe runs a subgroup of 8 as SIMD lanes and
+// splits every storage load into one scalar load per lane, so the 8 lanes of a subgroup take
+// each key together: lane l loads dims l * D/8 .. (l + 1) * D/8 and the subgroup broadcasts
+// them, D/8 loads per lane and key instead of D. That needs one sequence across the subgroup
+// (prefill rows); otherwise every lane loads whole keys itself. Each lane keeps its own online
+// softmax; lanes whose row has fewer keys mask the rest of the subgroup's span.
+#if ATTEND_ROWS
+const ROWS_WG: u32 = 32u;
+
+@compute @workgroup_size(32)
+fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32,
+               @builtin(subgroup_invocation_id) lane: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.H * ((p.R + ROWS_WG - 1u) / ROWS_WG)) {
+        return;
+    }
+    let h = g % p.H;
+    let row = (g / p.H) * ROWS_WG + tid;
+    // Rows past R repeat the last one (every lane stays active) and store nothing.
+    let r = min(row, p.R - 1u);
+    let seq = idx[2u * r];
+    let n_keys = idx[2u * r + 1u];
+    let kvh = h / (p.H / p.KVH);
+    let rh = r * p.H + h;
+    let per = p.D / 8u;
+    let l8 = lane & 7u;
+
+    var q: array<f32, MAX_D>;
+    for (var d = 0u; d < p.D; d++) {
+        q[d] = src_q[rh * p.D + d] * p.scale;
+    }
+    let span = subgroupMax(n_keys);
+    let one_seq = subgroupAll(seq == subgroupBroadcast(seq, 0u));
+
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<f32, MAX_D>;
+    for (var c = 0u; c < span; c++) {
+        // Keys past this row's count (up to the subgroup's span) are read but weigh nothing.
+        let live = c < n_keys;
+        let key = min(c, n_keys - 1u);
+        var s = 0.0;
+        if (one_seq) {
+            for (var e = 0u; e < per; e++) {
+                let kd = load_key(seq, kvh, c, l8 * per + e);
+                s += q[e] * subgroupBroadcast(kd, 0u) + q[per + e] * subgroupBroadcast(kd, 1u)
+                   + q[2u * per + e] * subgroupBroadcast(kd, 2u)
+                   + q[3u * per + e] * subgroupBroadcast(kd, 3u)
+                   + q[4u * per + e] * subgroupBroadcast(kd, 4u)
+                   + q[5u * per + e] * subgroupBroadcast(kd, 5u)
+                   + q[6u * per + e] * subgroupBroadcast(kd, 6u)
+                   + q[7u * per + e] * subgroupBroadcast(kd, 7u);
+            }
+        } else {
+            for (var d = 0u; d < p.D; d++) {
+                s += q[d] * load_key(seq, kvh, key, d);
+            }
+        }
+        let score = select(NEG, s, live);
+        let m_new = max(m, score);
+        let alpha = exp(m - m_new);
+        let pj = select(0.0, exp(score - m_new), live);
+        l = l * alpha + pj;
+        m = m_new;
+        // The running maximum rarely moves once a few keys are in: rescale only when it did.
+        if (subgroupAny(alpha != 1.0)) {
+            for (var d = 0u; d < p.D; d++) {
+                acc[d] *= alpha;
+            }
+        }
+        if (one_seq) {
+            for (var e = 0u; e < per; e++) {
+                let vd = load_value(seq, kvh, c, l8 * per + e);
+                acc[e] += pj * subgroupBroadcast(vd, 0u);
+                acc[per + e] += pj * subgroupBroadcast(vd, 1u);
+                acc[2u * per + e] += pj * subgroupBroadcast(vd, 2u);
+                acc[3u * per + e] += pj * subgroupBroadcast(vd, 3u);
+                acc[4u * per + e] += pj * subgroupBroadcast(vd, 4u);
+                acc[5u * per + e] += pj * subgroupBroadcast(vd, 5u);
+                acc[6u * per + e] += pj * subgroupBroadcast(vd, 6u);
+                acc[7u * per + e] += pj * subgroupBroadcast(vd, 7u);
+            }
+        } else {
+            for (var d = 0u; d < p.D; d++) {
+                acc[d] += pj * load_value(seq, kvh, key, d);
+            }
+        }
+    }
+    if (row < p.R) {
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        for (var d = 0u; d < p.D; d++) {
+            out[rh * p.D + d] = acc[d] * inv;
+        }
+    }
+}
+#endif
+
 @compute @workgroup_size(64)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) tid: u32) {

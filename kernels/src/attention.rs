@@ -341,7 +341,44 @@ pub fn scratch_len(
     }
 }
 
-/// Softmax attention of query rows `q` (`[R, heads, head_dim]`) into `out` (same shape).
+/// Which kernel attends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attend {
+    /// A workgroup per (row, head, key split), its threads taking 64 keys at a time (GPUs,
+    /// and decode everywhere).
+    Keys,
+    /// A query row per invocation, the keys shared round a subgroup (`attend_rows`): prefill
+    /// on CPU adapters, where every load is one scalar load per SIMD lane. Needs subgroups of
+    /// at least 8 and a head size that is a multiple of 8.
+    Rows,
+}
+
+/// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) keep
+/// the key-parallel kernel, which splits long caches over the device.
+const ROWS_FROM: usize = 16;
+
+impl Attend {
+    /// [`Attend::Rows`] for `rows` ≥ 16 query rows on CPU adapters that run it,
+    /// [`Attend::Keys`] otherwise.
+    pub fn for_device(ctx: &Context, shape: &AttnShape, rows: usize) -> Self {
+        let cpu = ctx.info.device_type == kiln_runtime::wgpu::DeviceType::Cpu;
+        if cpu && rows >= ROWS_FROM && Attend::Rows.supported(ctx, shape) {
+            Attend::Rows
+        } else {
+            Attend::Keys
+        }
+    }
+
+    pub fn supported(self, ctx: &Context, shape: &AttnShape) -> bool {
+        self == Attend::Keys
+            || (ctx.features.subgroups
+                && ctx.info.subgroup_min_size >= 8
+                && shape.head_dim.is_multiple_of(8))
+    }
+}
+
+/// Softmax attention of query rows `q` (`[R, heads, head_dim]`) into `out` (same shape), with
+/// the device's kernel ([`Attend::for_device`]).
 ///
 /// `meta` (`[2R]`, u32) gives each row's sequence and key count (keys `0..count` of the cache;
 /// causal prefill passes `position + 1`); `max_keys` bounds the counts. `scratch` holds
@@ -359,6 +396,27 @@ pub fn attention(
     scale: f32,
     split_len: Option<usize>,
 ) -> Result<()> {
+    let kernel = Attend::for_device(rec.context(), shape, meta.len() / 2);
+    attention_in(
+        rec, shape, q, meta, max_keys, cache, out, scratch, scale, split_len, kernel,
+    )
+}
+
+/// [`attention`] with a chosen kernel (tests compare both on one device).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_in(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    q: &Tensor,
+    meta: &Tensor,
+    max_keys: usize,
+    cache: &KvCache,
+    out: &Tensor,
+    scratch: &Tensor,
+    scale: f32,
+    split_len: Option<usize>,
+    kernel: Attend,
+) -> Result<()> {
     shape.check("attention", cache)?;
     let rows = meta.len() / 2;
     expect(meta, "attention", "meta", DType::U32, rows * 2)?;
@@ -375,6 +433,33 @@ pub fn attention(
             )
         },
     )?;
+    if kernel == Attend::Rows {
+        ensure(kernel.supported(rec.context(), shape), "attention", || {
+            format!(
+                "the row kernel needs subgroups of at least 8 and a head size that is a multiple of 8 (head size {})",
+                shape.head_dim
+            )
+        })?;
+        let params = Params {
+            scale,
+            ..Params::new(shape, rows)
+        };
+        let mut bindings = vec![
+            Binding::new(1, q),
+            Binding::new(3, meta),
+            Binding::new(6, out),
+        ];
+        bindings.extend(cache.bindings());
+        rec.dispatch(&Dispatch {
+            shader: &SHADER,
+            entry: "attend_rows",
+            defines: &cache.defines().flag("ATTEND_ROWS"),
+            params: bytemuck::bytes_of(&params),
+            bindings: &bindings,
+            workgroups: groups_for(rows.div_ceil(32) * shape.heads, 1)?,
+        })?;
+        return Ok(());
+    }
     let (splits, split_len) = split_plan(rows, shape.heads, max_keys, split_len);
     let need = scratch_len(shape, rows, max_keys, Some(split_len));
     ensure(
@@ -469,6 +554,15 @@ pub fn shader_variants() -> ShaderVariants {
             (Defines::new(), entries()),
             (Defines::new().flag("KV_F16"), entries()),
             (Defines::new().flag("KV_I8"), entries()),
+            (Defines::new().flag("ATTEND_ROWS"), vec!["attend_rows"]),
+            (
+                Defines::new().flag("KV_F16").flag("ATTEND_ROWS"),
+                vec!["attend_rows"],
+            ),
+            (
+                Defines::new().flag("KV_I8").flag("ATTEND_ROWS"),
+                vec!["attend_rows"],
+            ),
         ],
     }
 }

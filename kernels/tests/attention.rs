@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use kiln_kernels::KernelError;
 use kiln_kernels::attention::{
-    AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_ref, kv_store, scratch_len,
+    Attend, AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_in, attention_ref,
+    kv_store, scratch_len,
 };
 use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
 use kiln_runtime::{Context, DType};
@@ -89,21 +90,32 @@ fn run_attention(
         .zeros(DType::F32, &[scratch_len(&s, rows, max_keys, split).max(1)])
         .unwrap();
     let scale = 1.0 / (s.head_dim as f32).sqrt();
-    let mut rec = ctx.recorder();
-    attention(
-        &mut rec, &s, &qt, &mt, max_keys, cache, &out, &scratch, scale, split,
-    )
-    .unwrap();
-    rec.submit().unwrap();
-    let got = ctx.read::<f32>(&out).unwrap();
     let want = attention_ref(&s, q, meta, &case.k, &case.v, scale);
-    assert_close(
-        &format!("attention {s:?} rows {rows} max_keys {max_keys} split {split:?}"),
-        &got,
-        &want,
-        2e-5,
-        1e-4,
-    );
+    // Both kernels, whichever the device would pick (the row kernel where it runs).
+    let mut got = Vec::new();
+    for kernel in [Attend::Keys, Attend::Rows] {
+        if !kernel.supported(ctx, &s) {
+            eprintln!(
+                "not run: {kernel:?} attention for {s:?} (needs subgroups of 8, head size % 8)"
+            );
+            continue;
+        }
+        ctx.write(&out, &vec![f32::NAN; q.len()]).unwrap();
+        let mut rec = ctx.recorder();
+        attention_in(
+            &mut rec, &s, &qt, &mt, max_keys, cache, &out, &scratch, scale, split, kernel,
+        )
+        .unwrap();
+        rec.submit().unwrap();
+        got = ctx.read::<f32>(&out).unwrap();
+        assert_close(
+            &format!("attention {kernel:?} {s:?} rows {rows} max_keys {max_keys} split {split:?}"),
+            &got,
+            &want,
+            2e-5,
+            1e-4,
+        );
+    }
     got
 }
 
