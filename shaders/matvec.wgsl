@@ -20,7 +20,7 @@ struct Params {
     N: u32,       // rows of this weight part
     K: u32,
     G: u32,       // int8 group size
-    groups: u32,  // ceil(N / ROWS)
+    groups: u32,  // ceil(N / (ROWS * ROW_TILE))
     ldy: u32,     // row stride of y: the whole matrix's rows
     n0: u32,      // first column of y this part writes
     m0: u32,      // first row of x and y this launch takes (BATCH rows from it)
@@ -117,10 +117,14 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
     }
 #else
     for (var k = first * 4u; k < p.K; k += step * 4u) {
+        var xs: array<vec4<f32>, BATCH>;
         for (var b = 0u; b < BATCH; b++) {
-            let xv = x_load4(b, k);
-            for (var r = 0u; r < ROW_TILE; r++) {
-                acc[r * BATCH + b] += dot(xv, w_load4(rows[r], k, p.K, p.G));
+            xs[b] = x_load4(b, k);
+        }
+        for (var r = 0u; r < ROW_TILE; r++) {
+            let wv = w_load4(rows[r], k, p.K, p.G);
+            for (var b = 0u; b < BATCH; b++) {
+                acc[r * BATCH + b] += dot(xs[b], wv);
             }
         }
     }

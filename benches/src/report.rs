@@ -131,7 +131,7 @@ impl Report {
              | adapter | {} ({}, {:?}) |\n| backend | {:?} |\n| driver | {} {} |\n\
              | features | f16 {}, subgroups {}, timestamps {} |\n\
              | storage binding / buffer limit | {} MiB / {} MiB |\n\
-             | kernel clock | {} |\n| peak bandwidth (measured) | {:.2} GB/s (copy {:.2}, read {:.2}, {} MiB buffer) |\n\n\
+             | kernel clock | {} |\n| peak bandwidth (measured) | {:.2} GB/s (copy {:.2}, read {:.2}, {} MiB buffer; the better of two runs) |\n\n\
              Rerun: `{command}`\n\n",
             i.name,
             i.name,

@@ -50,6 +50,15 @@ impl Bandwidth {
     pub fn peak_gbps(&self) -> f64 {
         self.copy_gbps.max(self.read_gbps)
     }
+
+    /// The better of two measurements of each.
+    pub fn best(&self, other: &Bandwidth) -> Bandwidth {
+        Bandwidth {
+            copy_gbps: self.copy_gbps.max(other.copy_gbps),
+            read_gbps: self.read_gbps.max(other.read_gbps),
+            buffer_bytes: self.buffer_bytes,
+        }
+    }
 }
 
 /// Streams a buffer of up to `bytes` (less if the device's binding limit is smaller).

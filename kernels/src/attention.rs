@@ -361,19 +361,16 @@ impl Attend {
     /// [`Attend::Rows`] for `rows` ≥ 16 query rows on CPU adapters that run it,
     /// [`Attend::Keys`] otherwise.
     pub fn for_device(ctx: &Context, shape: &AttnShape, rows: usize) -> Self {
-        let cpu = ctx.info.device_type == kiln_runtime::wgpu::DeviceType::Cpu;
-        if cpu && rows >= ROWS_FROM && Attend::Rows.supported(ctx, shape) {
+        if ctx.is_cpu() && rows >= ROWS_FROM && Attend::Rows.supported(ctx, shape) {
             Attend::Rows
         } else {
             Attend::Keys
         }
     }
 
+    /// Whether the device can run this kernel for heads of `shape`.
     pub fn supported(self, ctx: &Context, shape: &AttnShape) -> bool {
-        self == Attend::Keys
-            || (ctx.features.subgroups
-                && ctx.info.subgroup_min_size >= 8
-                && shape.head_dim.is_multiple_of(8))
+        self == Attend::Keys || (ctx.subgroups_of(8) && shape.head_dim.is_multiple_of(8))
     }
 }
 

@@ -24,10 +24,10 @@ pub enum Layout {
     /// 256-invocation workgroups with several lanes per row, summed in workgroup memory: on a
     /// GPU neighbouring lanes then read neighbouring weights.
     Lanes,
-    /// Each invocation owns 4 rows over all of K, with no workgroup memory. For CPU adapters:
-    /// lavapipe runs a subgroup as the lanes of a SIMD register and splits every storage load
-    /// into one bounds-checked scalar load per lane, so loads are what costs. Each activation
-    /// load then serves 4 rows, and no barrier turns the workgroup into coroutines.
+    /// Each invocation owns 4 rows (2 for Q8_0) over all of K, with no workgroup memory. For CPU
+    /// adapters: lavapipe runs a subgroup as the lanes of a SIMD register and splits every
+    /// storage load into one bounds-checked scalar load per lane, so loads are what costs. Each
+    /// activation load then serves 4 rows, and no barrier turns the workgroup into coroutines.
     Rows,
     /// [`Layout::Rows`], and for block formats the lanes of a subgroup load one quad of a
     /// block's activations each and pass them round (a register broadcast) instead of each
@@ -39,7 +39,7 @@ impl Layout {
     /// [`Layout::RowsShared`] (or [`Layout::Rows`] without subgroups) on CPU adapters,
     /// [`Layout::Lanes`] elsewhere.
     pub fn for_device(ctx: &Context) -> Self {
-        if ctx.info.device_type != kiln_runtime::wgpu::DeviceType::Cpu {
+        if !ctx.is_cpu() {
             Layout::Lanes
         } else if Layout::RowsShared.supported(ctx) {
             Layout::RowsShared
@@ -50,7 +50,7 @@ impl Layout {
 
     /// Whether the device can run this layout.
     pub fn supported(self, ctx: &Context) -> bool {
-        self != Layout::RowsShared || (ctx.features.subgroups && ctx.info.subgroup_min_size >= 8)
+        self != Layout::RowsShared || ctx.subgroups_of(8)
     }
 
     /// (invocations across rows, lanes per row, rows per invocation) of one workgroup.

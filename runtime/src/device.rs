@@ -174,6 +174,17 @@ impl Context {
         Self::new(&DeviceOptions::from_env()?)
     }
 
+    /// Whether the adapter runs on the CPU (lavapipe, WARP): kernels then pick layouts suited to
+    /// SIMD lanes rather than to GPU threads.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether subgroups were granted and always hold at least `n` invocations.
+    pub fn subgroups_of(&self, n: u32) -> bool {
+        self.features.subgroups && self.info.subgroup_min_size >= n
+    }
+
     /// One line naming the adapter, its type, backend and driver.
     pub fn describe(&self) -> String {
         let i = &self.info;
