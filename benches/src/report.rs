@@ -84,6 +84,8 @@ impl Report {
                     "kernel": k.kernel, "shape": k.shape, "bytes": k.bytes, "flops": k.flops,
                     "seconds": k.seconds, "gbps": k.gbps(), "gflops": k.gflops(),
                     "fraction_of_peak_bandwidth": k.gbps() / peak,
+                    "same_size_copy_gbps": k.same_size_copy_gbps,
+                    "fraction_of_same_size_copy": k.same_size_copy_gbps.map(|c| k.gbps() / c),
                 })
             })
             .collect();
@@ -153,18 +155,24 @@ impl Report {
         );
         md.push_str(
             "## Kernels against the bandwidth ceiling\n\n\
-             Bytes count weights, activations read and results written once; the fraction is of the \
-             measured peak above. Median of the repetitions.\n\n\
-             | kernel | shape | µs | GB/s | % of peak | GFLOP/s |\n|---|---|---|---|---|---|\n",
+             Bytes count weights, activations read and results written once; the first fraction is of \
+             the measured peak above, the second of a streaming copy moving the same bytes (the same \
+             working set, in or out of the caches) timed just before the kernel. Median of the \
+             repetitions.\n\n\
+             | kernel | shape | µs | GB/s | % of peak | % of same-size copy | GFLOP/s |\n|---|---|---|---|---|---|---|\n",
         );
         for k in &self.kernels {
+            let paired = k
+                .same_size_copy_gbps
+                .map_or("".to_string(), |c| format!("{:.0}%", 100.0 * k.gbps() / c));
             md.push_str(&format!(
-                "| {} | {} | {:.1} | {:.2} | {:.0}% | {:.2} |\n",
+                "| {} | {} | {:.1} | {:.2} | {:.0}% | {} | {:.2} |\n",
                 k.kernel,
                 k.shape,
                 k.seconds * 1e6,
                 k.gbps(),
                 100.0 * k.gbps() / peak,
+                paired,
                 k.gflops()
             ));
         }

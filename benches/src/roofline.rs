@@ -24,6 +24,9 @@ pub struct KernelResult {
     pub flops: u64,
     /// Median seconds per launch.
     pub seconds: f64,
+    /// A streaming copy moving the same bytes (so the same working set, in or out of the
+    /// caches), timed just before this kernel: its own ceiling, side by side.
+    pub same_size_copy_gbps: Option<f64>,
 }
 
 impl KernelResult {
@@ -91,7 +94,17 @@ fn result(kernel: &str, shape: &str, bytes: u64, flops: u64, t: &Timings) -> Ker
         bytes,
         flops,
         seconds: t.median(),
+        same_size_copy_gbps: None,
     }
+}
+
+/// Copies `bytes / 2` bytes (reading and writing `bytes` in all) and returns GB/s.
+fn same_size_copy(ctx: &Context, bytes: u64, reps: usize) -> Result<f64> {
+    let len = ((bytes / 8).max(1024) as usize).div_ceil(4) * 4;
+    let x = ctx.zeros(DType::F32, &[len])?;
+    let y = ctx.zeros(DType::F32, &[len])?;
+    let t = ctx.time(reps, |rec| stream::copy(rec, &x, &y))?;
+    Ok(8.0 * len as f64 / t.median() / 1e9)
 }
 
 /// A matrix shape of a named model: (label, rows n, columns k).
@@ -192,17 +205,15 @@ pub fn matrix(
             "matmul"
         };
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        let t = ctx.time(reps, |rec| linear(rec, &x, &w, &y))?;
         let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
+        let copy = same_size_copy(ctx, bytes, reps)?;
+        let t = ctx.time(reps, |rec| linear(rec, &x, &w, &y))?;
         let shape = format!("{label} {n}x{k}, {rows} row(s)");
         let flops = (2 * rows * n * k) as u64;
-        out.push(result(
-            &format!("{kernel} {name}"),
-            &shape,
-            bytes,
-            flops,
-            &t,
-        ));
+        out.push(KernelResult {
+            same_size_copy_gbps: Some(copy),
+            ..result(&format!("{kernel} {name}"), &shape, bytes, flops, &t)
+        });
     }
     Ok(out)
 }
@@ -225,14 +236,19 @@ pub fn layouts(
             if !layout.supported(ctx) {
                 continue;
             }
+            let bytes = w.size_bytes() + 4 * (n + k) as u64;
+            let copy = same_size_copy(ctx, bytes, reps)?;
             let t = ctx.time(reps, |rec| matvec_in(rec, &x, &w, &y, layout))?;
-            out.push(result(
-                &format!("matvec {name} {layout:?}"),
-                &format!("{label} {n}x{k}, 1 row(s)"),
-                w.size_bytes() + 4 * (n + k) as u64,
-                (2 * n * k) as u64,
-                &t,
-            ));
+            out.push(KernelResult {
+                same_size_copy_gbps: Some(copy),
+                ..result(
+                    &format!("matvec {name} {layout:?}"),
+                    &format!("{label} {n}x{k}, 1 row(s)"),
+                    bytes,
+                    (2 * n * k) as u64,
+                    &t,
+                )
+            });
         }
     }
     Ok(out)

@@ -20,6 +20,7 @@ fn report() -> Report {
             bytes: 1_000_000,
             flops: 2_000_000,
             seconds: 0.001,
+            same_size_copy_gbps: Some(2.0),
         }],
         models: vec![ModelResult {
             name: "model.gguf".into(),
@@ -61,10 +62,17 @@ fn json_and_markdown_hold_the_promised_fields() {
     // 100 MB per token at 2 tokens/s is 0.2 GB/s, 5% of the 4 GB/s peak.
     assert!((m["decode_fraction_of_peak_bandwidth"].as_f64().unwrap() - 0.05).abs() < 1e-12);
     assert!((v["kernels"][0]["gbps"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    // 1 GB/s against a 2 GB/s copy of the same bytes.
+    let paired = v["kernels"][0]["fraction_of_same_size_copy"]
+        .as_f64()
+        .unwrap();
+    assert!((paired - 0.5).abs() < 1e-12);
     assert!(v["limits"]["max_storage_buffer_binding_size"].is_u64());
     let md = r.to_markdown(ctx, "kiln-bench --quick");
     assert!(
-        md.contains("| matvec q4_1 | SmolLM2-135M ffn_up 1536x576 | 1000.0 | 1.00 | 25% | 2.00 |"),
+        md.contains(
+            "| matvec q4_1 | SmolLM2-135M ffn_up 1536x576 | 1000.0 | 1.00 | 25% | 50% | 2.00 |"
+        ),
         "{md}"
     );
     assert!(md.contains("| 64 | 2.00 | 0.10 |"), "{md}");
