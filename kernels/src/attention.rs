@@ -430,46 +430,41 @@ pub fn attention_in(
             )
         },
     )?;
-    if kernel == Attend::Rows {
-        ensure(kernel.supported(rec.context(), shape), "attention", || {
-            format!(
-                "the row kernel needs subgroups of at least 8 and a head size that is a multiple of 8 (head size {})",
-                shape.head_dim
+    let (entry, defines, splits, split_len, groups) = match kernel {
+        Attend::Rows => {
+            ensure(kernel.supported(rec.context(), shape), "attention", || {
+                format!(
+                    "the row kernel needs subgroups of at least 8 and a head size that is a multiple of 8 (head size {})",
+                    shape.head_dim
+                )
+            })?;
+            let defines = cache.defines().flag("ATTEND_ROWS");
+            (
+                "attend_rows",
+                defines,
+                1,
+                0,
+                rows.div_ceil(32) * shape.heads,
             )
-        })?;
-        let params = Params {
-            scale,
-            ..Params::new(shape, rows)
-        };
-        let mut bindings = vec![
-            Binding::new(1, q),
-            Binding::new(3, meta),
-            Binding::new(6, out),
-        ];
-        bindings.extend(cache.bindings());
-        rec.dispatch(&Dispatch {
-            shader: &SHADER,
-            entry: "attend_rows",
-            defines: &cache.defines().flag("ATTEND_ROWS"),
-            params: bytemuck::bytes_of(&params),
-            bindings: &bindings,
-            workgroups: groups_for(rows.div_ceil(32) * shape.heads, 1)?,
-        })?;
-        return Ok(());
-    }
-    let (splits, split_len) = split_plan(rows, shape.heads, max_keys, split_len);
-    let need = scratch_len(shape, rows, max_keys, Some(split_len));
-    ensure(
-        splits == 1 || (scratch.dtype() == DType::F32 && scratch.len() >= need),
-        "attention",
-        || {
-            format!(
-                "scratch must hold {need} f32, got {:?}{:?}",
-                scratch.dtype(),
-                scratch.shape()
-            )
-        },
-    )?;
+        }
+        Attend::Keys => {
+            let (splits, split_len) = split_plan(rows, shape.heads, max_keys, split_len);
+            let need = scratch_len(shape, rows, max_keys, Some(split_len));
+            ensure(
+                splits == 1 || (scratch.dtype() == DType::F32 && scratch.len() >= need),
+                "attention",
+                || {
+                    format!(
+                        "scratch must hold {need} f32, got {:?}{:?}",
+                        scratch.dtype(),
+                        scratch.shape()
+                    )
+                },
+            )?;
+            let groups = rows * shape.heads * splits;
+            ("attend", cache.defines(), splits, split_len, groups)
+        }
+    };
     let params = Params {
         splits: splits as u32,
         split_len: split_len as u32,
@@ -480,16 +475,18 @@ pub fn attention_in(
         Binding::new(1, q),
         Binding::new(3, meta),
         Binding::new(6, out),
-        Binding::new(7, scratch),
     ];
+    if kernel == Attend::Keys {
+        bindings.push(Binding::new(7, scratch));
+    }
     bindings.extend(cache.bindings());
     rec.dispatch(&Dispatch {
         shader: &SHADER,
-        entry: "attend",
-        defines: &cache.defines(),
+        entry,
+        defines: &defines,
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
-        workgroups: groups_for(rows * shape.heads * splits, 1)?,
+        workgroups: groups_for(groups, 1)?,
     })?;
     if splits > 1 {
         rec.dispatch(&Dispatch {
