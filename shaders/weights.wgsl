@@ -11,7 +11,8 @@
 //   W_I8    rows of K int8 padded to 4 bytes; f32 scale per group of G (and a zero point when W_ZP)
 // GGUF blocks (34, 18 and 20 bytes, so often not even word-aligned) are split at upload: binding 0
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
-// blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1).
+// blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). Both go by groups of 8
+// rows, block by block, the 8 rows' blocks side by side (`w_block_index`).
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -39,6 +40,11 @@ enable f16;
 #endif
 
 #if W_Q8_0 || W_Q4_0 || W_Q4_1
+// Where block blk of row n sits among the blocks (kernels/src/weights.rs, split_blocks).
+fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
+    return ((n >> 3u) * (K >> 5u) + blk) * 8u + (n & 7u);
+}
+
 // Scale d and minimum m (0 but for Q4_1) of block i (counted over the whole part).
 fn w_dm_of(i: u32) -> vec2<f32> {
 #if W_Q4_1
@@ -82,7 +88,7 @@ struct Block {
 }
 
 fn w_block(n: u32, blk: u32, K: u32) -> Block {
-    let i = n * (K >> 5u) + blk;
+    let i = w_block_index(n, blk, K);
     var b: Block;
     b.dm = w_dm_of(i);
     for (var j = 0u; j < QVEC4; j++) {
@@ -141,7 +147,7 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
     }
     return v;
 #elif W_Q8_0 || W_Q4_0 || W_Q4_1
-    let i = n * (K >> 5u) + (k >> 5u);
+    let i = w_block_index(n, k >> 5u, K);
     let j = k & 31u;
     let dm = w_dm_of(i);
 #if W_Q8_0

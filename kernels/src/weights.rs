@@ -291,30 +291,63 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
     }
 }
 
-/// GGUF blocks as the device keeps them: the quants of every block, 16-byte aligned so that a
-/// block is whole vec4 loads, and the scales apart (f16 d, two blocks to a word; Q4_1's d and
-/// m, one block to a word), padded to a word. Together they are the GGUF bytes, moved.
-fn split_blocks(format: WeightFormat, bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// GGUF blocks as the device keeps them: every block's quants, 16-byte aligned so that a block is
+/// whole vec4 loads, and the scales apart (f16 d, two blocks to a word; Q4_1's d and m, one block
+/// to a word), padded to a word. Both are ordered by groups of 8 rows, block by block, the 8 rows'
+/// blocks side by side ([`INTERLEAVE`]; rows past the end pad with zeros): neighbouring
+/// invocations read neighbouring bytes when each owns a row (CPU adapters, where a workgroup's
+/// rows would otherwise be as many streams as rows) or a block of a tile's rows (GPUs).
+fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Vec<u8>) {
     let (head, body) = block_split(format);
-    let blocks = bytes.len() / (head + body);
-    let (mut quants, mut scales) = (Vec::with_capacity(blocks * body), Vec::new());
-    for block in bytes.chunks_exact(head + body) {
-        scales.extend_from_slice(&block[..head]);
-        quants.extend_from_slice(&block[head..]);
+    let row_bytes = bytes.len() / rows.max(1);
+    let blocks = row_bytes / (head + body);
+    let padded = rows.next_multiple_of(INTERLEAVE);
+    let (mut quants, mut scales) = (
+        Vec::with_capacity(padded * blocks * body),
+        Vec::with_capacity(padded * blocks * head),
+    );
+    for group in (0..padded).step_by(INTERLEAVE) {
+        for blk in 0..blocks {
+            for row in group..group + INTERLEAVE {
+                if row < rows {
+                    let at = row * row_bytes + blk * (head + body);
+                    scales.extend_from_slice(&bytes[at..at + head]);
+                    quants.extend_from_slice(&bytes[at + head..at + head + body]);
+                } else {
+                    scales.resize(scales.len() + head, 0);
+                    quants.resize(quants.len() + body, 0);
+                }
+            }
+        }
     }
     scales.resize(scales.len().next_multiple_of(4), 0);
     (quants, scales)
 }
 
-/// The inverse of [`split_blocks`].
-fn join_blocks(format: WeightFormat, quants: &[u8], scales: &[u8]) -> Vec<u8> {
+/// The inverse of [`split_blocks`]: `rows` rows of `k` values as GGUF blocks.
+fn join_blocks(
+    format: WeightFormat,
+    quants: &[u8],
+    scales: &[u8],
+    rows: usize,
+    k: usize,
+) -> Vec<u8> {
     let (head, body) = block_split(format);
-    quants
-        .chunks_exact(body)
-        .zip(scales.chunks_exact(head))
-        .flat_map(|(q, s)| s.iter().chain(q).copied())
-        .collect()
+    let blocks = k / BLOCK;
+    let mut out = Vec::with_capacity(rows * blocks * (head + body));
+    for row in 0..rows {
+        for blk in 0..blocks {
+            let i = ((row / INTERLEAVE) * blocks + blk) * INTERLEAVE + row % INTERLEAVE;
+            out.extend_from_slice(&scales[i * head..(i + 1) * head]);
+            out.extend_from_slice(&quants[i * body..(i + 1) * body]);
+        }
+    }
+    out
 }
+
+/// Rows whose blocks the device keeps side by side (see [`split_blocks`] and `w_block_index`
+/// in `shaders/weights.wgsl`).
+const INTERLEAVE: usize = 8;
 
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
 ///
@@ -368,6 +401,12 @@ impl Weights {
                 ),
             });
         }
+        // Block rows are kept in groups of INTERLEAVE: whole groups per part stay in the limit.
+        let rows_per_part = if host.format.block_bytes().is_some() && rows_per_part > INTERLEAVE {
+            rows_per_part / INTERLEAVE * INTERLEAVE
+        } else {
+            rows_per_part
+        };
         let groups = host.groups_per_row();
         let mut parts = Vec::new();
         for row0 in (0..host.n).step_by(rows_per_part) {
@@ -382,7 +421,7 @@ impl Weights {
                     (ctx.upload_bytes(bytes)?, Some(per_group(&host.scales)?))
                 }
                 block => {
-                    let (quants, scales) = split_blocks(block, bytes);
+                    let (quants, scales) = split_blocks(block, bytes, n);
                     (ctx.upload_bytes(&quants)?, Some(ctx.upload_bytes(&scales)?))
                 }
             };
@@ -455,6 +494,8 @@ impl Weights {
                         block,
                         &ctx.read::<u8>(&part.data)?,
                         &ctx.read::<u8>(s)?,
+                        part.n,
+                        self.k,
                     ));
                 }
             }
