@@ -1,8 +1,8 @@
-//! Criterion microbenchmarks of the kernel families a decode or prefill step spends its time in
-//! (mat-vec per weight format and layout, matmul, norms, softmax, argmax, RoPE, attention, and the stream
-//! ceiling) at the shapes of SmolLM2-135M, GPT-2 124M and a 1B-class Llama layer (Llama 3.2 1B:
-//! width 2048, FFN 8192, 32 heads, 8 KV heads). Elementwise ops, embedding gathers, KV stores and
-//! outlier columns have no suite yet.
+//! Criterion microbenchmarks of every kernel family a decode or prefill step spends its time in
+//! (mat-vec per weight format and layout, matmul, norms, softmax, argmax, RoPE, attention, the
+//! elementwise ops, embedding gathers, KV stores, outlier columns, and the stream ceiling) at the
+//! shapes of SmolLM2-135M, GPT-2 124M and a 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN
+//! 8192, 32 heads, 8 KV heads).
 //!
 //!     cargo bench -p kiln-benches --bench kernels [-- FILTER]
 //!
@@ -18,10 +18,13 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kiln_benches::roofline::{
     GPT2_FC, LLAMA_1B_FFN_UP, MatrixShape, SMOLLM2_FFN_UP, formats, synthetic_weights,
 };
-use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, scratch_len};
+use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, kv_store, scratch_len};
 use kiln_kernels::matvec::Layout;
 use kiln_kernels::rope::{Rope, RopeLayout, rope};
-use kiln_kernels::{KernelError, Weights, argmax, matmul, matvec, norm, softmax, stream};
+use kiln_kernels::{
+    KernelError, WeightFormat, Weights, argmax, elementwise, embedding, matmul, matvec, norm,
+    outliers, softmax, stream,
+};
 use kiln_runtime::{Context, DType, Recorder, Stopwatch, Tensor};
 
 /// Launches per submit at most, so a fast kernel's many iterations do not make one huge command buffer.
@@ -275,11 +278,146 @@ fn attention_benches(c: &mut Criterion, b: &Bench) {
     g.finish();
 }
 
+/// The small launches of a step: activations, embedding gathers, KV stores and outlier columns.
+fn glue(c: &mut Criterion, b: &Bench) {
+    let mut g = c.benchmark_group("elementwise");
+    for (label, rows, d) in [
+        ("SmolLM2 ffn", 1, 1536),
+        ("SmolLM2 ffn", 128, 1536),
+        ("GPT-2 mlp", 128, 3072),
+    ] {
+        let (x, u, y) = (b.ramp(rows * d), b.ramp(rows * d), b.zeros(rows * d));
+        let shape = format!("{label} {rows}x{d}");
+        g.throughput(Throughput::Bytes((3 * rows * d * 4) as u64));
+        g.bench_function(BenchmarkId::new("swiglu", &shape), |bench| {
+            bench
+                .iter_custom(|iters| b.time(iters, &mut |rec| elementwise::swiglu(rec, &x, &u, &y)))
+        });
+        g.bench_function(BenchmarkId::new("add", &shape), |bench| {
+            bench.iter_custom(|iters| b.time(iters, &mut |rec| elementwise::add(rec, &x, &u, &y)))
+        });
+        g.throughput(Throughput::Bytes((2 * rows * d * 4) as u64));
+        g.bench_function(BenchmarkId::new("gelu", &shape), |bench| {
+            bench.iter_custom(|iters| b.time(iters, &mut |rec| elementwise::gelu(rec, &x, &y)))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("embedding");
+    for (label, format, vocab, d) in [
+        ("SmolLM2 q8_0", WeightFormat::Q8_0, 49152, 576),
+        ("GPT-2 f32", WeightFormat::F32, 50257, 768),
+    ] {
+        let table = Weights::upload(&b.ctx, &synthetic_weights(format, vocab, d).unwrap()).unwrap();
+        for t in [1usize, 128] {
+            let ids: Vec<u32> = (0..t as u32).map(|i| i * 7919 % vocab as u32).collect();
+            let ids = b.ctx.upload(&ids, DType::U32, &[t]).unwrap();
+            let out = b.zeros(t * d);
+            // Each gathered row is read once and written once as f32.
+            let row_bytes = table.size_bytes() / vocab as u64;
+            g.throughput(Throughput::Bytes(t as u64 * (row_bytes + 4 * d as u64)));
+            g.bench_function(
+                BenchmarkId::new("gather", format!("{label} {t} ids")),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        b.time(iters, &mut |rec| {
+                            embedding::embedding(rec, &ids, &table, &out)
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("kv_store");
+    for (label, kv_heads, head_dim) in [("SmolLM2", 3, 64), ("Llama-1B", 8, 64)] {
+        let shape = AttnShape {
+            heads: 3 * kv_heads,
+            kv_heads,
+            head_dim,
+            capacity: 512,
+            n_seq: 1,
+        };
+        for format in [KvFormat::F32, KvFormat::F16, KvFormat::Int8] {
+            let cache = KvCache::new(&b.ctx, &shape, format).unwrap();
+            for t in [1usize, 128] {
+                let row = kv_heads * head_dim;
+                let (k_new, v_new) = (b.ramp(t * row), b.ramp(t * row));
+                let slots: Vec<u32> = (0..t as u32).flat_map(|p| [0, p]).collect();
+                let slots = b.ctx.upload(&slots, DType::U32, &[2 * t]).unwrap();
+                // f32 rows read; the cache's own bytes for those rows written.
+                let written = cache.size_bytes() * t as u64 / shape.capacity as u64;
+                g.throughput(Throughput::Bytes(8 * (t * row) as u64 + written));
+                g.bench_function(
+                    BenchmarkId::new(format!("KV {format}"), format!("{label} {t} rows")),
+                    |bench| {
+                        bench.iter_custom(|iters| {
+                            b.time(iters, &mut |rec| {
+                                kv_store(rec, &shape, &k_new, &v_new, &slots, &cache)
+                            })
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("outliers");
+    let (n, k, cols) = (1536usize, 576usize, [3u32, 77, 200, 401, 575]);
+    let values: Vec<f32> = (0..n * cols.len()).map(|i| (i % 13) as f32 - 6.0).collect();
+    let w = Weights::upload(
+        &b.ctx,
+        &synthetic_weights(
+            WeightFormat::Int8 {
+                group: k,
+                zero_point: false,
+            },
+            n,
+            k,
+        )
+        .unwrap(),
+    )
+    .unwrap()
+    .with_outliers(&b.ctx, &cols, &values)
+    .unwrap();
+    for rows in [1usize, 128] {
+        let (x, y, probe) = (b.ramp(rows * k), b.zeros(rows * n), b.zeros(k));
+        g.throughput(Throughput::Bytes((rows * k * 4 + k * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("column_absmax", format!("SmolLM2 {rows}x{k}")),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        outliers::column_absmax(rec, &x, k, &probe)
+                    })
+                })
+            },
+        );
+        // The whole int8 mat-vec with 5 outlier columns added back, against the plain one above.
+        g.throughput(Throughput::Bytes(
+            w.size_bytes() + 4 * (rows * (n + k)) as u64,
+        ));
+        g.bench_function(
+            BenchmarkId::new(
+                "int8 matvec + 5 columns",
+                format!("SmolLM2 ffn_up {rows}x{n}x{k}"),
+            ),
+            |bench| {
+                bench.iter_custom(|iters| b.time(iters, &mut |rec| matmul::linear(rec, &x, &w, &y)))
+            },
+        );
+    }
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
     let b = Bench::new();
     matrices(c, &b);
     rows(c, &b);
     attention_benches(c, &b);
+    glue(c, &b);
 }
 
 criterion_group! {
