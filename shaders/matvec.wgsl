@@ -15,6 +15,8 @@
 // lavapipe runs a subgroup as SIMD lanes and splits every storage load into a bounds-checked
 // scalar load per lane, so there the number of loads is the cost: each activation load serves
 // ROW_TILE rows, and with SHARE_X a block's 32 activations are 8 loads per subgroup, not 32 per lane.
+// With W_U64 and X_U64 (set together where SHADER_INT64 is granted) weights and activations are
+// read as u64 components, half as many loads for the same bytes.
 
 struct Params {
     N: u32,       // rows of this weight part
@@ -28,7 +30,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-#if X_VEC4
+#if X_VEC4 && X_U64
+@group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
+#elif X_VEC4
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -47,7 +51,9 @@ var<private> sg_lane: u32;
 #endif
 
 fn x_load4(b: u32, k: u32) -> vec4<f32> {
-#if X_VEC4
+#if X_VEC4 && X_U64
+    return bitcast<vec4<f32>>(split64(x[((p.m0 + b) * p.K + k) >> 2u]));
+#elif X_VEC4
     return x[((p.m0 + b) * p.K + k) >> 2u];
 #else
     var v = vec4<f32>(0.0);

@@ -3,7 +3,9 @@
 //   stream_read: every element read once, each workgroup's sum written to y[workgroup] so the loads
 //         cannot be optimized away.
 // Threads stride over the whole grid, so a fixed number of workgroups covers any length.
-// With VEC4 the arrays are vec4<f32> (n counts vec4s); otherwise scalars.
+// With VEC4 the arrays are vec4<f32> (n counts vec4s); otherwise scalars. WIDE (copy only, where
+// SHADER_INT64 is granted) moves vec4<u64> items: lavapipe loads and stores one lane and one
+// component at a time, so there the widest components stream fastest.
 
 struct Params {
     n: u32,
@@ -12,7 +14,9 @@ struct Params {
     _pad2: u32,
 }
 
-#if VEC4
+#if WIDE
+alias Item = vec4<u64>;
+#elif VEC4
 alias Item = vec4<f32>;
 #else
 alias Item = f32;

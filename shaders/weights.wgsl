@@ -12,7 +12,9 @@
 // GGUF blocks (34, 18 and 20 bytes, so often not even word-aligned) are split at upload: binding 0
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). Both go by groups of 8
-// rows, block by block, the 8 rows' blocks side by side (`w_block_index`).
+// rows, block by block, the 8 rows' blocks side by side (`w_block_index`). With W_U64 (decode
+// mat-vec where SHADER_INT64 is granted) binding 0 is read as u64 components: the same bytes, a
+// Q4 block one vec2<u64>, a Q8_0 block one vec4<u64>; lavapipe pays per lane and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -26,6 +28,12 @@ enable f16;
 @group(1) @binding(0) var<storage, read> w: array<f32>;
 #elif W_F16 && F16_NATIVE
 @group(1) @binding(0) var<storage, read> w: array<f16>;
+#elif W_U64 && W_Q8_0
+@group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
+@group(1) @binding(1) var<storage, read> w_dm: array<u32>;
+#elif W_U64
+@group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
+@group(1) @binding(1) var<storage, read> w_dm: array<u32>;
 #elif W_Q8_0 || W_Q4_0 || W_Q4_1
 @group(1) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
@@ -44,6 +52,29 @@ enable f16;
 fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
     return ((n >> 3u) * (K >> 5u) + blk) * 8u + (n & 7u);
 }
+
+#if W_U64
+// Two u64 as four u32, low word first (the byte order of the u32 view).
+fn split64(a: vec2<u64>) -> vec4<u32> {
+    let lo = vec2<u32>(a & vec2<u64>(0xfffffffflu));
+    let hi = vec2<u32>(a >> vec2<u32>(32u));
+    return vec4<u32>(lo.x, hi.x, lo.y, hi.y);
+}
+
+// Quants i*16 .. i*16+16 of the part's bytes.
+fn w_vec4(i: u32) -> vec4<u32> {
+#if W_Q8_0
+    let v = w[i >> 1u];
+    return select(split64(v.xy), split64(v.zw), (i & 1u) == 1u);
+#else
+    return split64(w[i]);
+#endif
+}
+#else
+fn w_vec4(i: u32) -> vec4<u32> {
+    return w[i];
+}
+#endif
 
 // Scale d and minimum m (0 but for Q4_1) of block i (counted over the whole part).
 fn w_dm_of(i: u32) -> vec2<f32> {
@@ -91,9 +122,15 @@ fn w_block(n: u32, blk: u32, K: u32) -> Block {
     let i = w_block_index(n, blk, K);
     var b: Block;
     b.dm = w_dm_of(i);
+#if W_U64 && W_Q8_0
+    let v = w[i];
+    b.q[0] = split64(v.xy);
+    b.q[1] = split64(v.zw);
+#else
     for (var j = 0u; j < QVEC4; j++) {
-        b.q[j] = w[i * QVEC4 + j];
+        b.q[j] = w_vec4(i * QVEC4 + j);
     }
+#endif
     return b;
 }
 
@@ -151,10 +188,10 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
     let j = k & 31u;
     let dm = w_dm_of(i);
 #if W_Q8_0
-    return dm.x * i8x4(w[2u * i + (j >> 4u)][(j >> 2u) & 3u]);
+    return dm.x * i8x4(w_vec4(2u * i + (j >> 4u))[(j >> 2u) & 3u]);
 #else
     // Element j < 16 is the low nibble of byte j, element j >= 16 the high nibble of byte j - 16.
-    let q = u4x4(w[i][(j >> 2u) & 3u] >> select(0u, 4u, j >= 16u));
+    let q = u4x4(w_vec4(i)[(j >> 2u) & 3u] >> select(0u, 4u, j >= 16u));
 #if W_Q4_0
     return dm.x * (q - vec4<f32>(8.0));
 #else

@@ -53,6 +53,7 @@ pub fn adapter_json(ctx: &Context) -> Value {
             "shader_f16": ctx.features.f16,
             "subgroups": ctx.features.subgroups,
             "timestamp_queries": ctx.features.timestamps,
+            "shader_int64": ctx.features.int64,
         },
         "limits": {
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
@@ -131,7 +132,7 @@ impl Report {
             "# Kiln benchmark: {}\n\n\
              | | |\n|---|---|\n\
              | adapter | {} ({}, {:?}) |\n| backend | {:?} |\n| driver | {} {} |\n\
-             | features | f16 {}, subgroups {}, timestamps {} |\n\
+             | features | f16 {}, subgroups {}, timestamps {}, int64 {} |\n\
              | storage binding / buffer limit | {} MiB / {} MiB |\n\
              | kernel clock | {} |\n| peak bandwidth (measured) | {:.2} GB/s (copy {:.2}, read {:.2}, {} MiB buffer; the better of two runs) |\n\n\
              Rerun: `{command}`\n\n",
@@ -145,6 +146,7 @@ impl Report {
             ctx.features.f16,
             ctx.features.subgroups,
             ctx.features.timestamps,
+            ctx.features.int64,
             ctx.limits.max_storage_buffer_binding_size >> 20,
             ctx.limits.max_buffer_size >> 20,
             ctx.clock().name(),

@@ -31,7 +31,9 @@ pub enum Layout {
     Rows,
     /// [`Layout::Rows`], and for block formats the lanes of a subgroup load one quad of a
     /// block's activations each and pass them round (a register broadcast) instead of each
-    /// loading all 32. Needs subgroups of at least 8 invocations.
+    /// loading all 32. Needs subgroups of at least 8 invocations. Where SHADER_INT64 is
+    /// granted, weights and activations are read as `u64` components: lavapipe's cost is per
+    /// lane and component, so that halves the cost of a block's loads.
     RowsShared,
 }
 
@@ -141,6 +143,12 @@ fn launch(
     }
     if layout == Layout::RowsShared && blockwise {
         defines = defines.flag("SHARE_X");
+        if rec.context().features.int64 {
+            defines = defines.flag("W_U64");
+            if w.k.is_multiple_of(4) {
+                defines = defines.flag("X_U64");
+            }
+        }
     }
     for part in w.parts() {
         let groups = part.n.div_ceil(rows * tile);
@@ -205,6 +213,11 @@ pub fn shader_variants() -> ShaderVariants {
                     }
                     if layout == Layout::RowsShared {
                         d = d.flag("SHARE_X");
+                        let mut wide = d.clone().flag("W_U64");
+                        if vec4 {
+                            wide = wide.flag("X_U64");
+                        }
+                        variants.push((wide, vec!["matvec"]));
                     }
                     variants.push((d.clone(), vec!["matvec"]));
                     variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));

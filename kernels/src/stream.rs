@@ -35,11 +35,17 @@ fn shape(len: usize) -> Result<(Defines, usize, usize)> {
     Ok((defines, items, items.div_ceil(256).min(MAX_GROUPS)))
 }
 
-/// `y = x` for f32 tensors of the same length.
+/// `y = x` for f32 tensors of the same length, in the widest items the device reads: 32 bytes
+/// (four u64) where SHADER_INT64 is granted and the length allows.
 pub fn copy(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()> {
     expect(x, "stream copy", "x", DType::F32, x.len())?;
     expect(y, "stream copy", "y", DType::F32, x.len())?;
-    let (defines, n, groups) = shape(x.len())?;
+    let (mut defines, mut n, mut groups) = shape(x.len())?;
+    if rec.context().features.int64 && x.len().is_multiple_of(8) {
+        defines = Defines::new().flag("WIDE");
+        n = x.len() / 8;
+        groups = n.div_ceil(256).min(MAX_GROUPS);
+    }
     launch(rec, "stream_copy", &defines, n, groups, x, y)
 }
 
@@ -102,6 +108,7 @@ pub fn shader_variants() -> ShaderVariants {
                 Defines::new().flag("VEC4"),
                 vec!["stream_copy", "stream_read"],
             ),
+            (Defines::new().flag("WIDE"), vec!["stream_copy"]),
         ],
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 use kiln_kernels::matmul::{linear, matmul, matmul_ref};
 use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_in};
 use kiln_kernels::{KernelError, WeightFormat, Weights};
-use kiln_runtime::{Context, DType};
+use kiln_runtime::{Context, DType, DeviceOptions};
 
 /// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
 /// `n × k` random weights of `format`.
@@ -141,6 +141,51 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                             n,
                             k,
                             bias: (i + b) % 2 == 0,
+                            kernel: "matvec",
+                            packed_f16: false,
+                            part_rows: None,
+                            layout: Some(layout),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The shared context reads block weights as u64 where SHADER_INT64 is granted (lavapipe grants
+/// it); a device refusing it checks the u32 reads of the CPU layouts.
+#[test]
+fn matvec_matches_reference_without_int64() {
+    let Some(shared) = test_context() else { return };
+    eprintln!(
+        "SHADER_INT64 granted to the shared context: {}",
+        shared.features.int64
+    );
+    let mut options = DeviceOptions::from_env().unwrap();
+    options.disable_int64 = true;
+    let ctx = Context::new(&options).unwrap();
+    assert!(!ctx.features.int64);
+    for (i, &(n, k)) in [(7usize, 32usize), (129, 1031), (257, 576)]
+        .iter()
+        .enumerate()
+    {
+        for format in formats_for(k) {
+            for b in [1, 3] {
+                for layout in [Layout::Rows, Layout::RowsShared] {
+                    if !layout.supported(&ctx) {
+                        eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
+                        continue;
+                    }
+                    check(
+                        &ctx,
+                        500 + i as u64 * 10 + b as u64,
+                        Case {
+                            format,
+                            m: b,
+                            n,
+                            k,
+                            bias: b == 3,
                             kernel: "matvec",
                             packed_f16: false,
                             part_rows: None,

@@ -1,5 +1,6 @@
-//! Streaming bandwidth kernels against their CPU references on ragged lengths (scalar and vec4
-//! variants, one workgroup to more than the grid covers in one pass), and the GPU timer.
+//! Streaming bandwidth kernels against their CPU references on ragged lengths (scalar, vec4 and,
+//! where SHADER_INT64 is granted, u64 variants; one workgroup to more than the grid covers in one
+//! pass), and the GPU timer.
 
 mod common;
 
@@ -23,6 +24,7 @@ fn copy_and_read_match_reference() {
         1024,
         4099,
         MAX_GROUPS * 256 * 4 + 12,
+        MAX_GROUPS * 256 * 8 + 16,
         600_001,
     ] {
         let x = rand_vec(&mut rng, len, -1.0, 1.0);

@@ -27,6 +27,8 @@ pub struct DeviceOptions {
     pub disable_subgroups: bool,
     /// Refuse TIMESTAMP_QUERY even where granted.
     pub disable_timestamps: bool,
+    /// Refuse SHADER_INT64 even where granted.
+    pub disable_int64: bool,
 }
 
 impl DeviceOptions {
@@ -34,7 +36,7 @@ impl DeviceOptions {
     /// - `KILN_BACKEND` (or `WGPU_BACKEND`): `vulkan`, `metal`, `dx12`, `gl`, or a comma list;
     /// - `KILN_ADAPTER`: adapter name substring;
     /// - `KILN_FORCE_FALLBACK=1`: software adapters only;
-    /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`.
+    /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let backends = match var("KILN_BACKEND").or_else(|| var("WGPU_BACKEND")) {
@@ -50,6 +52,7 @@ impl DeviceOptions {
             disable_f16: disabled.contains(&"f16"),
             disable_subgroups: disabled.contains(&"subgroups"),
             disable_timestamps: disabled.contains(&"timestamps"),
+            disable_int64: disabled.contains(&"int64"),
         })
     }
 }
@@ -78,6 +81,9 @@ pub struct GrantedFeatures {
     pub subgroups: bool,
     /// Timestamp queries, also between passes inside an encoder (what [`Context::time`] uses).
     pub timestamps: bool,
+    /// 64-bit integers in shaders. lavapipe loads storage words one lane and one component at
+    /// a time, so there a `u64` component moves twice the bytes of a `u32` for the same cost.
+    pub int64: bool,
 }
 
 /// A device, its queue and everything cached for it. Create once, reuse for every launch.
@@ -112,6 +118,9 @@ impl Context {
         }
         if !options.disable_subgroups {
             wanted |= wgpu::Features::SUBGROUP;
+        }
+        if !options.disable_int64 {
+            wanted |= wgpu::Features::SHADER_INT64;
         }
         if !options.disable_timestamps {
             wanted |=
@@ -148,6 +157,7 @@ impl Context {
             timestamps: required_features.contains(
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
             ),
+            int64: required_features.contains(wgpu::Features::SHADER_INT64),
         };
         log::info!(
             "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}",
