@@ -4,7 +4,8 @@
 // in workgroup memory; each thread holds a 4 x 4 register block. X is read as vec4 when X_VEC4
 // (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
 // kernel and packed formats are dequantized while the tile is staged. A matrix split into row
-// parts (over the binding limit) is one launch per part, each writing its columns of Y.
+// parts (over the binding limit) is one launch per part, each writing its columns of Y. With
+// ACCUMULATE the product is added to Y (Y += ...), a residual add fused into the store.
 
 struct Params {
     M: u32,
@@ -104,11 +105,15 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + tx * 4u + j;
             if (n < p.N) {
+                let at = m * p.ldy + p.col0 + n;
+                var v = acc[i][j];
 #if HAS_BIAS
-                y[m * p.ldy + p.col0 + n] = acc[i][j] + bias[n];
-#else
-                y[m * p.ldy + p.col0 + n] = acc[i][j];
+                v += bias[n];
 #endif
+#if ACCUMULATE
+                v += y[at];
+#endif
+                y[at] = v;
             }
         }
     }

@@ -1,5 +1,5 @@
 // Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X
-// from m0.
+// from m0 (with ACCUMULATE, Y += ...).
 // A matrix split into row parts (over the binding limit) is one launch per part, each writing
 // columns n0 .. n0 + N of Y.
 //
@@ -138,12 +138,17 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
     return acc;
 }
 
+// y = v (+ bias), or with ACCUMULATE y += v (+ bias): a residual add without a launch of its own.
 fn store(b: u32, n: u32, v: f32) {
+    let at = (p.m0 + b) * p.ldy + p.n0 + n;
+    var out = v;
 #if HAS_BIAS
-    y[(p.m0 + b) * p.ldy + p.n0 + n] = v + bias[n];
-#else
-    y[(p.m0 + b) * p.ldy + p.n0 + n] = v;
+    out += bias[n];
 #endif
+#if ACCUMULATE
+    out += y[at];
+#endif
+    y[at] = out;
 }
 
 @compute @workgroup_size(ROWS * LANES)

@@ -33,9 +33,38 @@ struct Params {
 
 /// Rows of `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`, f32).
 pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+    matmul_store(rec, x, w, y, Store::Write)
+}
+
+/// How a matrix kernel stores its product into `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// `y = x · Wᵀ (+ bias)`
+    Write,
+    /// `y += x · Wᵀ (+ bias)`: a residual add in the same launch.
+    Add,
+}
+
+impl Store {
+    pub(crate) fn apply(self, defines: kiln_runtime::Defines) -> kiln_runtime::Defines {
+        match self {
+            Store::Write => defines,
+            Store::Add => defines.flag("ACCUMULATE"),
+        }
+    }
+}
+
+/// [`matmul`] storing by `store`.
+pub fn matmul_store(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    store: Store,
+) -> Result<()> {
     let m = rows_of(x, w, "matmul")?;
     expect(y, "matmul", "y", DType::F32, m * w.n)?;
-    let mut defines = w.defines();
+    let mut defines = store.apply(w.defines());
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
@@ -72,10 +101,26 @@ pub fn matmul(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Re
 /// `Y = X · Wᵀ (+ bias)` with the kernel suited to the row count and device (see
 /// [`uses_matvec`]).
 pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+    linear_store(rec, x, w, y, Store::Write)
+}
+
+/// `Y += X · Wᵀ (+ bias)`, [`linear`] with the residual add fused into its store.
+pub fn linear_add(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+    linear_store(rec, x, w, y, Store::Add)
+}
+
+fn linear_store(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    store: Store,
+) -> Result<()> {
     if uses_matvec(rec.context(), rows_of(x, w, "linear")?, w.format) {
-        matvec::matvec(rec, x, w, y)
+        let layout = matvec::Layout::for_device(rec.context());
+        matvec::matvec_store(rec, x, w, y, layout, store)
     } else {
-        matmul(rec, x, w, y)
+        matmul_store(rec, x, w, y, store)
     }
 }
 
@@ -139,7 +184,9 @@ pub fn shader_variants() -> ShaderVariants {
                     d = d.flag("X_VEC4");
                 }
                 if bias {
+                    // A residual add comes with a bias in GPT-2's projections.
                     d = d.flag("HAS_BIAS");
+                    variants.push((d.clone().flag("ACCUMULATE"), vec!["matmul"]));
                 }
                 variants.push((d, vec!["matmul"]));
             }

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Dispatch, Recorder, Shader, Tensor};
 
-use crate::matmul::rows_of;
+use crate::matmul::{Store, rows_of};
 use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect};
 
@@ -101,13 +101,25 @@ pub fn matvec_in(
     y: &Tensor,
     layout: Layout,
 ) -> Result<()> {
+    matvec_store(rec, x, w, y, layout, Store::Write)
+}
+
+/// [`matvec_in`] storing by `store` (`y +=` with [`Store::Add`]).
+pub fn matvec_store(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    layout: Layout,
+    store: Store,
+) -> Result<()> {
     let m = rows_of(x, w, "matvec")?;
     expect(y, "matvec", "y", DType::F32, m * w.n)?;
     ensure(layout.supported(rec.context()), "matvec", || {
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
     for m0 in (0..m).step_by(MAX_BATCH) {
-        launch(rec, x, w, y, layout, m0, MAX_BATCH.min(m - m0))?;
+        launch(rec, x, w, y, layout, store, m0, MAX_BATCH.min(m - m0))?;
     }
     crate::outliers::finish(rec, x, w, y)
 }
@@ -119,10 +131,11 @@ fn launch(
     w: &Weights,
     y: &Tensor,
     layout: Layout,
+    store: Store,
     m0: usize,
     batch: usize,
 ) -> Result<()> {
-    let mut defines = w.defines().set("BATCH", batch as u32);
+    let mut defines = store.apply(w.defines()).set("BATCH", batch as u32);
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
@@ -220,6 +233,7 @@ pub fn shader_variants() -> ShaderVariants {
                         variants.push((wide, vec!["matvec"]));
                     }
                     variants.push((d.clone(), vec!["matvec"]));
+                    variants.push((d.clone().flag("ACCUMULATE"), vec!["matvec"]));
                     variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
                 }
             }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use kiln_kernels::matmul::{linear, matmul, matmul_ref};
-use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_in};
+use kiln_kernels::matmul::{Store, linear, linear_add, matmul, matmul_ref, matmul_store};
+use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_in, matvec_store};
 use kiln_kernels::{KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType, DeviceOptions};
 
@@ -148,6 +148,57 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                         },
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `Store::Add` (`linear_add`, and the matmul and every mat-vec layout directly) adds the
+/// product and bias to what y holds: the residual add fused into the store.
+#[test]
+fn residual_add_stores_add_to_y() {
+    let Some(ctx) = test_context() else { return };
+    for (i, &(m, n, k)) in [(1, 7, 13), (3, 129, 96), (19, 37, 64)].iter().enumerate() {
+        for format in formats_for(k) {
+            let mut rng = rng(700 + i as u64);
+            let host = random_weights(&mut rng, format, n, k);
+            let x = rand_vec(&mut rng, m * k, -1.0, 1.0);
+            let bias = rand_vec(&mut rng, n, -1.0, 1.0);
+            let y0 = rand_vec(&mut rng, m * n, -1.0, 1.0);
+            let wf = host.dequantize();
+            let mut want = matmul_ref(&x, &wf, Some(&bias), m, n, k);
+            for (v, y) in want.iter_mut().zip(&y0) {
+                *v += y;
+            }
+            let w = upload_weights(ctx, &host, None, Some(&bias));
+            let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
+            let mut kernels = vec!["linear_add".to_string(), "matmul".to_string()];
+            for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                if layout.supported(ctx) {
+                    kernels.push(format!("{layout:?}"));
+                }
+            }
+            for kernel in kernels {
+                let yt = ctx.upload_f32(&y0, &[m, n]).unwrap();
+                let mut rec = ctx.recorder();
+                let layout = [Layout::Lanes, Layout::Rows, Layout::RowsShared]
+                    .into_iter()
+                    .find(|l| format!("{l:?}") == kernel);
+                match (kernel.as_str(), layout) {
+                    ("linear_add", _) => linear_add(&mut rec, &xt, &w, &yt).unwrap(),
+                    (_, Some(l)) => matvec_store(&mut rec, &xt, &w, &yt, l, Store::Add).unwrap(),
+                    _ => matmul_store(&mut rec, &xt, &w, &yt, Store::Add).unwrap(),
+                }
+                rec.submit().unwrap();
+                let got = ctx.read::<f32>(&yt).unwrap();
+                let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-5;
+                assert_close(
+                    &format!("{kernel} add {format:?} m{m} n{n} k{k}"),
+                    &got,
+                    &want,
+                    atol,
+                    0.0,
+                );
             }
         }
     }

@@ -526,14 +526,12 @@ impl Architecture for Gpt2 {
                 scale,
                 None,
             )?;
-            matmul::linear(rec, &io.att, &b.proj, &io.o)?;
-            elementwise::accumulate(rec, &io.x, &io.o)?;
+            matmul::linear_add(rec, &io.att, &b.proj, &io.x)?;
             // x += fc_out(gelu(fc(layernorm_2(x))))
             norm::layer_norm(rec, &io.x, &b.ln_2.gamma, &b.ln_2.beta, &io.h, c.eps)?;
             matmul::linear(rec, &io.h, &b.fc, &io.gate)?;
             elementwise::gelu(rec, &io.gate, &io.act)?;
-            matmul::linear(rec, &io.act, &b.fc_out, &io.o)?;
-            elementwise::accumulate(rec, &io.x, &io.o)?;
+            matmul::linear_add(rec, &io.act, &b.fc_out, &io.x)?;
         }
         Ok(())
     }

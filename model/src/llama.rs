@@ -229,15 +229,13 @@ impl Architecture for Llama {
                 scale,
                 None,
             )?;
-            matmul::linear(rec, &io.att, &b.wo, &io.o)?;
-            elementwise::accumulate(rec, &io.x, &io.o)?;
+            matmul::linear_add(rec, &io.att, &b.wo, &io.x)?;
             // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.ffn_norm, &io.h, c.eps)?;
             matmul::linear(rec, &io.h, &b.gate, &io.gate)?;
             matmul::linear(rec, &io.h, &b.up, &io.up)?;
             elementwise::swiglu(rec, &io.gate, &io.up, &io.act)?;
-            matmul::linear(rec, &io.act, &b.down, &io.o)?;
-            elementwise::accumulate(rec, &io.x, &io.o)?;
+            matmul::linear_add(rec, &io.act, &b.down, &io.x)?;
         }
         Ok(())
     }

@@ -37,7 +37,6 @@ pub struct StepIo {
     pub k: Tensor,    // [rows, n_kv_head * head_dim]
     pub v: Tensor,    // [rows, n_kv_head * head_dim]
     pub att: Tensor,  // [rows, n_head * head_dim]
-    pub o: Tensor,    // [rows, n_embd]
     pub gate: Tensor, // [rows, n_ff]
     pub up: Tensor,   // [rows, n_ff]
     pub act: Tensor,  // [rows, n_ff]
@@ -111,7 +110,6 @@ pub struct Session {
     k: Tensor,      // [rows, n_kv_head * head_dim]
     v: Tensor,      // [rows, n_kv_head * head_dim]
     att: Tensor,    // [rows, n_head * head_dim]
-    o: Tensor,      // [rows, n_embd]
     gate: Tensor,   // [rows, n_ff]
     up: Tensor,     // [rows, n_ff]
     act: Tensor,    // [rows, n_ff] silu(gate) * up
@@ -188,7 +186,6 @@ impl Session {
             k: f(r * c.n_kv_head * c.head_dim)?,
             v: f(r * c.n_kv_head * c.head_dim)?,
             att: f(r * c.n_head * c.head_dim)?,
-            o: f(r * c.n_embd)?,
             gate: f(r * c.n_ff)?,
             up: f(r * c.n_ff)?,
             act: f(r * c.n_ff)?,
@@ -292,7 +289,6 @@ impl Session {
             k: v(&self.k, kvw)?,
             v: v(&self.v, kvw)?,
             att: v(&self.att, qw)?,
-            o: v(&self.o, c.n_embd)?,
             gate: v(&self.gate, c.n_ff)?,
             up: v(&self.up, c.n_ff)?,
             act: v(&self.act, c.n_ff)?,
