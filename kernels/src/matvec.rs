@@ -119,22 +119,21 @@ pub fn matvec_store(
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
     for m0 in (0..m).step_by(MAX_BATCH) {
-        launch(rec, x, w, y, layout, store, m0, MAX_BATCH.min(m - m0))?;
+        launch(rec, x, w, y, (layout, store), m0..m.min(m0 + MAX_BATCH))?;
     }
     crate::outliers::finish(rec, x, w, y)
 }
 
-/// Activation rows `m0 .. m0 + batch` (one pass over the weights).
+/// Activation rows `x_rows` (one pass over the weights).
 fn launch(
     rec: &mut Recorder<'_>,
     x: &Tensor,
     w: &Weights,
     y: &Tensor,
-    layout: Layout,
-    store: Store,
-    m0: usize,
-    batch: usize,
+    (layout, store): (Layout, Store),
+    x_rows: std::ops::Range<usize>,
 ) -> Result<()> {
+    let (m0, batch) = (x_rows.start, x_rows.len());
     let mut defines = store.apply(w.defines()).set("BATCH", batch as u32);
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
