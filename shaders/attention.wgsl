@@ -34,7 +34,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src_q: array<f32>;   // attend: q; kv_store: new K
 @group(0) @binding(2) var<storage, read> src_v: array<f32>;   // kv_store: new V
 @group(0) @binding(3) var<storage, read> idx: array<u32>;     // kv_store: slots[2T]; attend: meta[2R]
-#if KV_F16 || KV_I8
+#if ATTEND_LANES && KV_WIDE
+@group(0) @binding(4) var<storage, read> k_lanes: array<vec4<u64>>;
+@group(0) @binding(5) var<storage, read> v_lanes: array<vec4<u64>>;
+#elif ATTEND_LANES
+@group(0) @binding(4) var<storage, read> k_lanes: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> v_lanes: array<vec4<u32>>;
+#elif KV_F16 || KV_I8
 @group(0) @binding(4) var<storage, read_write> k_cache: array<u32>;
 @group(0) @binding(5) var<storage, read_write> v_cache: array<u32>;
 #else
@@ -118,6 +124,7 @@ fn block_key(seq: u32, kvh: u32, base: u32, first: u32, j: u32, c: u32) -> vec4<
 }
 #endif
 
+#if !ATTEND_LANES
 fn load_key(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
     let e = cache_row(seq, kvh, position) + d;
 #if KV_F16
@@ -334,6 +341,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+#endif
+
 // attend_rows (CPU adapters, prefill): one query row per invocation, 32 rows of one head per
 // workgroup, no workgroup memory and no barrier. lavapipe runs a subgroup of 8 as SIMD lanes and
 // splits every storage load into one scalar load per lane, so the 8 lanes of a subgroup take
@@ -428,6 +437,159 @@ fn attend_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let inv = select(0.0, 1.0 / l, l > 0.0);
         for (var d = 0u; d < p.D; d++) {
             out[rh * p.D + d] = acc[d] * inv;
+        }
+    }
+}
+#endif
+
+// attend_lanes (CPU adapters, decode): a workgroup of one subgroup of 8 per (row, head, split),
+// lane l taking keys start + l, start + l + 8, ... with its own online softmax, merged round the
+// subgroup at the end; no workgroup memory and no barrier. lavapipe splits every storage load
+// into a loop over the SIMD lanes, one component at a time, so each lane reads its key and value
+// rows in the widest items there are: vec4<u64> with KV_WIDE (SHADER_INT64), else vec4<u32>.
+// HEAD_DIM is the head size, a multiple of the floats one item holds.
+#if ATTEND_LANES
+#if KV_WIDE
+alias KvItem = vec4<u64>;
+const WORDS: u32 = 2u;   // vec4<u32> per item
+#else
+alias KvItem = vec4<u32>;
+const WORDS: u32 = 1u;
+#endif
+#if KV_F16
+const QUADS_PER_WORDS: u32 = 2u;   // quads of values per vec4<u32>
+#else
+const QUADS_PER_WORDS: u32 = 1u;
+#endif
+const QUADS: u32 = HEAD_DIM / 4u;
+const ITEMS: u32 = QUADS / (WORDS * QUADS_PER_WORDS);
+const LANES: u32 = 8u;
+
+fn item_words(v: KvItem) -> array<vec4<u32>, WORDS> {
+#if KV_WIDE
+    let lo = vec4<u32>(v & vec4<u64>(0xfffffffflu));
+    let hi = vec4<u32>(v >> vec4<u32>(32u));
+    return array<vec4<u32>, 2>(vec4<u32>(lo.x, hi.x, lo.y, hi.y), vec4<u32>(lo.z, hi.z, lo.w, hi.w));
+#else
+    return array<vec4<u32>, 1>(v);
+#endif
+}
+
+fn words_quads(w: vec4<u32>) -> array<vec4<f32>, QUADS_PER_WORDS> {
+#if KV_F16
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                               vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+#else
+    return array<vec4<f32>, 1>(bitcast<vec4<f32>>(w));
+#endif
+}
+
+// Cache row `row` (HEAD_DIM values) of the keys, or of the values, as quads.
+fn kv_row(row: u32, key: bool) -> array<vec4<f32>, QUADS> {
+    var out: array<vec4<f32>, QUADS>;
+    for (var i = 0u; i < ITEMS; i++) {
+        var item: KvItem;
+        if (key) {
+            item = k_lanes[row * ITEMS + i];
+        } else {
+            item = v_lanes[row * ITEMS + i];
+        }
+        let words = item_words(item);
+        for (var a = 0u; a < WORDS; a++) {
+            let quads = words_quads(words[a]);
+            for (var b = 0u; b < QUADS_PER_WORDS; b++) {
+                out[(i * WORDS + a) * QUADS_PER_WORDS + b] = quads[b];
+            }
+        }
+    }
+    return out;
+}
+
+@compute @workgroup_size(8)
+fn attend_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(subgroup_invocation_id) lane: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.R * p.H * p.splits) {
+        return;
+    }
+    let split = g % p.splits;
+    let rh = g / p.splits;
+    let h = rh % p.H;
+    let r = rh / p.H;
+    let seq = idx[2u * r];
+    let n_keys = idx[2u * r + 1u];
+    let kvh = h / (p.H / p.KVH);
+    let start = split * p.split_len;
+    let end = min(start + p.split_len, n_keys);
+    let first_row = (seq * p.KVH + kvh) * p.C;
+
+    var q: array<vec4<f32>, QUADS>;
+    for (var i = 0u; i < QUADS; i++) {
+        let d = rh * HEAD_DIM + 4u * i;
+        q[i] = vec4<f32>(src_q[d], src_q[d + 1u], src_q[d + 2u], src_q[d + 3u]) * p.scale;
+    }
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<vec4<f32>, QUADS>;
+    // Every lane runs every step (uniform control flow for the subgroup operations); a lane
+    // past the range rereads the last key and gives it no weight.
+    for (var c0 = start; c0 < end; c0 += LANES) {
+        let c = c0 + lane;
+        let live = c < end;
+        let row = first_row + min(c, end - 1u);
+        let k = kv_row(row, true);
+        var dot4 = vec4<f32>(0.0);
+        for (var i = 0u; i < QUADS; i++) {
+            dot4 += q[i] * k[i];
+        }
+        let score = select(NEG, (dot4.x + dot4.y) + (dot4.z + dot4.w), live);
+        let m_new = max(m, score);
+        let alpha = exp(m - m_new);
+        let pj = select(0.0, exp(score - m_new), live);
+        l = l * alpha + pj;
+        m = m_new;
+        // The running maximum rarely moves once a few keys are in: rescale only when it did.
+        if (subgroupAny(alpha != 1.0)) {
+            for (var i = 0u; i < QUADS; i++) {
+                acc[i] *= alpha;
+            }
+        }
+        let v = kv_row(row, false);
+        for (var i = 0u; i < QUADS; i++) {
+            acc[i] += pj * v[i];
+        }
+    }
+
+    // Merge the lanes' softmaxes: rescale each to the largest maximum and sum.
+    let m_all = subgroupMax(m);
+    let f = exp(m - m_all);
+    let l_all = subgroupAdd(l * f);
+    for (var i = 0u; i < QUADS; i++) {
+        acc[i] = subgroupAdd(acc[i] * f);
+    }
+    if (lane != 0u) {
+        return;
+    }
+    if (p.splits == 1u) {
+        let inv = select(0.0, 1.0 / l_all, l_all > 0.0);
+        for (var i = 0u; i < QUADS; i++) {
+            let o = acc[i] * inv;
+            let d = rh * HEAD_DIM + 4u * i;
+            out[d] = o.x;
+            out[d + 1u] = o.y;
+            out[d + 2u] = o.z;
+            out[d + 3u] = o.w;
+        }
+    } else {
+        let dst = g * (HEAD_DIM + 2u);
+        part[dst] = m_all;
+        part[dst + 1u] = l_all;
+        for (var i = 0u; i < QUADS; i++) {
+            let d = dst + 2u + 4u * i;
+            part[d] = acc[i].x;
+            part[d + 1u] = acc[i].y;
+            part[d + 2u] = acc[i].z;
+            part[d + 3u] = acc[i].w;
         }
     }
 }

@@ -344,34 +344,60 @@ pub fn scratch_len(
 /// Which kernel attends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attend {
-    /// A workgroup per (row, head, key split), its threads taking 64 keys at a time (GPUs,
-    /// and decode everywhere).
+    /// A workgroup per (row, head, key split), its threads taking 64 keys at a time (GPUs).
     Keys,
     /// A query row per invocation, the keys shared round a subgroup (`attend_rows`): prefill
     /// on CPU adapters, where every load is one scalar load per SIMD lane. Needs subgroups of
     /// at least 8 and a head size that is a multiple of 8.
     Rows,
+    /// A subgroup of 8 per (row, head, key split), each lane taking every 8th key with its own
+    /// online softmax, merged round the subgroup (`attend_lanes`): decode on CPU adapters. Each
+    /// lane reads its key rows in the widest items the device has (32 bytes with SHADER_INT64),
+    /// and there is no workgroup memory or barrier. Needs subgroups of at least 8, an f32 or
+    /// f16 cache, and a head size that is a multiple of the values one item holds (8 or 16).
+    Lanes,
 }
 
-/// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) keep
-/// the key-parallel kernel, which splits long caches over the device.
+/// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) take
+/// [`Attend::Lanes`], which splits long caches over the device.
 const ROWS_FROM: usize = 16;
 
 impl Attend {
-    /// [`Attend::Rows`] for `rows` ≥ 16 query rows on CPU adapters that run it,
-    /// [`Attend::Keys`] otherwise.
-    pub fn for_device(ctx: &Context, shape: &AttnShape, rows: usize) -> Self {
-        if ctx.is_cpu() && rows >= ROWS_FROM && Attend::Rows.supported(ctx, shape) {
+    /// On CPU adapters that run them, [`Attend::Rows`] for `rows` ≥ 16 query rows and
+    /// [`Attend::Lanes`] for fewer; [`Attend::Keys`] otherwise.
+    pub fn for_device(ctx: &Context, cache: &KvCache, rows: usize) -> Self {
+        let pick = if rows >= ROWS_FROM {
             Attend::Rows
+        } else {
+            Attend::Lanes
+        };
+        if ctx.is_cpu() && pick.supported(ctx, cache) {
+            pick
         } else {
             Attend::Keys
         }
     }
 
-    /// Whether the device can run this kernel for heads of `shape`.
-    pub fn supported(self, ctx: &Context, shape: &AttnShape) -> bool {
-        self == Attend::Keys || (ctx.subgroups_of(8) && shape.head_dim.is_multiple_of(8))
+    /// Whether the device can run this kernel over `cache`.
+    pub fn supported(self, ctx: &Context, cache: &KvCache) -> bool {
+        let d = cache.shape.head_dim;
+        match self {
+            Attend::Keys => true,
+            Attend::Rows => ctx.subgroups_of(8) && d.is_multiple_of(8),
+            Attend::Lanes => {
+                ctx.subgroups_of(8)
+                    && cache.format != KvFormat::Int8
+                    && d.is_multiple_of(lanes_item_values(ctx, cache.format))
+            }
+        }
     }
+}
+
+/// Values of the cache one [`Attend::Lanes`] load reads: 16 bytes (32 with SHADER_INT64) of
+/// f32 or f16.
+fn lanes_item_values(ctx: &Context, format: KvFormat) -> usize {
+    let bytes = if ctx.features.int64 { 32 } else { 16 };
+    bytes / if format == KvFormat::F16 { 2 } else { 4 }
 }
 
 /// Softmax attention of query rows `q` (`[R, heads, head_dim]`) into `out` (same shape), with
@@ -393,7 +419,7 @@ pub fn attention(
     scale: f32,
     split_len: Option<usize>,
 ) -> Result<()> {
-    let kernel = Attend::for_device(rec.context(), shape, meta.len() / 2);
+    let kernel = Attend::for_device(rec.context(), cache, meta.len() / 2);
     attention_in(
         rec, shape, q, meta, max_keys, cache, out, scratch, scale, split_len, kernel,
     )
@@ -430,14 +456,19 @@ pub fn attention_in(
             )
         },
     )?;
+    ensure(kernel.supported(rec.context(), cache), "attention", || {
+        format!(
+            "{kernel:?} attention needs subgroups of at least 8 and, for its cache format {}, a head size divisible by {} (head size {})",
+            cache.format,
+            match kernel {
+                Attend::Lanes => lanes_item_values(rec.context(), cache.format),
+                _ => 8,
+            },
+            shape.head_dim
+        )
+    })?;
     let (entry, defines, splits, split_len, groups) = match kernel {
         Attend::Rows => {
-            ensure(kernel.supported(rec.context(), shape), "attention", || {
-                format!(
-                    "the row kernel needs subgroups of at least 8 and a head size that is a multiple of 8 (head size {})",
-                    shape.head_dim
-                )
-            })?;
             let defines = cache.defines().flag("ATTEND_ROWS");
             (
                 "attend_rows",
@@ -447,7 +478,7 @@ pub fn attention_in(
                 rows.div_ceil(32) * shape.heads,
             )
         }
-        Attend::Keys => {
+        Attend::Keys | Attend::Lanes => {
             let (splits, split_len) = split_plan(rows, shape.heads, max_keys, split_len);
             let need = scratch_len(shape, rows, max_keys, Some(split_len));
             ensure(
@@ -462,7 +493,18 @@ pub fn attention_in(
                 },
             )?;
             let groups = rows * shape.heads * splits;
-            ("attend", cache.defines(), splits, split_len, groups)
+            if kernel == Attend::Keys {
+                ("attend", cache.defines(), splits, split_len, groups)
+            } else {
+                let mut defines = cache
+                    .defines()
+                    .flag("ATTEND_LANES")
+                    .set("HEAD_DIM", shape.head_dim as u32);
+                if rec.context().features.int64 {
+                    defines = defines.flag("KV_WIDE");
+                }
+                ("attend_lanes", defines, splits, split_len, groups)
+            }
         }
     };
     let params = Params {
@@ -476,7 +518,7 @@ pub fn attention_in(
         Binding::new(3, meta),
         Binding::new(6, out),
     ];
-    if kernel == Attend::Keys {
+    if kernel != Attend::Rows {
         bindings.push(Binding::new(7, scratch));
     }
     bindings.extend(cache.bindings());
@@ -542,21 +584,37 @@ pub fn attention_ref(
 
 pub fn shader_variants() -> ShaderVariants {
     let entries = || vec!["kv_store", "attend", "combine"];
+    let mut lanes = Vec::new();
+    for f16 in [false, true] {
+        for wide in [false, true] {
+            let mut d = Defines::new().flag("ATTEND_LANES").set("HEAD_DIM", 80);
+            if f16 {
+                d = d.flag("KV_F16");
+            }
+            if wide {
+                d = d.flag("KV_WIDE");
+            }
+            lanes.push((d, vec!["attend_lanes", "combine"]));
+        }
+    }
     ShaderVariants {
         shader: SHADER,
-        variants: vec![
-            (Defines::new(), entries()),
-            (Defines::new().flag("KV_F16"), entries()),
-            (Defines::new().flag("KV_I8"), entries()),
-            (Defines::new().flag("ATTEND_ROWS"), vec!["attend_rows"]),
-            (
-                Defines::new().flag("KV_F16").flag("ATTEND_ROWS"),
-                vec!["attend_rows"],
-            ),
-            (
-                Defines::new().flag("KV_I8").flag("ATTEND_ROWS"),
-                vec!["attend_rows"],
-            ),
-        ],
+        variants: lanes
+            .into_iter()
+            .chain([
+                (Defines::new(), entries()),
+                (Defines::new().flag("KV_F16"), entries()),
+                (Defines::new().flag("KV_I8"), entries()),
+                (Defines::new().flag("ATTEND_ROWS"), vec!["attend_rows"]),
+                (
+                    Defines::new().flag("KV_F16").flag("ATTEND_ROWS"),
+                    vec!["attend_rows"],
+                ),
+                (
+                    Defines::new().flag("KV_I8").flag("ATTEND_ROWS"),
+                    vec!["attend_rows"],
+                ),
+            ])
+            .collect(),
     }
 }

@@ -10,7 +10,7 @@ use kiln_kernels::attention::{
     kv_store, scratch_len,
 };
 use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
-use kiln_runtime::{Context, DType};
+use kiln_runtime::{Context, DType, DeviceOptions};
 
 /// RoPE: |gpu − ref| ≤ tol with tol = 2e-5 for positions < 64 and 2e-3 up to 8191 (the f32 angle
 /// itself carries ≈ pos · 6e-8 rad of error; the reference angle is f64).
@@ -91,12 +91,13 @@ fn run_attention(
         .unwrap();
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let want = attention_ref(&s, q, meta, &case.k, &case.v, scale);
-    // Both kernels, whichever the device would pick (the row kernel where it runs).
+    // Every kernel the device runs, whichever it would pick.
     let mut got = Vec::new();
-    for kernel in [Attend::Keys, Attend::Rows] {
-        if !kernel.supported(ctx, &s) {
+    for kernel in [Attend::Keys, Attend::Rows, Attend::Lanes] {
+        if !kernel.supported(ctx, cache) {
             eprintln!(
-                "not run: {kernel:?} attention for {s:?} (needs subgroups of 8, head size % 8)"
+                "not run: {kernel:?} attention for {s:?} {} KV (needs subgroups of 8 and a head size it divides)",
+                cache.format
             );
             continue;
         }
@@ -167,6 +168,36 @@ fn split_decode_matches_reference() {
         let meta = [2u32, 1, 0, 700, 1, 333];
         let q = rand_vec(&mut rng(50 + i as u64), 3 * heads * head_dim, -1.0, 1.0);
         for split in [Some(64), Some(100), None] {
+            run_attention(ctx, &case, &cache, &q, &meta, split);
+        }
+    }
+}
+
+/// The decode kernel for CPU adapters reads 32-byte items where SHADER_INT64 is granted (the
+/// shared context on lavapipe) and 16-byte ones without: split decode on a device refusing it.
+#[test]
+fn decode_without_int64_matches_reference() {
+    let Some(shared) = test_context() else { return };
+    eprintln!(
+        "SHADER_INT64 granted to the shared context: {}",
+        shared.features.int64
+    );
+    let mut options = DeviceOptions::from_env().unwrap();
+    options.disable_int64 = true;
+    let ctx = &Context::new(&options).unwrap();
+    for (i, &(heads, kv_heads, head_dim)) in [(9, 3, 64), (6, 2, 80), (2, 1, 4)].iter().enumerate()
+    {
+        let shape = AttnShape {
+            heads,
+            kv_heads,
+            head_dim,
+            capacity: 300,
+            n_seq: 2,
+        };
+        let (case, cache) = filled(ctx, 60 + i as u64, shape);
+        let meta = [1u32, 300, 0, 77];
+        let q = rand_vec(&mut rng(70 + i as u64), 2 * heads * head_dim, -1.0, 1.0);
+        for split in [Some(64), None] {
             run_attention(ctx, &case, &cache, &q, &meta, split);
         }
     }
