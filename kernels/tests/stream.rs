@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kiln_kernels::stream::{MAX_GROUPS, copy, read, read_partials, read_ref};
-use kiln_runtime::DType;
+use kiln_runtime::{BindGroupCache, Context, DType, DeviceOptions};
 
 /// Copy is exact; the read kernel's sum is within 1e-5 · Σ|x| of the f64 sum (f32 partial sums).
 #[test]
@@ -82,4 +82,38 @@ fn timer_measures_recorded_work() {
         short.median() * 1e6,
         long.median() * 1e3
     );
+}
+
+/// A recorder made with a bind-group cache reuses the groups of a repeated dispatch (one entry
+/// for the same buffers and parameter slot), makes new ones for other buffers, and still sees
+/// new data and parameters in the reused ones. Its own context: tests running beside it would
+/// take the shared context's pooled parameter chunks and change which one a step gets.
+#[test]
+fn cached_bind_groups_are_reused_and_stay_correct() {
+    if test_context().is_none() {
+        return;
+    }
+    let ctx = &Context::new(&DeviceOptions::from_env().unwrap()).unwrap();
+    let cache = BindGroupCache::new();
+    let x = ctx.upload_f32(&[1.0, 2.0, 3.0], &[3]).unwrap();
+    let y = ctx.zeros(DType::F32, &[3]).unwrap();
+    let z = ctx.zeros(DType::F32, &[3]).unwrap();
+    for round in 0..3 {
+        let values = [round as f32, 5.0, -1.0];
+        ctx.write(&x, &values).unwrap();
+        let mut rec = ctx.recorder_cached(&cache);
+        copy(&mut rec, &x, &y).unwrap();
+        rec.submit().unwrap();
+        assert_eq!(ctx.read::<f32>(&y).unwrap(), values, "round {round}");
+        assert_eq!(cache.len(), 1, "round {round}");
+    }
+    let mut rec = ctx.recorder_cached(&cache);
+    copy(&mut rec, &x, &y).unwrap();
+    copy(&mut rec, &y, &z).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(ctx.read::<f32>(&z).unwrap(), [2.0, 5.0, -1.0]);
+    // The second copy binds other buffers and a later parameter slot.
+    assert_eq!(cache.len(), 2);
+    cache.clear();
+    assert!(cache.is_empty());
 }

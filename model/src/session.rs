@@ -5,7 +5,7 @@
 
 use kiln_kernels::attention::{self, AttnShape, KvCache, KvFormat};
 use kiln_kernels::{Weights, argmax, matmul};
-use kiln_runtime::{Context, DType, Readback, Recorder, Tensor};
+use kiln_runtime::{BindGroupCache, Context, DType, Readback, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -123,6 +123,8 @@ pub struct Session {
     scratch: Tensor,
     /// Staging for the step's result (argmax ids or logits), copied in the step's own submit.
     readback: Readback,
+    /// The steps' bind groups, made once: every step binds these same buffers.
+    bind_groups: BindGroupCache,
 }
 
 impl Session {
@@ -176,6 +178,7 @@ impl Session {
             .map(|_| KvCache::new(ctx, &shape, kv))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            bind_groups: BindGroupCache::new(),
             shape,
             max_rows,
             lens: vec![0; n_seq],
@@ -300,7 +303,7 @@ impl Session {
         ctx.write(&io.slots, &slots)?;
         ctx.write(&io.meta, &meta)?;
 
-        let mut rec = ctx.recorder();
+        let mut rec = ctx.recorder_cached(&self.bind_groups);
         model.record_blocks(&mut rec, &io, &self.caches)?;
         let (x, h) = (&io.x, &io.h);
         let m = select.len();

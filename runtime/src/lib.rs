@@ -10,6 +10,7 @@
 //!
 //! A kernel crate describes *what* to run (a [`Dispatch`]); this crate decides *how*.
 
+pub mod bind_cache;
 pub mod device;
 pub mod error;
 pub mod pipeline;
@@ -19,6 +20,7 @@ pub mod tensor;
 pub mod testing;
 pub mod timing;
 
+pub use bind_cache::BindGroupCache;
 pub use device::{Context, DeviceOptions, GrantedFeatures};
 pub use error::{Result, RuntimeError};
 pub use pipeline::PipelineKey;

@@ -3,9 +3,12 @@
 //! A [`Recorder`] encodes many dispatches into one command buffer and submits them at once, so a
 //! whole token step costs one submit. Kernel parameters go into reusable uniform chunks owned by
 //! the [`Context`], written with a single `write_buffer` per chunk at submit time, so steady-state
-//! recording creates no buffers. Grids longer than the per-dimension limit are folded into 2-D;
-//! every kernel reads its linear workgroup index as `wid.x + wid.y * nwg.x` and ignores the excess.
+//! recording creates no buffers; a recorder made with [`Context::recorder_cached`] also reuses
+//! its bind groups (see [`crate::bind_cache`]). Grids longer than the per-dimension limit are
+//! folded into 2-D; every kernel reads its linear workgroup index as `wid.x + wid.y * nwg.x`
+//! and ignores the excess.
 
+use crate::bind_cache::{BindGroupCache, Key};
 use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::shader::{Defines, Shader};
@@ -61,11 +64,22 @@ pub struct Recorder<'c> {
     /// Bytes staged for each used chunk.
     staged: Vec<Vec<u8>>,
     dispatches: usize,
+    bind_groups: Option<&'c BindGroupCache>,
 }
 
 impl Context {
     /// Starts recording; nothing runs until [`Recorder::submit`].
     pub fn recorder(&self) -> Recorder<'_> {
+        self.make_recorder(None)
+    }
+
+    /// [`Context::recorder`] taking its bind groups from `cache` and leaving new ones there:
+    /// for work recorded again and again over the same buffers (a decode step).
+    pub fn recorder_cached<'c>(&'c self, cache: &'c BindGroupCache) -> Recorder<'c> {
+        self.make_recorder(Some(cache))
+    }
+
+    fn make_recorder<'c>(&'c self, bind_groups: Option<&'c BindGroupCache>) -> Recorder<'c> {
         let chunks =
             std::mem::take(&mut *self.param_chunks.lock().unwrap_or_else(|e| e.into_inner()));
         Recorder {
@@ -80,6 +94,7 @@ impl Context {
             chunks,
             staged: Vec::new(),
             dispatches: 0,
+            bind_groups,
         }
     }
 
@@ -145,30 +160,49 @@ impl<'c> Recorder<'c> {
         groups.dedup();
         let mut bind_groups = Vec::with_capacity(groups.len());
         for &group in &groups {
-            let mut entries: Vec<wgpu::BindGroupEntry> = d
+            let mut entries: Vec<(u32, &wgpu::Buffer, u64, u64)> = d
                 .bindings
                 .iter()
                 .filter(|b| b.group == group)
-                .map(|b| wgpu::BindGroupEntry {
-                    binding: b.binding,
-                    resource: b.tensor.buffer().as_entire_binding(),
-                })
+                .map(|b| (b.binding, b.tensor.buffer(), 0, 0))
                 .collect();
             if group == 0 {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &self.chunks[chunk],
-                        offset,
-                        size: wgpu::BufferSize::new(size),
-                    }),
-                });
+                entries.push((0, &self.chunks[chunk], offset, size));
             }
-            bind_groups.push(ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(d.entry),
-                layout: &pipeline.get_bind_group_layout(group),
-                entries: &entries,
-            }));
+            let make = || {
+                let entries: Vec<wgpu::BindGroupEntry> = entries
+                    .iter()
+                    .map(|&(binding, buffer, offset, size)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
+                            offset,
+                            size: wgpu::BufferSize::new(size),
+                        }),
+                    })
+                    .collect();
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(d.entry),
+                    layout: &pipeline.get_bind_group_layout(group),
+                    entries: &entries,
+                })
+            };
+            bind_groups.push(match self.bind_groups {
+                Some(cache) => {
+                    let key = Key {
+                        pipeline: (*pipeline).clone(),
+                        group,
+                        entries: entries
+                            .iter()
+                            .map(|&(binding, buffer, offset, size)| {
+                                (binding, buffer.clone(), offset, size)
+                            })
+                            .collect(),
+                    };
+                    cache.get_or_make(key, make)
+                }
+                None => make(),
+            });
         }
 
         let encoder = self
