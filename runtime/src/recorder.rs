@@ -135,7 +135,8 @@ impl<'c> Recorder<'c> {
             return Ok(());
         }
         let max_binding = ctx.limits.max_storage_buffer_binding_size;
-        for b in d.bindings {
+        // The error's name is only formatted for a binding over the limit: this runs per dispatch.
+        for b in d.bindings.iter().filter(|b| b.tensor.buffer().size() > max_binding) {
             let size = b.tensor.buffer().size();
             ctx.check_limit(
                 format!(
