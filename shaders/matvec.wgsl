@@ -31,11 +31,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if X_VEC4 && X_U64
-@group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
+alias XItem = vec2<u64>;
 #elif X_VEC4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+alias XItem = vec4<f32>;
 #else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+alias XItem = f32;
+#endif
+@group(0) @binding(1) var<storage, read> x: array<XItem>;
+#if X_GLU
+@group(0) @binding(3) var<storage, read> x_up: array<XItem>;
 #endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 #if HAS_BIAS
@@ -50,7 +54,18 @@ var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
 var<private> sg_lane: u32;
 #endif
 
+// X[b, k .. k + 4] (zeros past K). With X_GLU, X is silu(gate) * up of two bound inputs (x the
+// gate, x_up the up projection), the activation of a gated MLP made as it is read.
 fn x_load4(b: u32, k: u32) -> vec4<f32> {
+#if X_GLU
+    let g = x_quad(b, k);
+    return g / (vec4<f32>(1.0) + exp(-g)) * up_quad(b, k);
+#else
+    return x_quad(b, k);
+#endif
+}
+
+fn x_quad(b: u32, k: u32) -> vec4<f32> {
 #if X_VEC4 && X_U64
     return bitcast<vec4<f32>>(split64(x[((p.m0 + b) * p.K + k) >> 2u]));
 #elif X_VEC4
@@ -65,6 +80,24 @@ fn x_load4(b: u32, k: u32) -> vec4<f32> {
     return v;
 #endif
 }
+
+#if X_GLU
+fn up_quad(b: u32, k: u32) -> vec4<f32> {
+#if X_VEC4 && X_U64
+    return bitcast<vec4<f32>>(split64(x_up[((p.m0 + b) * p.K + k) >> 2u]));
+#elif X_VEC4
+    return x_up[((p.m0 + b) * p.K + k) >> 2u];
+#else
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (k + i < p.K) {
+            v[i] = x_up[(p.m0 + b) * p.K + k + i];
+        }
+    }
+    return v;
+#endif
+}
+#endif
 
 #if BLOCKWISE
 // The 32 activations of row b from k as 8 quads. With SHARE_X (CPU adapters with subgroups of

@@ -109,6 +109,28 @@ pub fn linear_add(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -
     linear_store(rec, x, w, y, Store::Add)
 }
 
+/// `Y (+)= (silu(gate) ⊙ up) · Wᵀ (+ bias)`, a gated MLP's down projection. Through the
+/// mat-vec the activation is made as the kernel reads it ([`matvec::matvec_glu_store`]);
+/// otherwise (the tiled matmul, or weights with outlier columns or a probe) it is written to
+/// `act` (`[M, K]`, f32) first.
+pub fn linear_swiglu(
+    rec: &mut Recorder<'_>,
+    (gate, up): (&Tensor, &Tensor),
+    act: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    store: Store,
+) -> Result<()> {
+    let rows = rows_of(gate, w, "linear")?;
+    if uses_matvec(rec.context(), rows, w.format) && w.outliers().is_none() && w.probe().is_none() {
+        let layout = matvec::Layout::for_device(rec.context());
+        matvec::matvec_glu_store(rec, gate, up, w, y, layout, store)
+    } else {
+        crate::elementwise::swiglu(rec, gate, up, act)?;
+        linear_store(rec, act, w, y, store)
+    }
+}
+
 fn linear_store(
     rec: &mut Recorder<'_>,
     x: &Tensor,

@@ -119,15 +119,62 @@ pub fn matvec_store(
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
     for m0 in (0..m).step_by(MAX_BATCH) {
-        launch(rec, x, w, y, (layout, store), m0..m.min(m0 + MAX_BATCH))?;
+        launch(
+            rec,
+            x,
+            None,
+            w,
+            y,
+            (layout, store),
+            m0..m.min(m0 + MAX_BATCH),
+        )?;
     }
     crate::outliers::finish(rec, x, w, y)
 }
 
-/// Activation rows `x_rows` (one pass over the weights).
+/// `Y (+)= (silu(gate) ⊙ up) · Wᵀ (+ bias)`: a gated MLP's down projection that makes its input
+/// as it reads it, with no launch (or tensor) of its own for the activation. The weights may not
+/// carry outlier columns or an activation probe, which need that input as a tensor.
+pub fn matvec_glu_store(
+    rec: &mut Recorder<'_>,
+    gate: &Tensor,
+    up: &Tensor,
+    w: &Weights,
+    y: &Tensor,
+    layout: Layout,
+    store: Store,
+) -> Result<()> {
+    let m = rows_of(gate, w, "matvec")?;
+    expect(up, "matvec", "up", DType::F32, m * w.k)?;
+    expect(y, "matvec", "y", DType::F32, m * w.n)?;
+    ensure(layout.supported(rec.context()), "matvec", || {
+        format!("layout {layout:?} needs subgroups of at least 8 invocations")
+    })?;
+    ensure(
+        w.outliers().is_none() && w.probe().is_none(),
+        "matvec",
+        || "a gated input cannot feed weights with outlier columns or a probe".into(),
+    )?;
+    for m0 in (0..m).step_by(MAX_BATCH) {
+        launch(
+            rec,
+            gate,
+            Some(up),
+            w,
+            y,
+            (layout, store),
+            m0..m.min(m0 + MAX_BATCH),
+        )?;
+    }
+    Ok(())
+}
+
+/// Activation rows `x_rows` (one pass over the weights); with `up`, the input is
+/// silu(x) ⊙ up.
 fn launch(
     rec: &mut Recorder<'_>,
     x: &Tensor,
+    up: Option<&Tensor>,
     w: &Weights,
     y: &Tensor,
     (layout, store): (Layout, Store),
@@ -135,6 +182,9 @@ fn launch(
 ) -> Result<()> {
     let (m0, batch) = (x_rows.start, x_rows.len());
     let mut defines = store.apply(w.defines()).set("BATCH", batch as u32);
+    if up.is_some() {
+        defines = defines.flag("X_GLU");
+    }
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
@@ -175,6 +225,7 @@ fn launch(
             _pad: 0,
         };
         let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+        bindings.extend(up.map(|up| Binding::new(3, up)));
         bindings.extend(part.bindings());
         rec.dispatch(&Dispatch {
             shader: &SHADER,
@@ -229,10 +280,12 @@ pub fn shader_variants() -> ShaderVariants {
                         if vec4 {
                             wide = wide.flag("X_U64");
                         }
+                        variants.push((wide.clone().flag("X_GLU"), vec!["matvec"]));
                         variants.push((wide, vec!["matvec"]));
                     }
                     variants.push((d.clone(), vec!["matvec"]));
                     variants.push((d.clone().flag("ACCUMULATE"), vec!["matvec"]));
+                    variants.push((d.clone().flag("X_GLU").flag("ACCUMULATE"), vec!["matvec"]));
                     variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
                 }
             }

@@ -5,7 +5,7 @@
 
 use kiln_kernels::attention::KvCache;
 use kiln_kernels::rope::{Rope, RopeLayout};
-use kiln_kernels::{Weights, attention, elementwise, embedding, matmul, norm, rope};
+use kiln_kernels::{Weights, attention, embedding, matmul, norm, rope};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -234,8 +234,8 @@ impl Architecture for Llama {
             norm::rms_norm(rec, &io.x, &b.ffn_norm, &io.h, c.eps)?;
             matmul::linear(rec, &io.h, &b.gate, &io.gate)?;
             matmul::linear(rec, &io.h, &b.up, &io.up)?;
-            elementwise::swiglu(rec, &io.gate, &io.up, &io.act)?;
-            matmul::linear_add(rec, &io.act, &b.down, &io.x)?;
+            let glu = (&io.gate, &io.up);
+            matmul::linear_swiglu(rec, glu, &io.act, &b.down, &io.x, matmul::Store::Add)?;
         }
         Ok(())
     }
