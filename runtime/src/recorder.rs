@@ -136,7 +136,11 @@ impl<'c> Recorder<'c> {
         }
         let max_binding = ctx.limits.max_storage_buffer_binding_size;
         // The error's name is only formatted for a binding over the limit: this runs per dispatch.
-        for b in d.bindings.iter().filter(|b| b.tensor.buffer().size() > max_binding) {
+        for b in d
+            .bindings
+            .iter()
+            .filter(|b| b.tensor.buffer().size() > max_binding)
+        {
             let size = b.tensor.buffer().size();
             ctx.check_limit(
                 format!(
