@@ -82,6 +82,7 @@ fn x_quad(b: u32, k: u32) -> vec4<f32> {
 }
 
 #if X_GLU
+// x_quad over x_up: WGSL cannot hand a storage buffer to a function.
 fn up_quad(b: u32, k: u32) -> vec4<f32> {
 #if X_VEC4 && X_U64
     return bitcast<vec4<f32>>(split64(x_up[((p.m0 + b) * p.K + k) >> 2u]));
