@@ -64,6 +64,26 @@ var<workgroup> q_sh: array<f32, MAX_D>;
 var<workgroup> prob: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
+// What workgroup g of a split attention (`attend`, `attend_lanes`) takes: query row r's head h
+// (rh = r * H + h) over keys start .. end of its sequence.
+struct SplitTask {
+    rh: u32,
+    seq: u32,
+    kvh: u32,
+    start: u32,
+    end: u32,
+}
+
+fn split_task(g: u32) -> SplitTask {
+    let split = g % p.splits;
+    let rh = g / p.splits;
+    let r = rh / p.H;
+    let n_keys = idx[2u * r + 1u];
+    let start = split * p.split_len;
+    return SplitTask(rh, idx[2u * r], (rh % p.H) / (p.H / p.KVH), start,
+                     min(start + p.split_len, n_keys));
+}
+
 fn cache_row(seq: u32, kvh: u32, position: u32) -> u32 {
     return ((seq * p.KVH + kvh) * p.C + position) * p.D;
 }
@@ -268,15 +288,12 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (g >= p.R * p.H * p.splits) {
         return;
     }
-    let split = g % p.splits;
-    let rh = g / p.splits;           // r * H + h
-    let h = rh % p.H;
-    let r = rh / p.H;
-    let seq = idx[2u * r];
-    let n_keys = idx[2u * r + 1u];
-    let kvh = h / (p.H / p.KVH);
-    let start = split * p.split_len;
-    let end = min(start + p.split_len, n_keys);
+    let task = split_task(g);
+    let rh = task.rh;
+    let seq = task.seq;
+    let kvh = task.kvh;
+    let start = task.start;
+    let end = task.end;
 
     for (var d = tid; d < p.D; d += WG) {
         q_sh[d] = src_q[rh * p.D + d] * p.scale;
@@ -512,16 +529,11 @@ fn attend_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (g >= p.R * p.H * p.splits) {
         return;
     }
-    let split = g % p.splits;
-    let rh = g / p.splits;
-    let h = rh % p.H;
-    let r = rh / p.H;
-    let seq = idx[2u * r];
-    let n_keys = idx[2u * r + 1u];
-    let kvh = h / (p.H / p.KVH);
-    let start = split * p.split_len;
-    let end = min(start + p.split_len, n_keys);
-    let first_row = (seq * p.KVH + kvh) * p.C;
+    let task = split_task(g);
+    let rh = task.rh;
+    let start = task.start;
+    let end = task.end;
+    let first_row = (task.seq * p.KVH + task.kvh) * p.C;
 
     var q: array<vec4<f32>, QUADS>;
     for (var i = 0u; i < QUADS; i++) {
