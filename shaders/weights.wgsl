@@ -4,7 +4,8 @@
 // `w_load4(n, k, K, G)` returns W[n, k..k+4] as f32 for k a multiple of 4; values past K read as 0.
 // The format is chosen by one flag (see kernels/src/weights.rs) and dequantized here:
 //   W_F32   array<f32> (array<vec4<f32>> when W_VEC4: K % 4 == 0)
-//   W_F16   array<f16> when F16_NATIVE (SHADER_F16 granted), else halves packed in array<u32>
+//   W_F16   array<f16> when F16_NATIVE (SHADER_F16 granted), else halves packed in array<u32>;
+//           with F16_QUADS four halves per vec2<u32>, K % 4 == 0 (CPU adapters)
 //   W_Q8_0  GGUF blocks of 32: f16 d, 32 x i8               w = d * q
 //   W_Q4_0  GGUF blocks of 32: f16 d, 16 bytes of nibbles    w = d * (q - 8)
 //   W_Q4_1  GGUF blocks of 32: f16 d, f16 m, 16 bytes        w = d * q + m
@@ -28,6 +29,8 @@ enable f16;
 @group(1) @binding(0) var<storage, read> w: array<f32>;
 #elif W_F16 && F16_NATIVE
 @group(1) @binding(0) var<storage, read> w: array<f16>;
+#elif W_F16 && F16_QUADS
+@group(1) @binding(0) var<storage, read> w: array<vec2<u32>>;
 #elif W_U64 && W_Q8_0
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
@@ -164,6 +167,9 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
         }
     }
     return v;
+#elif W_F16 && F16_QUADS
+    let v = w[(n * K + k) >> 2u];
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 #elif W_F16 && F16_NATIVE
     let base = n * K + k;
     var v = vec4<f32>(0.0);

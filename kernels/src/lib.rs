@@ -19,7 +19,7 @@ pub mod weights;
 use kiln_runtime::{DType, Defines, RuntimeError, Shader, Tensor};
 use thiserror::Error;
 
-pub use weights::{HostWeights, WeightFormat, Weights};
+pub use weights::{F16Read, HostWeights, WeightFormat, Weights};
 
 #[derive(Debug, Error)]
 pub enum KernelError {

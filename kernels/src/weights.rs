@@ -93,12 +93,49 @@ impl WeightFormat {
             Defines::new().flag("W_F32").flag("W_VEC4"),
             Defines::new().flag("W_F16"),
             Defines::new().flag("W_F16").flag("F16_NATIVE"),
+            Defines::new().flag("W_F16").flag("F16_QUADS"),
             Defines::new().flag("W_Q8_0"),
             Defines::new().flag("W_Q4_0"),
             Defines::new().flag("W_Q4_1"),
             Defines::new().flag("W_I8"),
             Defines::new().flag("W_I8").flag("W_ZP"),
         ]
+    }
+}
+
+/// How kernels read f16 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Read {
+    /// As `f16` values (SHADER_F16).
+    Native,
+    /// One half at a time out of packed u32 words (any device, any K).
+    Packed,
+    /// Four halves at a time as one `vec2<u32>` (K a multiple of 4). On lavapipe, whose cost is
+    /// per loaded component, 1.8–1.9× the native read in the mat-vec (one `u64` per quad was
+    /// slower than two `u32`: the split costs more than the component it saves).
+    Quads,
+}
+
+impl F16Read {
+    /// Quads on CPU adapters, whose cost is per loaded component; native halves where
+    /// SHADER_F16 is granted; otherwise packed words.
+    pub fn for_device(ctx: &Context, k: usize) -> Self {
+        if ctx.is_cpu() && Self::Quads.supported(ctx, k) {
+            Self::Quads
+        } else if ctx.features.f16 {
+            Self::Native
+        } else {
+            Self::Packed
+        }
+    }
+
+    /// Whether the device can read rows of `k` halves this way.
+    pub fn supported(self, ctx: &Context, k: usize) -> bool {
+        match self {
+            Self::Native => ctx.features.f16,
+            Self::Packed => true,
+            Self::Quads => k.is_multiple_of(4),
+        }
     }
 }
 
@@ -359,7 +396,7 @@ pub struct Weights {
     pub n: usize,
     pub k: usize,
     parts: Vec<Part>,
-    native_f16: bool,
+    f16_read: F16Read,
     /// Input columns held in f32 beside the main part (LLM.int8() decomposition).
     outliers: Option<Outliers>,
     /// `[k]` maxima of |input| per column, accumulated by every launch while calibrating.
@@ -445,7 +482,7 @@ impl Weights {
             n: host.n,
             k: host.k,
             parts,
-            native_f16: ctx.features.f16,
+            f16_read: F16Read::for_device(ctx, host.k),
             outliers: None,
             probe: None,
         })
@@ -538,7 +575,14 @@ impl Weights {
     /// Reads f16 through the packed-u32 fallback even where SHADER_F16 is granted (for tests
     /// and comparisons).
     pub fn force_packed_f16(mut self) -> Self {
-        self.native_f16 = false;
+        self.f16_read = F16Read::Packed;
+        self
+    }
+
+    /// Reads f16 weights as `read` (tests and comparisons); the caller checks
+    /// [`F16Read::supported`].
+    pub fn force_f16_read(mut self, read: F16Read) -> Self {
+        self.f16_read = read;
         self
     }
 
@@ -582,7 +626,11 @@ impl Weights {
         let mut d = Defines::new().flag(self.format.flag());
         match self.format {
             WeightFormat::F32 if self.k.is_multiple_of(4) => d = d.flag("W_VEC4"),
-            WeightFormat::F16 if self.native_f16 => d = d.flag("F16_NATIVE"),
+            WeightFormat::F16 => match self.f16_read {
+                F16Read::Native => d = d.flag("F16_NATIVE"),
+                F16Read::Packed => {}
+                F16Read::Quads => d = d.flag("F16_QUADS"),
+            },
             WeightFormat::Int8 {
                 zero_point: true, ..
             } => d = d.flag("W_ZP"),

@@ -10,7 +10,7 @@ use kiln_kernels::matmul::{
     Store, linear, linear_add, linear_swiglu, matmul, matmul_ref, matmul_store,
 };
 use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_store};
-use kiln_kernels::{KernelError, WeightFormat, Weights};
+use kiln_kernels::{F16Read, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType, DeviceOptions};
 
 /// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
@@ -22,7 +22,8 @@ struct Case {
     k: usize,
     bias: bool,
     kernel: &'static str,
-    packed_f16: bool,
+    /// How f16 weights are read (`None`: the device's own choice).
+    f16_read: Option<F16Read>,
     /// Store the weights in parts of this many rows (as a matrix over the binding limit is).
     part_rows: Option<usize>,
     /// matvec's layout (`None`: the device's own).
@@ -37,7 +38,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         k,
         bias,
         kernel,
-        packed_f16,
+        f16_read,
         part_rows,
         layout,
     } = case;
@@ -50,8 +51,8 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
     let mut w = upload_weights(ctx, &host, part_rows, b.as_deref());
-    if packed_f16 {
-        w = w.force_packed_f16();
+    if let Some(read) = f16_read {
+        w = w.force_f16_read(read);
     }
     let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
     let yt = ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap(); // poisoned: every element must be written
@@ -69,7 +70,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} packed_f16 {packed_f16} parts of {part_rows:?} rows, layout {layout:?}"
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}"
         ),
         &got,
         &want,
@@ -105,7 +106,7 @@ fn matmul_matches_reference_for_every_format() {
                     k,
                     bias: i % 2 == 1,
                     kernel: "matmul",
-                    packed_f16: false,
+                    f16_read: None,
                     part_rows: None,
                     layout: None,
                 },
@@ -145,7 +146,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                             k,
                             bias: (i + b) % 2 == 0,
                             kernel: "matvec",
-                            packed_f16: false,
+                            f16_read: None,
                             part_rows: None,
                             layout: Some(layout),
                         },
@@ -301,7 +302,7 @@ fn matvec_matches_reference_without_int64() {
                             k,
                             bias: b == 3,
                             kernel: "matvec",
-                            packed_f16: false,
+                            f16_read: None,
                             part_rows: None,
                             layout: Some(layout),
                         },
@@ -312,11 +313,13 @@ fn matvec_matches_reference_without_int64() {
     }
 }
 
+/// Every way of reading f16 the device runs (native halves, packed words, quads), through the mat-vec (1 and 4 rows) and the matmul (70 rows).
 #[test]
-fn f16_weights_match_through_native_and_packed_paths() {
+fn f16_weights_match_through_every_read() {
     let Some(ctx) = test_context() else { return };
-    for (m, n, k) in [(1, 33, 17), (4, 64, 96), (70, 45, 35)] {
-        for packed in [false, true] {
+    let reads = [F16Read::Native, F16Read::Packed, F16Read::Quads];
+    for (m, n, k) in [(1, 33, 17), (4, 64, 96), (70, 45, 36), (1, 7, 1028)] {
+        for read in reads.into_iter().filter(|r| r.supported(ctx, k)) {
             check(
                 ctx,
                 300 + m as u64,
@@ -327,14 +330,20 @@ fn f16_weights_match_through_native_and_packed_paths() {
                     k,
                     bias: false,
                     kernel: "linear",
-                    packed_f16: packed,
+                    f16_read: Some(read),
                     part_rows: None,
                     layout: None,
                 },
             );
         }
     }
-    eprintln!("native f16 granted: {}", ctx.features.f16);
+    eprintln!(
+        "f16 reads run: {:?}",
+        reads
+            .iter()
+            .filter(|r| r.supported(ctx, 96))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -351,7 +360,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             k: 1536,
             bias: false,
             kernel: "linear",
-            packed_f16: false,
+            f16_read: None,
             part_rows: None,
             layout: None,
         },
@@ -366,7 +375,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             k: 576,
             bias: true,
             kernel: "linear",
-            packed_f16: false,
+            f16_read: None,
             part_rows: None,
             layout: None,
         },
@@ -401,7 +410,7 @@ fn split_matrices_match_reference() {
                         k,
                         bias: i % 2 == 0,
                         kernel,
-                        packed_f16: false,
+                        f16_read: None,
                         part_rows: Some(part_rows),
                         layout: None,
                     },
