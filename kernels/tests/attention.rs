@@ -10,7 +10,7 @@ use kiln_kernels::attention::{
     kv_store, scratch_len,
 };
 use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
-use kiln_runtime::{Context, DType, DeviceOptions};
+use kiln_runtime::{Context, DType};
 
 /// RoPE: |gpu − ref| ≤ tol with tol = 2e-5 for positions < 64 and 2e-3 up to 8191 (the f32 angle
 /// itself carries ≈ pos · 6e-8 rad of error; the reference angle is f64).
@@ -177,14 +177,9 @@ fn split_decode_matches_reference() {
 /// shared context on lavapipe) and 16-byte ones without: split decode on a device refusing it.
 #[test]
 fn decode_without_int64_matches_reference() {
-    let Some(shared) = test_context() else { return };
-    eprintln!(
-        "SHADER_INT64 granted to the shared context: {}",
-        shared.features.int64
-    );
-    let mut options = DeviceOptions::from_env().unwrap();
-    options.disable_int64 = true;
-    let ctx = &Context::new(&options).unwrap();
+    let Some(ctx) = &own_context(true) else {
+        return;
+    };
     for (i, &(heads, kv_heads, head_dim)) in [(9, 3, 64), (6, 2, 80), (2, 1, 4)].iter().enumerate()
     {
         let shape = AttnShape {

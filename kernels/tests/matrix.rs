@@ -11,7 +11,7 @@ use kiln_kernels::matmul::{
 };
 use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_store};
 use kiln_kernels::{F16Read, KernelError, WeightFormat, Weights};
-use kiln_runtime::{Context, DType, DeviceOptions};
+use kiln_runtime::{Context, DType};
 
 /// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
 /// `n × k` random weights of `format`.
@@ -272,15 +272,7 @@ fn gated_input_matches_reference() {
 /// it); a device refusing it checks the u32 reads of the CPU layouts.
 #[test]
 fn matvec_matches_reference_without_int64() {
-    let Some(shared) = test_context() else { return };
-    eprintln!(
-        "SHADER_INT64 granted to the shared context: {}",
-        shared.features.int64
-    );
-    let mut options = DeviceOptions::from_env().unwrap();
-    options.disable_int64 = true;
-    let ctx = Context::new(&options).unwrap();
-    assert!(!ctx.features.int64);
+    let Some(ctx) = own_context(true) else { return };
     for (i, &(n, k)) in [(7usize, 32usize), (129, 1031), (257, 576)]
         .iter()
         .enumerate()

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kiln_kernels::stream::{MAX_GROUPS, copy, read, read_partials, read_ref};
-use kiln_runtime::{BindGroupCache, Context, DType, DeviceOptions};
+use kiln_runtime::{BindGroupCache, DType};
 
 /// Copy is exact; the read kernel's sum is within 1e-5 · Σ|x| of the f64 sum (f32 partial sums).
 #[test]
@@ -90,10 +90,9 @@ fn timer_measures_recorded_work() {
 /// take the shared context's pooled parameter chunks and change which one a step gets.
 #[test]
 fn cached_bind_groups_are_reused_and_stay_correct() {
-    if test_context().is_none() {
+    let Some(ctx) = &own_context(false) else {
         return;
-    }
-    let ctx = &Context::new(&DeviceOptions::from_env().unwrap()).unwrap();
+    };
     let cache = BindGroupCache::new();
     let x = ctx.upload_f32(&[1.0, 2.0, 3.0], &[3]).unwrap();
     let y = ctx.zeros(DType::F32, &[3]).unwrap();

@@ -3,11 +3,27 @@
 
 use half::f16;
 use kiln_kernels::{HostWeights, WeightFormat, Weights};
-use kiln_runtime::Context;
+use kiln_runtime::{Context, DeviceOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use kiln_runtime::testing::test_context;
+
+/// A context of the test's own, the adapter the shared one uses with SHADER_INT64 refused when
+/// `without_int64` (the u32 paths of the CPU layouts; lavapipe grants int64), or `None` where GPU
+/// tests are skipped. Its own, too, where tests running beside it must not share its pools.
+pub fn own_context(without_int64: bool) -> Option<Context> {
+    let shared = test_context()?;
+    eprintln!(
+        "SHADER_INT64 granted to the shared context: {}",
+        shared.features.int64
+    );
+    let mut options = DeviceOptions::from_env().unwrap();
+    options.disable_int64 = without_int64;
+    let ctx = Context::new(&options).unwrap();
+    assert!(!without_int64 || !ctx.features.int64);
+    Some(ctx)
+}
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
