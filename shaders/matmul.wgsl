@@ -4,7 +4,8 @@
 // in workgroup memory; each thread holds a 4 x 4 register block. X is read as vec4 when X_VEC4
 // (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
 // kernel and packed formats are dequantized while the tile is staged. A matrix split into row
-// parts (over the binding limit) is one launch per part, each writing its columns of Y. With
+// parts (over the binding limit) is one launch per part, each writing its columns of Y (or a
+// stacked matrix's columns to several outputs, outputs.wgsl). With
 // ACCUMULATE the product is added to Y (Y += ...), a residual add fused into the store.
 
 struct Params {
@@ -16,6 +17,10 @@ struct Params {
     tiles: u32,     // ceil(M / 64) * tiles_n
     ldy: u32,       // row stride of Y: the whole matrix's rows
     col0: u32,      // first column of Y this weight part writes
+    cut1: u32,      // first column of output 1 (outputs.wgsl)
+    cut2: u32,      // first column of output 2
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,7 +29,6 @@ struct Params {
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #endif
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 #if HAS_BIAS
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
@@ -105,15 +109,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + tx * 4u + j;
             if (n < p.N) {
-                let at = m * p.ldy + p.col0 + n;
                 var v = acc[i][j];
 #if HAS_BIAS
                 v += bias[n];
 #endif
-#if ACCUMULATE
-                v += y[at];
-#endif
-                y[at] = v;
+                y_put(m, p.col0 + n, v, Y_ADD);
             }
         }
     }

@@ -1,7 +1,7 @@
 // Matrix-vector product for decode: Y[b, N] = X[b, K] * W[N, K]^T (+ bias[N]) for BATCH rows of X
 // from m0 (with ACCUMULATE, Y += ...).
 // A matrix split into row parts (over the binding limit) is one launch per part, each writing
-// columns n0 .. n0 + N of Y.
+// columns n0 .. n0 + N of Y; a stacked matrix's columns go to several outputs (outputs.wgsl).
 //
 // Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
 // activation rows (a skinny matmul). A workgroup owns ROWS * ROW_TILE output rows with LANES
@@ -26,7 +26,11 @@ struct Params {
     ldy: u32,     // row stride of y: the whole matrix's rows
     n0: u32,      // first column of y this part writes
     m0: u32,      // first row of x and y this launch takes (BATCH rows from it)
-    _pad: u32,
+    cut1: u32,    // first column of output 1 (outputs.wgsl)
+    cut2: u32,    // first column of output 2
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,7 +45,6 @@ alias XItem = f32;
 #if X_GLU
 @group(0) @binding(3) var<storage, read> x_up: array<XItem>;
 #endif
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 #if HAS_BIAS
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
@@ -174,15 +177,11 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
 
 // y = v (+ bias), or with ACCUMULATE y += v (+ bias): a residual add without a launch of its own.
 fn store(b: u32, n: u32, v: f32) {
-    let at = (p.m0 + b) * p.ldy + p.n0 + n;
     var out = v;
 #if HAS_BIAS
     out += bias[n];
 #endif
-#if ACCUMULATE
-    out += y[at];
-#endif
-    y[at] = out;
+    y_put(p.m0 + b, p.n0 + n, out, Y_ADD);
 }
 
 @compute @workgroup_size(ROWS * LANES)

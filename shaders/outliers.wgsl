@@ -9,12 +9,15 @@ struct Params {
     N: u32,  // rows of W (columns of Y)
     K: u32,  // columns of X
     C: u32,  // outlier columns
+    ldy: u32,   // columns of the whole product (N)
+    cut1: u32,  // first column of output 1 (outputs.wgsl)
+    cut2: u32,  // first column of output 2
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// Y for outlier_add, the probe for column_absmax.
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// y (outputs.wgsl): Y for outlier_add, the probe for column_absmax.
 @group(1) @binding(0) var<storage, read> cols: array<u32>;
 @group(1) @binding(1) var<storage, read> wo: array<f32>;
 
@@ -37,7 +40,7 @@ fn outlier_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var j = 0u; j < p.C; j++) {
         s += wo[r * p.C + j] * x[m * p.K + cols[j]];
     }
-    y[i] += s;
+    y_put(m, r, s, true);
 }
 
 @compute @workgroup_size(256)

@@ -113,6 +113,8 @@ pub type MatrixShape = (&'static str, usize, usize);
 /// SmolLM2-135M's feed-forward up projection and tied LM head.
 pub const SMOLLM2_FFN_UP: MatrixShape = ("SmolLM2-135M ffn_up", 1536, 576);
 pub const SMOLLM2_HEAD: MatrixShape = ("SmolLM2-135M output", 49152, 576);
+/// SmolLM2-135M's gate and up projections stacked into one matrix, as the model runs them.
+pub const SMOLLM2_GATE_UP: MatrixShape = ("SmolLM2-135M ffn_gate+ffn_up stacked", 3072, 576);
 /// GPT-2 124M's MLP up projection.
 pub const GPT2_FC: MatrixShape = ("GPT-2 124M mlp.c_fc", 3072, 768);
 /// A 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN 8192).

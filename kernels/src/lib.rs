@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod matvec;
 pub mod norm;
 pub mod outliers;
+pub mod outputs;
 pub mod rope;
 pub mod softmax;
 pub mod stream;
@@ -19,6 +20,7 @@ pub mod weights;
 use kiln_runtime::{DType, Defines, RuntimeError, Shader, Tensor};
 use thiserror::Error;
 
+pub use outputs::Outputs;
 pub use weights::{F16Read, HostWeights, WeightFormat, Weights};
 
 #[derive(Debug, Error)]

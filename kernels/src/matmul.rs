@@ -4,12 +4,17 @@
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
+use crate::outputs::{OUTPUTS_WGSL, Outputs};
 use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect, matvec};
 
 pub const SHADER: Shader = Shader {
     name: "matmul",
-    parts: &[WEIGHTS_WGSL, include_str!("../../shaders/matmul.wgsl")],
+    parts: &[
+        WEIGHTS_WGSL,
+        OUTPUTS_WGSL,
+        include_str!("../../shaders/matmul.wgsl"),
+    ],
 };
 
 /// Output tile edge (rows and columns of Y per workgroup).
@@ -29,6 +34,10 @@ struct Params {
     ldy: u32,
     /// First output column of this weight part
     n0: u32,
+    /// First columns of outputs 1 and 2 of a stacked matrix
+    cut1: u32,
+    cut2: u32,
+    _pad: [u32; 2],
 }
 
 /// Rows of `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`, f32).
@@ -64,13 +73,28 @@ pub fn matmul_store(
 ) -> Result<()> {
     let m = rows_of(x, w, "matmul")?;
     expect(y, "matmul", "y", DType::F32, m * w.n)?;
-    let mut defines = store.apply(w.defines());
+    matmul_split(rec, x, w, &[y], store)
+}
+
+/// [`matmul_store`] for a matrix stacked by rows from the projections whose outputs are `ys`
+/// (each `[M, n_i]`, `Σ n_i = N`): one launch writes every output its own columns.
+pub fn matmul_split(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    ys: &[&Tensor],
+    store: Store,
+) -> Result<()> {
+    let m = rows_of(x, w, "matmul")?;
+    let ys = Outputs::split("matmul", ys, m, w.n)?;
+    let mut defines = ys.defines(store.apply(w.defines()));
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
     }
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
+    let (cut1, cut2) = ys.cuts();
     for part in w.parts() {
         let tiles_n = part.n.div_ceil(TILE);
         let tiles = m.div_ceil(TILE) * tiles_n;
@@ -83,8 +107,12 @@ pub fn matmul_store(
             tiles: tiles as u32,
             ldy: w.n as u32,
             n0: part.row0 as u32,
+            cut1,
+            cut2,
+            _pad: [0; 2],
         };
-        let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+        let mut bindings = vec![Binding::new(1, x)];
+        bindings.extend(ys.bindings());
         bindings.extend(part.bindings());
         rec.dispatch(&Dispatch {
             shader: &SHADER,
@@ -95,7 +123,7 @@ pub fn matmul_store(
             workgroups: tiles as u32,
         })?;
     }
-    crate::outliers::finish(rec, x, w, y)
+    crate::outliers::finish(rec, x, w, &ys)
 }
 
 /// `Y = X · Wᵀ (+ bias)` with the kernel suited to the row count and device (see
@@ -138,11 +166,26 @@ fn linear_store(
     y: &Tensor,
     store: Store,
 ) -> Result<()> {
+    let m = rows_of(x, w, "linear")?;
+    expect(y, "linear", "y", DType::F32, m * w.n)?;
+    linear_split(rec, x, w, &[y], store)
+}
+
+/// `Y_i (+)= X · W_iᵀ (+ bias)` for a matrix `W` stacked by rows from the `W_i`, whose outputs
+/// are `ys` (each `[M, n_i]`, `Σ n_i = N`): projections of one input (q, k and v; gate and up)
+/// in one launch, by the kernel [`linear`] would pick.
+pub fn linear_split(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    ys: &[&Tensor],
+    store: Store,
+) -> Result<()> {
     if uses_matvec(rec.context(), rows_of(x, w, "linear")?, w.format) {
         let layout = matvec::Layout::for_device(rec.context());
-        matvec::matvec_store(rec, x, w, y, layout, store)
+        matvec::matvec_split(rec, x, w, ys, layout, store)
     } else {
-        matmul_store(rec, x, w, y, store)
+        matmul_split(rec, x, w, ys, store)
     }
 }
 
@@ -210,6 +253,9 @@ pub fn shader_variants() -> ShaderVariants {
                     d = d.flag("HAS_BIAS");
                     variants.push((d.clone().flag("ACCUMULATE"), vec!["matmul"]));
                 }
+                variants.push((d.clone().flag("SPLIT_Y"), vec!["matmul"]));
+                let split3 = d.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                variants.push((split3, vec!["matmul"]));
                 variants.push((d, vec!["matmul"]));
             }
         }

@@ -7,12 +7,17 @@ use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Dispatch, Recorder, Shader, Tensor};
 
 use crate::matmul::{Store, rows_of};
+use crate::outputs::{OUTPUTS_WGSL, Outputs};
 use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect};
 
 pub const SHADER: Shader = Shader {
     name: "matvec",
-    parts: &[WEIGHTS_WGSL, include_str!("../../shaders/matvec.wgsl")],
+    parts: &[
+        WEIGHTS_WGSL,
+        OUTPUTS_WGSL,
+        include_str!("../../shaders/matvec.wgsl"),
+    ],
 };
 
 /// Most activation rows one launch takes (each row count is its own pipeline variant).
@@ -85,7 +90,10 @@ struct Params {
     n0: u32,
     /// First activation row of this launch
     m0: u32,
-    _pad: u32,
+    /// First columns of outputs 1 and 2 of a stacked matrix
+    cut1: u32,
+    cut2: u32,
+    _pad: [u32; 3],
 }
 
 /// `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`), in the device's [`Layout`].
@@ -115,6 +123,21 @@ pub fn matvec_store(
 ) -> Result<()> {
     let m = rows_of(x, w, "matvec")?;
     expect(y, "matvec", "y", DType::F32, m * w.n)?;
+    matvec_split(rec, x, w, &[y], layout, store)
+}
+
+/// [`matvec_store`] for a matrix stacked by rows from the projections whose outputs are `ys`
+/// (each `[M, n_i]`, `Σ n_i = N`): one launch writes every output its own columns.
+pub fn matvec_split(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    ys: &[&Tensor],
+    layout: Layout,
+    store: Store,
+) -> Result<()> {
+    let m = rows_of(x, w, "matvec")?;
+    let ys = Outputs::split("matvec", ys, m, w.n)?;
     ensure(layout.supported(rec.context()), "matvec", || {
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
@@ -124,12 +147,12 @@ pub fn matvec_store(
             x,
             None,
             w,
-            y,
+            &ys,
             (layout, store),
             m0..m.min(m0 + MAX_BATCH),
         )?;
     }
-    crate::outliers::finish(rec, x, w, y)
+    crate::outliers::finish(rec, x, w, &ys)
 }
 
 /// `Y (+)= (silu(gate) ⊙ up) · Wᵀ (+ bias)`: a gated MLP's down projection that makes its input
@@ -155,13 +178,14 @@ pub fn matvec_glu_store(
         "matvec",
         || "a gated input cannot feed weights with outlier columns or a probe".into(),
     )?;
+    let ys = Outputs::split("matvec", &[y], m, w.n)?;
     for m0 in (0..m).step_by(MAX_BATCH) {
         launch(
             rec,
             gate,
             Some(up),
             w,
-            y,
+            &ys,
             (layout, store),
             m0..m.min(m0 + MAX_BATCH),
         )?;
@@ -176,12 +200,14 @@ fn launch(
     x: &Tensor,
     up: Option<&Tensor>,
     w: &Weights,
-    y: &Tensor,
+    ys: &Outputs<'_>,
     (layout, store): (Layout, Store),
     x_rows: std::ops::Range<usize>,
 ) -> Result<()> {
     let (m0, batch) = (x_rows.start, x_rows.len());
-    let mut defines = store.apply(w.defines()).set("BATCH", batch as u32);
+    let mut defines = ys
+        .defines(store.apply(w.defines()))
+        .set("BATCH", batch as u32);
     if up.is_some() {
         defines = defines.flag("X_GLU");
     }
@@ -212,6 +238,7 @@ fn launch(
             }
         }
     }
+    let (cut1, cut2) = ys.cuts();
     for part in w.parts() {
         let groups = part.n.div_ceil(rows * tile);
         let params = Params {
@@ -222,9 +249,12 @@ fn launch(
             ldy: w.n as u32,
             n0: part.row0 as u32,
             m0: m0 as u32,
-            _pad: 0,
+            cut1,
+            cut2,
+            _pad: [0; 3],
         };
-        let mut bindings = vec![Binding::new(1, x), Binding::new(2, y)];
+        let mut bindings = vec![Binding::new(1, x)];
+        bindings.extend(ys.bindings());
         bindings.extend(up.map(|up| Binding::new(3, up)));
         bindings.extend(part.bindings());
         rec.dispatch(&Dispatch {
@@ -281,9 +311,15 @@ pub fn shader_variants() -> ShaderVariants {
                             wide = wide.flag("X_U64");
                         }
                         variants.push((wide.clone().flag("X_GLU"), vec!["matvec"]));
+                        let split3 = wide.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                        variants.push((split3, vec!["matvec"]));
                         variants.push((wide, vec!["matvec"]));
                     }
                     variants.push((d.clone(), vec!["matvec"]));
+                    variants.push((d.clone().flag("SPLIT_Y"), vec!["matvec"]));
+                    let split3 = d.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                    variants.push((split3.clone().flag("HAS_BIAS"), vec!["matvec"]));
+                    variants.push((split3, vec!["matvec"]));
                     variants.push((d.clone().flag("ACCUMULATE"), vec!["matvec"]));
                     variants.push((d.clone().flag("X_GLU").flag("ACCUMULATE"), vec!["matvec"]));
                     variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));

@@ -5,12 +5,13 @@
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
+use crate::outputs::{OUTPUTS_WGSL, Outputs};
 use crate::weights::Weights;
 use crate::{KernelError, Result, ShaderVariants, ensure, expect, groups_for};
 
 pub const SHADER: Shader = Shader {
     name: "outliers",
-    parts: &[include_str!("../../shaders/outliers.wgsl")],
+    parts: &[OUTPUTS_WGSL, include_str!("../../shaders/outliers.wgsl")],
 };
 
 #[repr(C)]
@@ -20,6 +21,12 @@ struct Params {
     n: u32,
     k: u32,
     c: u32,
+    /// Columns of the whole product (`n`)
+    ldy: u32,
+    /// First columns of outputs 1 and 2 of a stacked matrix
+    cut1: u32,
+    cut2: u32,
+    _pad: u32,
 }
 
 /// Input columns of a matrix held in f32: `values` is `[n, cols.len()]`.
@@ -81,26 +88,37 @@ pub fn split_columns(values: &mut [f32], n: usize, k: usize, cols: &[u32]) -> Ve
 
 /// What every matrix kernel records after its main pass over `w`: the outlier columns' share of
 /// `y`, and the calibration probe's column maxima of `x`.
-pub(crate) fn finish(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -> Result<()> {
+pub(crate) fn finish(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Weights,
+    ys: &Outputs<'_>,
+) -> Result<()> {
     let m = x.len() / w.k;
     if let Some(o) = w.outliers() {
+        let (cut1, cut2) = ys.cuts();
         let params = Params {
             m: m as u32,
             n: w.n as u32,
             k: w.k as u32,
             c: o.cols.len() as u32,
+            ldy: w.n as u32,
+            cut1,
+            cut2,
+            _pad: 0,
         };
+        let mut bindings = vec![
+            Binding::new(1, x),
+            Binding::weight(0, &o.cols_t),
+            Binding::weight(1, &o.values),
+        ];
+        bindings.extend(ys.bindings());
         rec.dispatch(&Dispatch {
             shader: &SHADER,
             entry: "outlier_add",
-            defines: &Defines::new(),
+            defines: &ys.defines(Defines::new()),
             params: bytemuck::bytes_of(&params),
-            bindings: &[
-                Binding::new(1, x),
-                Binding::new(2, y),
-                Binding::weight(0, &o.cols_t),
-                Binding::weight(1, &o.values),
-            ],
+            bindings: &bindings,
             workgroups: groups_for(m * w.n, 256)?,
         })?;
     }
@@ -123,6 +141,10 @@ pub fn column_absmax(rec: &mut Recorder<'_>, x: &Tensor, k: usize, probe: &Tenso
         n: 0,
         k: k as u32,
         c: 0,
+        ldy: 0,
+        cut1: 0,
+        cut2: 0,
+        _pad: 0,
     };
     rec.dispatch(&Dispatch {
         shader: &SHADER,
@@ -149,6 +171,13 @@ pub fn column_absmax_ref(x: &[f32], k: usize) -> Vec<f32> {
 pub fn shader_variants() -> ShaderVariants {
     ShaderVariants {
         shader: SHADER,
-        variants: vec![(Defines::new(), vec!["outlier_add", "column_absmax"])],
+        variants: vec![
+            (Defines::new(), vec!["outlier_add", "column_absmax"]),
+            (Defines::new().flag("SPLIT_Y"), vec!["outlier_add"]),
+            (
+                Defines::new().flag("SPLIT_Y").flag("SPLIT_Y3"),
+                vec!["outlier_add"],
+            ),
+        ],
     }
 }

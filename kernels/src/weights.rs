@@ -225,6 +225,40 @@ impl HostWeights {
         Ok(w)
     }
 
+    /// The matrices' rows one after another: projections of one input stacked so that one
+    /// launch computes them all (see [`crate::outputs`]). They must share a format and `k`.
+    pub fn stack(parts: &[HostWeights]) -> Result<Self> {
+        let first = parts.first().ok_or_else(|| KernelError::Shape {
+            kernel: "weights",
+            message: "nothing to stack".into(),
+        })?;
+        if let Some(other) = parts
+            .iter()
+            .find(|w| w.format != first.format || w.k != first.k)
+        {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!(
+                    "cannot stack {:?} rows of {} values on {:?} rows of {}",
+                    other.format, other.k, first.format, first.k
+                ),
+            });
+        }
+        let w = Self {
+            format: first.format,
+            n: parts.iter().map(|w| w.n).sum(),
+            k: first.k,
+            data: parts.iter().flat_map(|w| w.data.iter().copied()).collect(),
+            scales: parts
+                .iter()
+                .flat_map(|w| w.scales.iter().copied())
+                .collect(),
+            zeros: parts.iter().flat_map(|w| w.zeros.iter().copied()).collect(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
     /// Groups per row for int8.
     pub fn groups_per_row(&self) -> usize {
         match self.format {

@@ -95,7 +95,7 @@ def gelu(x):
 def forward(w, ids, n_layer, n_head, inputs=None):
     """Logits of every position of `ids` (float64, full causal attention, no cache). With a dict
     `inputs`, stores there the largest |input| of each column of every matrix multiplied by
-    activations, under the matrix's GGUF name (Kiln's names: the fused QKV is three matrices)."""
+    activations, under the matrix's GGUF name (the fused QKV is one matrix, `attn_qkv`)."""
     def note(names, a):
         if inputs is not None:
             for name in names:
@@ -110,7 +110,7 @@ def forward(w, ids, n_layer, n_head, inputs=None):
     for l in range(n_layer):
         p = f"h.{l}."
         h = layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"])
-        note([f"blk.{l}.attn_{m}" for m in "qkv"], h)
+        note([f"blk.{l}.attn_qkv"], h)
         qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
         q, k, v = (qkv[:, i * e:(i + 1) * e].reshape(t, n_head, d).transpose(1, 0, 2) for i in range(3))
         s = q @ k.transpose(0, 2, 1) / np.sqrt(d)
@@ -289,17 +289,14 @@ def int8_matrix(w, scheme):
 
 def int8_checkpoint(w, n_layer, scheme):
     """Every matrix of a Hugging Face-layout checkpoint through int8, as Kiln stores them: by output
-    rows ([out, in], so Conv1D weights transposed), the fused QKV as three matrices."""
+    rows ([out, in], so Conv1D weights transposed), the fused QKV as one matrix."""
     q = dict(w)
     q["wte.weight"] = int8_matrix(w["wte.weight"], scheme)
     q["wpe.weight"] = int8_matrix(w["wpe.weight"], scheme)
     if "lm_head.weight" in w:
         q["lm_head.weight"] = int8_matrix(w["lm_head.weight"], scheme)
     for l in range(n_layer):
-        attn = f"h.{l}.attn.c_attn.weight"
-        e = w[attn].shape[0]
-        q[attn] = np.concatenate([int8_matrix(w[attn][:, i * e:(i + 1) * e].T, scheme).T for i in range(3)], axis=1)
-        for name in ("attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
             key = f"h.{l}.{name}.weight"
             q[key] = int8_matrix(w[key].T, scheme).T
     return q
@@ -329,11 +326,7 @@ def outlier_checkpoint(w, n_layer, scheme, kept):
     if "lm_head.weight" in w:
         q["lm_head.weight"] = split(w["lm_head.weight"], kept["output"])
     for l in range(n_layer):
-        attn = f"h.{l}.attn.c_attn.weight"
-        e = w[attn].shape[0]
-        q[attn] = np.concatenate([split(w[attn][:, i * e:(i + 1) * e].T, kept[f"blk.{l}.attn_{m}"]).T
-                                  for i, m in enumerate("qkv")], axis=1)
-        for hf, name in (("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")):
+        for hf, name in (("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")):
             key = f"h.{l}.{hf}.weight"
             q[key] = split(w[key].T, kept[f"blk.{l}.{name}"]).T
     return q

@@ -1,8 +1,6 @@
 //! GGUF tensors onto the device: matrices keep their block format (dequantized in the kernels),
 //! vectors (norm weights, biases) become f32. Shared by every architecture read from GGUF.
 
-use std::ops::Range;
-
 use kiln_kernels::{HostWeights, WeightFormat, Weights};
 use kiln_runtime::{Context, DType, Tensor};
 
@@ -32,21 +30,17 @@ pub(crate) fn matrix(
     k: usize,
     quant: Quant,
 ) -> Result<Weights> {
-    matrix_rows(ctx, g, name, n, k, 0..n, quant)
+    Ok(Weights::upload(ctx, &host_matrix(g, name, n, k, quant)?)?)
 }
 
-/// Uploads rows `rows` of a `[n, k]` matrix (GGUF dims `[k, n]`): how a fused projection such as
-/// GPT-2's QKV is split. Rows of every block format are whole blocks, so a row range is a byte
-/// range.
-pub(crate) fn matrix_rows(
-    ctx: &Context,
+/// A `[n, k]` matrix (GGUF dims `[k, n]`) on the host, in its own format or converted to `quant`.
+pub(crate) fn host_matrix(
     g: &GgufFile,
     name: &str,
     n: usize,
     k: usize,
-    rows: Range<usize>,
     quant: Quant,
-) -> Result<Weights> {
+) -> Result<HostWeights> {
     let t = g.tensor(name)?;
     g.check_dims(t, &[k as u64, n as u64])?;
     let format = match t.ggml_type {
@@ -65,10 +59,8 @@ pub(crate) fn matrix_rows(
     };
     // A block format needs whole blocks per row.
     format.check_k(k)?;
-    let row = format.row_bytes(k);
-    let data = &g.tensor_data(t)?[rows.start * row..rows.end * row];
-    let host = quant.apply(HostWeights::new(format, rows.len(), k, data.to_vec())?)?;
-    Ok(Weights::upload(ctx, &host)?)
+    let data = g.tensor_data(t)?;
+    Ok(quant.apply(HostWeights::new(format, n, k, data.to_vec())?)?)
 }
 
 /// An f32 vector of `n` values (norm weights, biases), converting F16.

@@ -4,9 +4,9 @@
 //! with or without the `transformer.` prefix) or from GGUF (`gpt2.*` metadata, llama.cpp's tensor
 //! names, any block format Kiln reads). Hugging Face Conv1D weights are stored `[in, out]`; they are
 //! transposed at load into the `[out, in]` layout the matrix kernels read (GGUF already stores
-//! them so). The fused QKV projection is split into three biased matrices. Learned position
-//! embeddings, pre-LayerNorm blocks, GELU (tanh form), and an LM head tied to the token embedding
-//! unless the file carries its own.
+//! them so). The fused QKV projection stays one biased matrix, whose launch writes q, k and v
+//! each to its own output. Learned position embeddings, pre-LayerNorm blocks, GELU (tanh form),
+//! and an LM head tied to the token embedding unless the file carries its own.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{matrix, matrix_rows, n_vocab, vector, vector_values};
+use crate::gguf_weights::{matrix, n_vocab, vector, vector_values};
 use crate::quantize::Quant;
 use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
 
@@ -123,9 +123,8 @@ struct LayerNorm {
 
 struct Block {
     ln_1: LayerNorm,
-    wq: Weights, // [n_embd] -> [n_embd], biased
-    wk: Weights,
-    wv: Weights,
+    /// q, k and v stacked: [n_embd] -> [3 * n_embd], biased (one launch, outputs split)
+    qkv: Weights,
     proj: Weights, // attention output, biased
     ln_2: LayerNorm,
     fc: Weights,     // [n_embd] -> [n_ff], biased
@@ -295,24 +294,20 @@ impl Gpt2 {
             let n = |t: &str| format!("h.{l}.{t}");
             let attn = s.get(&n("attn.c_attn.weight"), &[e, 3 * e])?;
             let attn_b = s.get(&n("attn.c_attn.bias"), &[3 * e])?.values;
-            let split = |i: usize| {
-                upload(
-                    ctx,
-                    &conv1d_columns(&attn, i * e, e),
-                    (e, e),
-                    attn.half,
-                    Some(&attn_b[i * e..(i + 1) * e]),
-                    quant,
-                )
-            };
+            let qkv = upload(
+                ctx,
+                &conv1d_columns(&attn, 0, 3 * e),
+                (3 * e, e),
+                attn.half,
+                Some(&attn_b),
+                quant,
+            )?;
             let proj = s.get(&n("attn.c_proj.weight"), &[e, e])?;
             let fc = s.get(&n("mlp.c_fc.weight"), &[e, f])?;
             let fc_out = s.get(&n("mlp.c_proj.weight"), &[f, e])?;
             blocks.push(Block {
                 ln_1: ln(&n("ln_1"))?,
-                wq: split(0)?,
-                wk: split(1)?,
-                wv: split(2)?,
+                qkv,
                 proj: upload(
                     ctx,
                     &conv1d_columns(&proj, 0, e),
@@ -380,17 +375,9 @@ impl Gpt2 {
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let n = |t: &str| format!("blk.{l}.{t}");
-            let qkv_bias = vector_values(g, &n("attn_qkv.bias"), 3 * e)?;
-            let split = |i: usize| -> Result<Weights> {
-                let rows = i * e..(i + 1) * e;
-                let w = matrix_rows(ctx, g, &n("attn_qkv.weight"), 3 * e, e, rows.clone(), quant)?;
-                Ok(w.with_bias(ctx, &qkv_bias[rows])?)
-            };
             blocks.push(Block {
                 ln_1: ln(&n("attn_norm"))?,
-                wq: split(0)?,
-                wk: split(1)?,
-                wv: split(2)?,
+                qkv: biased(&n("attn_qkv"), 3 * e, e)?,
                 proj: biased(&n("attn_output"), e, e)?,
                 ln_2: ln(&n("ffn_norm"))?,
                 fc: biased(&n("ffn_up"), f, e)?,
@@ -450,9 +437,7 @@ impl Gpt2 {
         for _ in 0..cfg.n_layer {
             blocks.push(Block {
                 ln_1: ln()?,
-                wq: mat(e, e, true)?,
-                wk: mat(e, e, true)?,
-                wv: mat(e, e, true)?,
+                qkv: mat(3 * e, e, true)?,
                 proj: mat(e, e, true)?,
                 ln_2: ln()?,
                 fc: mat(cfg.n_ff, e, true)?,
@@ -510,9 +495,8 @@ impl Architecture for Gpt2 {
         for (b, cache) in self.blocks.iter().zip(caches) {
             // x += proj(attend(q, k, v)), (q, k, v) = qkv(layernorm_1(x))
             norm::layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
-            matmul::linear(rec, &io.h, &b.wq, &io.q)?;
-            matmul::linear(rec, &io.h, &b.wk, &io.k)?;
-            matmul::linear(rec, &io.h, &b.wv, &io.v)?;
+            let qkv = [&io.q, &io.k, &io.v];
+            matmul::linear_split(rec, &io.h, &b.qkv, &qkv, matmul::Store::Write)?;
             attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
             attention::attention(
                 rec,
@@ -554,7 +538,7 @@ impl Architecture for Gpt2 {
     fn matrices(&self) -> Vec<&Weights> {
         let mut all = vec![&self.wte, &self.wpe];
         for b in &self.blocks {
-            all.extend([&b.wq, &b.wk, &b.wv, &b.proj, &b.fc, &b.fc_out]);
+            all.extend([&b.qkv, &b.proj, &b.fc, &b.fc_out]);
         }
         all.extend(self.output.as_ref());
         all
@@ -567,9 +551,7 @@ impl Architecture for Gpt2 {
         ];
         for (i, b) in self.blocks.iter_mut().enumerate() {
             for (name, w) in [
-                ("attn_q", &mut b.wq),
-                ("attn_k", &mut b.wk),
-                ("attn_v", &mut b.wv),
+                ("attn_qkv", &mut b.qkv),
                 ("attn_output", &mut b.proj),
                 ("ffn_up", &mut b.fc),
                 ("ffn_down", &mut b.fc_out),

@@ -27,6 +27,7 @@ pub mod perplexity;
 pub mod quantize;
 pub mod sampling;
 pub mod session;
+mod stacked;
 pub mod tokenizer;
 
 pub use error::{ModelError, Result};

@@ -13,6 +13,7 @@ use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, n_vocab, vector};
 use crate::quantize::Quant;
 use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
+use crate::stacked::Stacked;
 
 /// Hyperparameters read from `llama.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,14 +93,13 @@ impl LlamaConfig {
 /// One transformer block's weights.
 pub(crate) struct Block {
     pub attn_norm: Tensor, // [n_embd]
-    pub wq: Weights,       // [n_embd] -> [n_head * head_dim]
-    pub wk: Weights,       // [n_embd] -> [n_kv_head * head_dim]
-    pub wv: Weights,       // [n_embd] -> [n_kv_head * head_dim]
-    pub wo: Weights,       // [n_head * head_dim] -> [n_embd]
-    pub ffn_norm: Tensor,  // [n_embd]
-    pub gate: Weights,     // [n_embd] -> [n_ff]
-    pub up: Weights,       // [n_embd] -> [n_ff]
-    pub down: Weights,     // [n_ff] -> [n_embd]
+    /// q, k and v, stacked: [n_embd] -> [n_head * head_dim], [n_kv_head * head_dim] (twice)
+    pub qkv: Stacked,
+    pub wo: Weights,      // [n_head * head_dim] -> [n_embd]
+    pub ffn_norm: Tensor, // [n_embd]
+    /// gate and up, stacked: [n_embd] -> [n_ff] (twice)
+    pub gate_up: Stacked,
+    pub down: Weights, // [n_ff] -> [n_embd]
 }
 
 /// A loaded model: weights on the GPU.
@@ -138,36 +138,30 @@ impl Llama {
         step();
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
-            let name = |t: &str| format!("blk.{l}.{t}.weight");
-            let mut m = |t: &str, n, k| {
-                let w = matrix(ctx, g, &name(t), n, k, quant);
-                step();
-                w
+            let name = |t: &str| format!("blk.{l}.{t}");
+            let parts = |ts: &[(&str, usize)]| -> Vec<(String, usize)> {
+                ts.iter().map(|&(t, n)| (name(t), n)).collect()
             };
-            let (wq, wk, wv, wo) = (
-                m("attn_q", q, e)?,
-                m("attn_k", kv, e)?,
-                m("attn_v", kv, e)?,
-                m("attn_output", e, q)?,
-            );
-            let (gate, up, down) = (
-                m("ffn_gate", ff, e)?,
-                m("ffn_up", ff, e)?,
-                m("ffn_down", e, ff)?,
-            );
-            let attn_norm = vector(ctx, g, &name("attn_norm"), e)?;
-            let ffn_norm = vector(ctx, g, &name("ffn_norm"), e)?;
+            let qkv_parts = parts(&[("attn_q", q), ("attn_k", kv), ("attn_v", kv)]);
+            let qkv = Stacked::load(ctx, g, name("attn_qkv"), &qkv_parts, e, quant)?;
+            (0..3).for_each(|_| step());
+            let wo = matrix(ctx, g, &name("attn_output.weight"), e, q, quant)?;
+            step();
+            let gate_up_parts = parts(&[("ffn_gate", ff), ("ffn_up", ff)]);
+            let gate_up = Stacked::load(ctx, g, name("ffn_gate_up"), &gate_up_parts, e, quant)?;
+            (0..2).for_each(|_| step());
+            let down = matrix(ctx, g, &name("ffn_down.weight"), e, ff, quant)?;
+            step();
+            let attn_norm = vector(ctx, g, &name("attn_norm.weight"), e)?;
+            let ffn_norm = vector(ctx, g, &name("ffn_norm.weight"), e)?;
             step();
             step();
             blocks.push(Block {
                 attn_norm,
-                wq,
-                wk,
-                wv,
+                qkv,
                 wo,
                 ffn_norm,
-                gate,
-                up,
+                gate_up,
                 down,
             });
         }
@@ -211,9 +205,7 @@ impl Architecture for Llama {
         for (b, cache) in self.blocks.iter().zip(caches) {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
-            matmul::linear(rec, &io.h, &b.wq, &io.q)?;
-            matmul::linear(rec, &io.h, &b.wk, &io.k)?;
-            matmul::linear(rec, &io.h, &b.wv, &io.v)?;
+            b.qkv.record(rec, &io.h, &[&io.q, &io.k, &io.v])?;
             rope::rope(rec, &io.q, &io.pos, &c.rope(c.n_head))?;
             rope::rope(rec, &io.k, &io.pos, &c.rope(c.n_kv_head))?;
             attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
@@ -232,8 +224,7 @@ impl Architecture for Llama {
             matmul::linear_add(rec, &io.att, &b.wo, &io.x)?;
             // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.ffn_norm, &io.h, c.eps)?;
-            matmul::linear(rec, &io.h, &b.gate, &io.gate)?;
-            matmul::linear(rec, &io.h, &b.up, &io.up)?;
+            b.gate_up.record(rec, &io.h, &[&io.gate, &io.up])?;
             let glu = (&io.gate, &io.up);
             matmul::linear_swiglu(rec, glu, &io.act, &b.down, &io.x, matmul::Store::Add)?;
         }
@@ -251,7 +242,10 @@ impl Architecture for Llama {
     fn matrices(&self) -> Vec<&Weights> {
         let mut all = vec![&self.tok_embd];
         for b in &self.blocks {
-            all.extend([&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]);
+            all.extend(b.qkv.matrices());
+            all.push(&b.wo);
+            all.extend(b.gate_up.matrices());
+            all.push(&b.down);
         }
         all.extend(self.output.as_ref());
         all
@@ -260,17 +254,11 @@ impl Architecture for Llama {
     fn matrices_mut(&mut self) -> Vec<NamedMatrix<'_>> {
         let mut all = vec![NamedMatrix::new("token_embd", &mut self.tok_embd, true)];
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            for (name, w) in [
-                ("attn_q", &mut b.wq),
-                ("attn_k", &mut b.wk),
-                ("attn_v", &mut b.wv),
-                ("attn_output", &mut b.wo),
-                ("ffn_gate", &mut b.gate),
-                ("ffn_up", &mut b.up),
-                ("ffn_down", &mut b.down),
-            ] {
-                all.push(NamedMatrix::new(format!("blk.{i}.{name}"), w, false));
-            }
+            let name = |t: &str| format!("blk.{i}.{t}");
+            all.extend(b.qkv.named_mut());
+            all.push(NamedMatrix::new(name("attn_output"), &mut b.wo, false));
+            all.extend(b.gate_up.named_mut());
+            all.push(NamedMatrix::new(name("ffn_down"), &mut b.down, false));
         }
         all.extend(
             self.output

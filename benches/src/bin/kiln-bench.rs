@@ -15,7 +15,9 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use kiln_benches::models::{self, Plan};
 use kiln_benches::report::Report;
-use kiln_benches::roofline::{self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_UP, SMOLLM2_HEAD};
+use kiln_benches::roofline::{
+    self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_UP, SMOLLM2_GATE_UP, SMOLLM2_HEAD,
+};
 use kiln_benches::{peer, plots};
 use kiln_kernels::WeightFormat;
 use kiln_model::fetch::ensure_default_model;
@@ -92,7 +94,12 @@ fn main() -> Result<()> {
     let layout_shapes = if quick {
         vec![SMOLLM2_FFN_UP]
     } else {
-        vec![SMOLLM2_FFN_UP, SMOLLM2_HEAD, LLAMA_1B_FFN_UP]
+        vec![
+            SMOLLM2_FFN_UP,
+            SMOLLM2_GATE_UP,
+            SMOLLM2_HEAD,
+            LLAMA_1B_FFN_UP,
+        ]
     };
     for shape in layout_shapes {
         kernels.extend(roofline::layouts(&ctx, shape, &decode_formats, reps)?);

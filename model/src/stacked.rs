@@ -1,0 +1,175 @@
+//! Projections of one input (Llama's q, k and v; gate and up) stacked by rows into one matrix, so
+//! that one launch computes them all and writes each its own output
+//! ([`kiln_kernels::matmul::linear_split`]): on lavapipe a launch costs ≈35 µs before it reads a
+//! byte, and SmolLM2's k and v are too small to keep two cores busy alone. A GGUF file may store
+//! the parts in different formats (llama.cpp's quantization mixes keep some wider); those stay
+//! apart, one launch each.
+
+use kiln_kernels::matmul::{self, Store};
+use kiln_kernels::{HostWeights, Weights};
+use kiln_runtime::{Context, Recorder, Tensor};
+
+use crate::error::Result;
+use crate::gguf::GgufFile;
+use crate::gguf_weights::host_matrix;
+use crate::quantize::Quant;
+use crate::session::NamedMatrix;
+
+pub(crate) enum Stacked {
+    /// One matrix, named for calibration and decomposition (`blk.N.attn_qkv`).
+    One { name: String, w: Box<Weights> },
+    /// Each part on its own, with its tensor's name (`blk.N.attn_q`, ...).
+    Apart(Vec<(String, Weights)>),
+}
+
+impl Stacked {
+    /// Reads the `[n_i, k]` matrices `parts` (GGUF names without `.weight`, with their rows) and
+    /// stacks them as `name` where they share a format.
+    pub fn load(
+        ctx: &Context,
+        g: &GgufFile,
+        name: String,
+        parts: &[(String, usize)],
+        k: usize,
+        quant: Quant,
+    ) -> Result<Self> {
+        let hosts = parts
+            .iter()
+            .map(|(t, n)| {
+                Ok((
+                    t.clone(),
+                    host_matrix(g, &format!("{t}.weight"), *n, k, quant)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_host(ctx, name, hosts)
+    }
+
+    /// Stacks the named host matrices as `name` where they share a format and width.
+    pub fn from_host(
+        ctx: &Context,
+        name: String,
+        parts: Vec<(String, HostWeights)>,
+    ) -> Result<Self> {
+        let same = parts
+            .windows(2)
+            .all(|w| w[0].1.format == w[1].1.format && w[0].1.k == w[1].1.k);
+        if same {
+            let hosts: Vec<HostWeights> = parts.into_iter().map(|(_, h)| h).collect();
+            let w = Box::new(Weights::upload(ctx, &HostWeights::stack(&hosts)?)?);
+            return Ok(Self::One { name, w });
+        }
+        let apart = parts
+            .into_iter()
+            .map(|(t, h)| Ok((t, Weights::upload(ctx, &h)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::Apart(apart))
+    }
+
+    /// `ys[i] = x · W_iᵀ` for every part.
+    pub fn record(&self, rec: &mut Recorder<'_>, x: &Tensor, ys: &[&Tensor]) -> Result<()> {
+        match self {
+            Self::One { w, .. } => matmul::linear_split(rec, x, w, ys, Store::Write)?,
+            Self::Apart(parts) => {
+                for ((_, w), y) in parts.iter().zip(ys) {
+                    matmul::linear(rec, x, w, y)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matrices(&self) -> Vec<&Weights> {
+        match self {
+            Self::One { w, .. } => vec![w],
+            Self::Apart(parts) => parts.iter().map(|(_, w)| w).collect(),
+        }
+    }
+
+    pub fn named_mut(&mut self) -> Vec<NamedMatrix<'_>> {
+        match self {
+            Self::One { name, w } => vec![NamedMatrix::new(name.clone(), w, false)],
+            Self::Apart(parts) => parts
+                .iter_mut()
+                .map(|(name, w)| NamedMatrix::new(name.clone(), w, false))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_kernels::WeightFormat;
+    use kiln_kernels::matmul::matmul_ref;
+    use kiln_runtime::testing::test_context;
+
+    use super::*;
+
+    /// Pseudo-random `[n, 64]` weights, f32 or converted to f16.
+    fn host(format: WeightFormat, n: usize, seed: u32) -> HostWeights {
+        let values: Vec<f32> = (0..n * 64)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w = HostWeights::f32(n, 64, &values).unwrap();
+        match format {
+            WeightFormat::F32 => w,
+            _ => Quant::F16.apply(w).unwrap(),
+        }
+    }
+
+    /// Parts that share a format become one matrix; a part in another format keeps them apart.
+    /// Either way each output is its own matrix's product (f64 reference, f32 accumulation of 64
+    /// products: 1e-4).
+    #[test]
+    fn stacks_shared_formats_and_keeps_mixed_ones_apart() {
+        let Some(ctx) = test_context() else { return };
+        for (formats, stacked) in [
+            (
+                [WeightFormat::F16, WeightFormat::F16, WeightFormat::F16],
+                true,
+            ),
+            (
+                [WeightFormat::F16, WeightFormat::F32, WeightFormat::F16],
+                false,
+            ),
+        ] {
+            let hosts: Vec<(String, HostWeights)> = formats
+                .iter()
+                .zip([9, 3, 3])
+                .enumerate()
+                .map(|(i, (&f, n))| (format!("blk.0.part{i}"), host(f, n, i as u32)))
+                .collect();
+            let wants: Vec<Vec<f32>> = hosts.iter().map(|(_, h)| h.dequantize()).collect();
+            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts).unwrap();
+            assert_eq!(matches!(s, Stacked::One { .. }), stacked);
+            let m = 2;
+            let x: Vec<f32> = (0..m * 64).map(|i| (i as f32 * 0.37).sin()).collect();
+            let xt = ctx.upload_f32(&x, &[m, 64]).unwrap();
+            let ys: Vec<Tensor> = [9, 3, 3]
+                .iter()
+                .map(|&n| ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap())
+                .collect();
+            let mut rec = ctx.recorder();
+            s.record(&mut rec, &xt, &ys.iter().collect::<Vec<_>>())
+                .unwrap();
+            rec.submit().unwrap();
+            for ((y, w), n) in ys.iter().zip(&wants).zip([9, 3, 3]) {
+                let want = matmul_ref(&x, w, None, m, n, 64);
+                let got = ctx.read::<f32>(y).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4, "stacked {stacked}: {g} vs {w}");
+                }
+            }
+            let names: Vec<String> = {
+                let mut s = s;
+                s.named_mut().into_iter().map(|m| m.name).collect()
+            };
+            let want_names = if stacked {
+                vec!["blk.0.all"]
+            } else {
+                vec!["blk.0.part0", "blk.0.part1", "blk.0.part2"]
+            };
+            assert_eq!(names, want_names);
+        }
+    }
+}
