@@ -1,4 +1,4 @@
-//! RoPE, the KV store and attention (causal prefill and split decode, GQA) against the CPU
+//! RoPE (alone and on queries and keys in one launch), the KV store and attention (causal prefill and split decode, GQA) against the CPU
 //! references.
 
 mod common;
@@ -9,7 +9,7 @@ use kiln_kernels::attention::{
     Attend, AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_in, attention_ref,
     kv_store, scratch_len,
 };
-use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
+use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_qk, rope_ref};
 use kiln_runtime::{Context, DType};
 
 /// RoPE: |gpu − ref| ≤ tol with tol = 2e-5 for positions < 64 and 2e-3 up to 8191 (the f32 angle
@@ -51,6 +51,29 @@ fn rope_matches_reference_in_both_layouts() {
                 tol,
                 0.0,
             );
+
+            // Queries and keys (a third of the heads, as GQA has) in one launch.
+            let k_heads = heads.div_ceil(3);
+            let k = rand_vec(&mut rng, t * k_heads * head_dim, -1.0, 1.0);
+            let (qt, kt) = (
+                ctx.upload_f32(&x, &[t, heads, head_dim]).unwrap(),
+                ctx.upload_f32(&k, &[t, k_heads, head_dim]).unwrap(),
+            );
+            let mut rec = ctx.recorder();
+            rope_qk(&mut rec, (&qt, &kt), &pt, &cfg, k_heads).unwrap();
+            rec.submit().unwrap();
+            let mut want_k = k.clone();
+            rope_ref(
+                &mut want_k,
+                &pos,
+                &Rope {
+                    heads: k_heads,
+                    ..cfg
+                },
+            );
+            let label = format!("rope_qk {cfg:?} t{t} k_heads {k_heads}");
+            assert_close(&label, &ctx.read(&qt).unwrap(), &want, tol, 0.0);
+            assert_close(&label, &ctx.read(&kt).unwrap(), &want_k, tol, 0.0);
         }
     }
 }

@@ -206,8 +206,7 @@ impl Architecture for Llama {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
             b.qkv.record(rec, &io.h, &[&io.q, &io.k, &io.v])?;
-            rope::rope(rec, &io.q, &io.pos, &c.rope(c.n_head))?;
-            rope::rope(rec, &io.k, &io.pos, &c.rope(c.n_kv_head))?;
+            rope::rope_qk(rec, (&io.q, &io.k), &io.pos, &c.rope(c.n_head), c.n_kv_head)?;
             attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
             attention::attention(
                 rec,
