@@ -24,7 +24,9 @@ pub(crate) enum Stacked {
 
 impl Stacked {
     /// Reads the `[n_i, k]` matrices `parts` (GGUF names without `.weight`, with their rows) and
-    /// stacks them as `name` where they share a format.
+    /// stacks them as `name` where the file stores them in one format. `quant` converts the
+    /// stack as one matrix (an int8 per-tensor scale covers all of it, as for GPT-2's fused QKV),
+    /// or each part where they stay apart.
     pub fn load(
         ctx: &Context,
         g: &GgufFile,
@@ -36,32 +38,33 @@ impl Stacked {
         let hosts = parts
             .iter()
             .map(|(t, n)| {
-                Ok((
-                    t.clone(),
-                    host_matrix(g, &format!("{t}.weight"), *n, k, quant)?,
-                ))
+                let host = host_matrix(g, &format!("{t}.weight"), *n, k, Quant::None)?;
+                Ok((t.clone(), host))
             })
             .collect::<Result<Vec<_>>>()?;
-        Self::from_host(ctx, name, hosts)
+        Self::from_host(ctx, name, hosts, quant)
     }
 
-    /// Stacks the named host matrices as `name` where they share a format and width.
+    /// Stacks the named host matrices as `name` where they share a format and width, converted
+    /// to `quant` (see [`Stacked::load`]).
     pub fn from_host(
         ctx: &Context,
         name: String,
         parts: Vec<(String, HostWeights)>,
+        quant: Quant,
     ) -> Result<Self> {
         let same = parts
             .windows(2)
             .all(|w| w[0].1.format == w[1].1.format && w[0].1.k == w[1].1.k);
         if same {
             let hosts: Vec<HostWeights> = parts.into_iter().map(|(_, h)| h).collect();
-            let w = Box::new(Weights::upload(ctx, &HostWeights::stack(&hosts)?)?);
+            let stacked = quant.apply(HostWeights::stack(&hosts)?)?;
+            let w = Box::new(Weights::upload(ctx, &stacked)?);
             return Ok(Self::One { name, w });
         }
         let apart = parts
             .into_iter()
-            .map(|(t, h)| Ok((t, Weights::upload(ctx, &h)?)))
+            .map(|(t, h)| Ok((t, Weights::upload(ctx, &quant.apply(h)?)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self::Apart(apart))
     }
@@ -140,7 +143,7 @@ mod tests {
                 .map(|(i, (&f, n))| (format!("blk.0.part{i}"), host(f, n, i as u32)))
                 .collect();
             let wants: Vec<Vec<f32>> = hosts.iter().map(|(_, h)| h.dequantize()).collect();
-            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts).unwrap();
+            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts, Quant::None).unwrap();
             assert_eq!(matches!(s, Stacked::One { .. }), stacked);
             let m = 2;
             let x: Vec<f32> = (0..m * 64).map(|i| (i as f32 * 0.37).sin()).collect();
