@@ -15,7 +15,7 @@ use kiln_runtime::{Context, DType, Tensor};
 
 use crate::error::Result;
 use crate::loader::Loaded;
-use crate::quantize::{Int8Scheme, Quant, quantize_int8};
+use crate::quantize::{Int8Scheme, quantize_int8};
 use crate::session::{Architecture, NamedMatrix, Output, Session};
 
 /// The paper's activation threshold.
@@ -149,12 +149,14 @@ pub fn decompose(
     maxima: &[ColumnMaxima],
 ) -> Result<Decomposition> {
     let mut matrices = Vec::new();
-    for NamedMatrix {
-        name,
-        weights,
-        gathered,
-    } in model.matrices_mut()
-    {
+    for matrix in model.matrices_mut() {
+        let parts = matrix.quant_parts();
+        let NamedMatrix {
+            name,
+            weights,
+            gathered,
+            ..
+        } = matrix;
         let (host, bias) = weights.download(ctx)?;
         let (n, k) = (host.n, host.k);
         let columns: Vec<u32> = match maxima.iter().find(|m| m.name == name) {
@@ -163,14 +165,17 @@ pub fn decompose(
                 .collect(),
             _ => Vec::new(),
         };
-        let mut next = if columns.is_empty() {
-            Weights::upload(ctx, &Quant::Int8(scheme).apply(host)?)?
-        } else {
-            let mut values = host.dequantize();
-            let kept = split_columns(&mut values, n, k, &columns);
-            let main: HostWeights = quantize_int8(&values, n, k, scheme)?;
-            Weights::upload(ctx, &main)?.with_outliers(ctx, &columns, &kept)?
-        };
+        let mut values = host.dequantize();
+        let kept = (!columns.is_empty()).then(|| split_columns(&mut values, n, k, &columns));
+        // Each stacked projection gets its own scales, as it would loaded on its own.
+        let main = parts
+            .iter()
+            .map(|rows| quantize_int8(&values[rows.start * k..rows.end * k], rows.len(), k, scheme))
+            .collect::<kiln_kernels::Result<Vec<_>>>()?;
+        let mut next = Weights::upload(ctx, &HostWeights::stack(&main)?)?;
+        if let Some(kept) = kept {
+            next = next.with_outliers(ctx, &columns, &kept)?;
+        }
         if let Some(b) = bias {
             next = next.with_bias(ctx, &b)?;
         }

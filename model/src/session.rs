@@ -71,6 +71,9 @@ pub struct NamedMatrix<'a> {
     pub weights: &'a mut Weights,
     /// Rows are also gathered (an embedding table, or a tied LM head), not only multiplied.
     pub gathered: bool,
+    /// The row counts of the projections stacked in it (Llama's q, k and v), each quantized on
+    /// its own; empty for one projection.
+    pub stacked: Vec<usize>,
 }
 
 impl<'a> NamedMatrix<'a> {
@@ -79,7 +82,29 @@ impl<'a> NamedMatrix<'a> {
             name: name.into(),
             weights,
             gathered,
+            stacked: Vec::new(),
         }
+    }
+
+    /// A matrix stacked from projections of `rows` rows each.
+    pub fn stacked(mut self, rows: Vec<usize>) -> Self {
+        self.stacked = rows;
+        self
+    }
+
+    /// Row ranges quantized on their own: each stacked projection, or all rows.
+    pub fn quant_parts(&self) -> Vec<std::ops::Range<usize>> {
+        if self.stacked.is_empty() {
+            return std::iter::once(0..self.weights.n).collect();
+        }
+        let mut start = 0;
+        self.stacked
+            .iter()
+            .map(|&n| {
+                start += n;
+                start - n..start
+            })
+            .collect()
     }
 }
 

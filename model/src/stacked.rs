@@ -16,17 +16,21 @@ use crate::quantize::Quant;
 use crate::session::NamedMatrix;
 
 pub(crate) enum Stacked {
-    /// One matrix, named for calibration and decomposition (`blk.N.attn_qkv`).
-    One { name: String, w: Box<Weights> },
+    /// One matrix, named for calibration and decomposition (`blk.N.attn_qkv`), with the rows
+    /// of each part.
+    One {
+        name: String,
+        w: Box<Weights>,
+        rows: Vec<usize>,
+    },
     /// Each part on its own, with its tensor's name (`blk.N.attn_q`, ...).
     Apart(Vec<(String, Weights)>),
 }
 
 impl Stacked {
     /// Reads the `[n_i, k]` matrices `parts` (GGUF names without `.weight`, with their rows) and
-    /// stacks them as `name` where the file stores them in one format. `quant` converts the
-    /// stack as one matrix (an int8 per-tensor scale covers all of it, as for GPT-2's fused QKV),
-    /// or each part where they stay apart.
+    /// stacks them as `name` where they share a format, each converted to `quant` on its own (an
+    /// int8 per-tensor scale stays per GGUF tensor).
     pub fn load(
         ctx: &Context,
         g: &GgufFile,
@@ -38,33 +42,31 @@ impl Stacked {
         let hosts = parts
             .iter()
             .map(|(t, n)| {
-                let host = host_matrix(g, &format!("{t}.weight"), *n, k, Quant::None)?;
+                let host = host_matrix(g, &format!("{t}.weight"), *n, k, quant)?;
                 Ok((t.clone(), host))
             })
             .collect::<Result<Vec<_>>>()?;
-        Self::from_host(ctx, name, hosts, quant)
+        Self::from_host(ctx, name, hosts)
     }
 
-    /// Stacks the named host matrices as `name` where they share a format and width, converted
-    /// to `quant` (see [`Stacked::load`]).
+    /// Stacks the named host matrices as `name` where they share a format and width.
     pub fn from_host(
         ctx: &Context,
         name: String,
         parts: Vec<(String, HostWeights)>,
-        quant: Quant,
     ) -> Result<Self> {
         let same = parts
             .windows(2)
             .all(|w| w[0].1.format == w[1].1.format && w[0].1.k == w[1].1.k);
         if same {
             let hosts: Vec<HostWeights> = parts.into_iter().map(|(_, h)| h).collect();
-            let stacked = quant.apply(HostWeights::stack(&hosts)?)?;
-            let w = Box::new(Weights::upload(ctx, &stacked)?);
-            return Ok(Self::One { name, w });
+            let rows = hosts.iter().map(|h| h.n).collect();
+            let w = Box::new(Weights::upload(ctx, &HostWeights::stack(&hosts)?)?);
+            return Ok(Self::One { name, w, rows });
         }
         let apart = parts
             .into_iter()
-            .map(|(t, h)| Ok((t, Weights::upload(ctx, &quant.apply(h)?)?)))
+            .map(|(t, h)| Ok((t, Weights::upload(ctx, &h)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self::Apart(apart))
     }
@@ -91,7 +93,9 @@ impl Stacked {
 
     pub fn named_mut(&mut self) -> Vec<NamedMatrix<'_>> {
         match self {
-            Self::One { name, w } => vec![NamedMatrix::new(name.clone(), w, false)],
+            Self::One { name, w, rows } => {
+                vec![NamedMatrix::new(name.clone(), w, false).stacked(rows.clone())]
+            }
             Self::Apart(parts) => parts
                 .iter_mut()
                 .map(|(name, w)| NamedMatrix::new(name.clone(), w, false))
@@ -143,7 +147,7 @@ mod tests {
                 .map(|(i, (&f, n))| (format!("blk.0.part{i}"), host(f, n, i as u32)))
                 .collect();
             let wants: Vec<Vec<f32>> = hosts.iter().map(|(_, h)| h.dequantize()).collect();
-            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts, Quant::None).unwrap();
+            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts).unwrap();
             assert_eq!(matches!(s, Stacked::One { .. }), stacked);
             let m = 2;
             let x: Vec<f32> = (0..m * 64).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -163,16 +167,19 @@ mod tests {
                     assert!((g - w).abs() <= 1e-4, "stacked {stacked}: {g} vs {w}");
                 }
             }
-            let names: Vec<String> = {
-                let mut s = s;
-                s.named_mut().into_iter().map(|m| m.name).collect()
-            };
-            let want_names = if stacked {
-                vec!["blk.0.all"]
+            let mut s = s;
+            let named = s.named_mut();
+            let names: Vec<&str> = named.iter().map(|m| m.name.as_str()).collect();
+            let parts: Vec<_> = named.iter().map(|m| m.quant_parts()).collect();
+            if stacked {
+                assert_eq!(names, ["blk.0.all"]);
+                // The decomposition quantizes each projection on its own.
+                assert_eq!(parts, [vec![0..9, 9..12, 12..15]]);
             } else {
-                vec!["blk.0.part0", "blk.0.part1", "blk.0.part2"]
-            };
-            assert_eq!(names, want_names);
+                assert_eq!(names, ["blk.0.part0", "blk.0.part1", "blk.0.part2"]);
+                let whole: Vec<Vec<_>> = [9, 3, 3].map(|n| std::iter::once(0..n).collect()).into();
+                assert_eq!(parts, whole);
+            }
         }
     }
 }
