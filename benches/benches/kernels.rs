@@ -1,8 +1,8 @@
 //! Criterion microbenchmarks of every kernel family a decode or prefill step spends its time in
-//! (mat-vec per weight format and layout, matmul, norms, softmax, argmax, RoPE, attention, the
-//! elementwise ops, embedding gathers, KV stores, outlier columns, and the stream ceiling) at the
-//! shapes of SmolLM2-135M, GPT-2 124M and a 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN
-//! 8192, 32 heads, 8 KV heads).
+//! (mat-vec per weight format and layout, stacked projections in one launch against apart,
+//! matmul, norms, softmax, argmax, RoPE, attention, the elementwise ops, embedding gathers, KV
+//! stores, outlier columns, and the stream ceiling) at the shapes of SmolLM2-135M, GPT-2 124M and
+//! a 1B-class Llama layer (Llama 3.2 1B: width 2048, FFN 8192, 32 heads, 8 KV heads).
 //!
 //!     cargo bench -p kiln-benches --bench kernels [-- FILTER]
 //!
@@ -22,8 +22,8 @@ use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, kv_store,
 use kiln_kernels::matvec::Layout;
 use kiln_kernels::rope::{Rope, RopeLayout, rope};
 use kiln_kernels::{
-    KernelError, WeightFormat, Weights, argmax, elementwise, embedding, matmul, matvec, norm,
-    outliers, softmax, stream,
+    HostWeights, KernelError, WeightFormat, Weights, argmax, elementwise, embedding, matmul,
+    matvec, norm, outliers, softmax, stream,
 };
 use kiln_runtime::{Context, DType, Recorder, Stopwatch, Tensor};
 
@@ -105,6 +105,54 @@ fn matrices(c: &mut Criterion, b: &Bench) {
                     },
                 );
             }
+        }
+    }
+    g.finish();
+
+    // Projections of one input stacked into one launch (the models' q|k|v and gate|up) against
+    // the same matrices launched apart, in the device's layout.
+    let mut g = c.benchmark_group("stacked");
+    let layout = Layout::for_device(&b.ctx);
+    for (label, widths) in [
+        ("SmolLM2 q|k|v", vec![576usize, 192, 192]),
+        ("SmolLM2 gate|up", vec![1536, 1536]),
+    ] {
+        let k = 576;
+        let x = b.ramp(k);
+        let ys: Vec<Tensor> = widths.iter().map(|&n| b.zeros(n)).collect();
+        let ys: Vec<&Tensor> = ys.iter().collect();
+        for (name, format) in [("q8_0", WeightFormat::Q8_0), ("q4_1", WeightFormat::Q4_1)] {
+            let parts: Vec<_> = widths
+                .iter()
+                .map(|&n| synthetic_weights(format, n, k).unwrap())
+                .collect();
+            let stacked = HostWeights::stack(&parts).unwrap();
+            let w = Weights::upload(&b.ctx, &stacked).unwrap();
+            let apart: Vec<Weights> = parts
+                .iter()
+                .map(|h| Weights::upload(&b.ctx, h).unwrap())
+                .collect();
+            let n = stacked.n;
+            g.throughput(Throughput::Bytes(w.size_bytes() + 4 * (n + k) as u64));
+            let id =
+                |how: &str| BenchmarkId::new(format!("{name} {how}"), format!("{label} {n}x{k}"));
+            g.bench_function(id("stacked"), |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        matvec::matvec_split(rec, &x, &w, &ys, layout, matmul::Store::Write)
+                    })
+                })
+            });
+            g.bench_function(id("apart"), |bench| {
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        for (w, y) in apart.iter().zip(&ys) {
+                            matvec::matvec_in(rec, &x, w, y, layout)?;
+                        }
+                        Ok(())
+                    })
+                })
+            });
         }
     }
     g.finish();
