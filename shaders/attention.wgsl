@@ -7,6 +7,8 @@
 //   all its KB positions are written; until then its keys stay f32 in a residual block in `aux`,
 //   and the block's flag says which to read.
 //   kv_store: writes new K/V rows [T, KVH, D]; row t goes to sequence slots[2t], position slots[2t + 1].
+//             With ROPE it also applies the layer's RoPE at each row's position: to the keys as
+//             it reads them, and to the queries (bound as `out`, [T, H, D]) in place.
 //   attend:   for query row r ([R, H, D]) of sequence meta[2r] over keys 0 .. meta[2r + 1]
 //             (prefill: one row per prompt token, causal through its key count; decode: one row
 //             per sequence). The keys are cut into `splits` ranges of `split_len` (flash-decoding):
@@ -23,11 +25,11 @@ struct Params {
     R: u32,          // query rows (attend, combine) or new rows T (kv_store)
     splits: u32,
     split_len: u32,  // keys per split, a multiple of 64
-    _pad3: u32,
+    rope_rot: u32,   // kv_store with ROPE: rotating dims of each head (rotary.wgsl)
     scale: f32,      // softmax scale, usually 1 / sqrt(D)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    rope_base: f32,
+    rope_mode: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,6 +84,27 @@ fn split_task(g: u32) -> SplitTask {
     let start = split * p.split_len;
     return SplitTask(rh, idx[2u * r], (rh % p.H) / (p.H / p.KVH), start,
                      min(start + p.split_len, n_keys));
+}
+
+// Element k of the new keys ([T, KVH, D]), of a row at `position`: with ROPE turned as it is
+// read, so the store needs no RoPE launch before it.
+fn new_key(k: u32, position: u32) -> f32 {
+#if ROPE
+    let d = k % p.D;
+    if (d < p.rope_rot) {
+        let i = rotary_pair(d, p.rope_rot, p.rope_mode);
+        let dims = rotary_dims(i, p.rope_rot, p.rope_mode) + vec2<u32>(k - d);
+        let cs = rotary_cs(position, i, p.rope_rot, p.rope_base);
+        let v = rotary_turn(vec2<f32>(src_q[dims.x], src_q[dims.y]), cs);
+        return select(v.y, v.x, k == dims.x);
+    }
+#endif
+    return src_q[k];
+}
+
+fn new_key4(k: u32, position: u32) -> vec4<f32> {
+    return vec4<f32>(new_key(k, position), new_key(k + 1u, position), new_key(k + 2u, position),
+                     new_key(k + 3u, position));
 }
 
 fn cache_row(seq: u32, kvh: u32, position: u32) -> u32 {
@@ -139,8 +162,7 @@ fn block_key(seq: u32, kvh: u32, base: u32, first: u32, j: u32, c: u32) -> vec4<
         let r = aux_resid(base, j) + c;
         return vec4<f32>(aux[r], aux[r + 1u], aux[r + 2u], aux[r + 3u]);
     }
-    let k = (new_row(seq, j) * p.KVH + kvh) * p.D + c;
-    return vec4<f32>(src_q[k], src_q[k + 1u], src_q[k + 2u], src_q[k + 3u]);
+    return new_key4((new_row(seq, j) * p.KVH + kvh) * p.D + c, j);
 }
 #endif
 
@@ -185,9 +207,24 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let position = idx[2u * t + 1u];
     let dst = cache_row(seq, kvh, position);
     let src = g * p.D;
+#if ROPE
+    // The queries of row t's heads that share KV head kvh, turned in place.
+    let group = p.H / p.KVH;
+    let half_rot = p.rope_rot / 2u;
+    for (var i = tid; i < group * half_rot; i += WG) {
+        let pair = i % half_rot;
+        let head = (t * p.H + kvh * group + i / half_rot) * p.D;
+        let dims = rotary_dims(pair, p.rope_rot, p.rope_mode) + vec2<u32>(head);
+        let cs = rotary_cs(position, pair, p.rope_rot, p.rope_base);
+        let v = rotary_turn(vec2<f32>(out[dims.x], out[dims.y]), cs);
+        out[dims.x] = v.x;
+        out[dims.y] = v.y;
+    }
+#endif
 #if KV_F16
     for (var d = 2u * tid; d < p.D; d += 2u * WG) {
-        k_cache[(dst + d) >> 1u] = pack2x16float(vec2<f32>(src_q[src + d], src_q[src + d + 1u]));
+        let k2 = vec2<f32>(new_key(src + d, position), new_key(src + d + 1u, position));
+        k_cache[(dst + d) >> 1u] = pack2x16float(k2);
         v_cache[(dst + d) >> 1u] = pack2x16float(vec2<f32>(src_v[src + d], src_v[src + d + 1u]));
     }
 #elif KV_I8
@@ -249,11 +286,11 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         // Still open: the new keys wait in the residual.
         for (var j = position; j < hi; j++) {
             let r = aux_resid(base, j) + c;
-            let k = (new_row(seq, j) * p.KVH + kvh) * p.D + c;
-            aux[r] = src_q[k];
-            aux[r + 1u] = src_q[k + 1u];
-            aux[r + 2u] = src_q[k + 2u];
-            aux[r + 3u] = src_q[k + 3u];
+            let k = new_key4((new_row(seq, j) * p.KVH + kvh) * p.D + c, j);
+            aux[r] = k.x;
+            aux[r + 1u] = k.y;
+            aux[r + 2u] = k.z;
+            aux[r + 3u] = k.w;
         }
         if (tid == 0u) {
             aux[base + block] = 0.0;
@@ -261,7 +298,7 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 #else
     for (var d = tid; d < p.D; d += WG) {
-        k_cache[dst + d] = src_q[src + d];
+        k_cache[dst + d] = new_key(src + d, position);
         v_cache[dst + d] = src_v[src + d];
     }
 #endif

@@ -18,7 +18,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kiln_benches::roofline::{
     GPT2_FC, LLAMA_1B_FFN_UP, MatrixShape, SMOLLM2_FFN_UP, formats, synthetic_weights,
 };
-use kiln_kernels::attention::{AttnShape, KvCache, KvFormat, attention, kv_store, scratch_len};
+use kiln_kernels::attention::{
+    AttnShape, KvCache, KvFormat, attention, kv_store, kv_store_rope, scratch_len,
+};
 use kiln_kernels::matvec::Layout;
 use kiln_kernels::rope::{Rope, RopeLayout, rope};
 use kiln_kernels::{
@@ -403,6 +405,30 @@ fn glue(c: &mut Criterion, b: &Bench) {
                         bench.iter_custom(|iters| {
                             b.time(iters, &mut |rec| {
                                 kv_store(rec, &shape, &k_new, &v_new, &slots, &cache)
+                            })
+                        })
+                    },
+                );
+                // With the layer's RoPE folded in (keys as stored, queries in place), as Llama
+                // runs it: the same bytes plus the queries read and written.
+                let q = b.ramp(t * shape.heads * head_dim);
+                let rope = Rope {
+                    heads: shape.heads,
+                    head_dim,
+                    rot_dims: head_dim,
+                    base: 10000.0,
+                    layout: RopeLayout::Interleaved,
+                };
+                g.throughput(Throughput::Bytes(
+                    8 * (t * row + t * shape.heads * head_dim) as u64 + written,
+                ));
+                g.bench_function(
+                    BenchmarkId::new(format!("KV {format} + RoPE"), format!("{label} {t} rows")),
+                    |bench| {
+                        bench.iter_custom(|iters| {
+                            b.time(iters, &mut |rec| {
+                                let qk = (&q, &k_new);
+                                kv_store_rope(rec, &shape, qk, &v_new, &slots, &cache, &rope)
                             })
                         })
                     },

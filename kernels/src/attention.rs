@@ -15,11 +15,12 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
+use crate::rope::{ROTARY_WGSL, Rope, RopeLayout};
 use crate::{Result, ShaderVariants, ensure, expect, groups_for};
 
 pub const SHADER: Shader = Shader {
     name: "attention",
-    parts: &[include_str!("../../shaders/attention.wgsl")],
+    parts: &[ROTARY_WGSL, include_str!("../../shaders/attention.wgsl")],
 };
 
 /// Widest head the kernel holds in workgroup memory.
@@ -251,9 +252,12 @@ struct Params {
     r: u32,
     splits: u32,
     split_len: u32,
-    _pad3: u32,
+    /// kv_store with RoPE: rotating dims per head, base and layout (0 interleaved, 1 half split)
+    rope_rot: u32,
     scale: f32,
-    _pad: [u32; 3],
+    rope_base: f32,
+    rope_mode: u32,
+    _pad: u32,
 }
 
 impl Params {
@@ -266,9 +270,11 @@ impl Params {
             r: rows as u32,
             splits: 1,
             split_len: 0,
-            _pad3: 0,
+            rope_rot: 0,
             scale: 1.0,
-            _pad: [0; 3],
+            rope_base: 0.0,
+            rope_mode: 0,
+            _pad: 0,
         }
     }
 }
@@ -285,23 +291,75 @@ pub fn kv_store(
     slots: &Tensor,
     cache: &KvCache,
 ) -> Result<()> {
+    store(rec, shape, (k_new, v_new), slots, cache, None)
+}
+
+/// [`kv_store`] with the layer's RoPE folded in: the new keys are rotated as they are stored,
+/// and the queries `q` (`[T, heads, head_dim]`) in place, each row at its position in the cache
+/// (`slots[2t + 1]`). One launch where [`crate::rope::rope`] (on q, and on k) and [`kv_store`]
+/// take three.
+pub fn kv_store_rope(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    (q, k_new): (&Tensor, &Tensor),
+    v_new: &Tensor,
+    slots: &Tensor,
+    cache: &KvCache,
+    rope: &Rope,
+) -> Result<()> {
+    ensure(
+        rope.heads == shape.heads
+            && rope.head_dim == shape.head_dim
+            && rope.rot_dims.is_multiple_of(2)
+            && rope.rot_dims > 0
+            && rope.rot_dims <= shape.head_dim,
+        "kv_store",
+        || format!("RoPE {rope:?} does not fit heads of {shape:?}"),
+    )?;
+    let t = slots.len() / 2;
+    expect(
+        q,
+        "kv_store",
+        "q",
+        DType::F32,
+        t * shape.heads * shape.head_dim,
+    )?;
+    store(rec, shape, (k_new, v_new), slots, cache, Some((q, rope)))
+}
+
+fn store(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    (k_new, v_new): (&Tensor, &Tensor),
+    slots: &Tensor,
+    cache: &KvCache,
+    rope: Option<(&Tensor, &Rope)>,
+) -> Result<()> {
     shape.check("kv_store", cache)?;
     let t = slots.len() / 2;
     expect(slots, "kv_store", "slots", DType::U32, 2 * t)?;
     let row = shape.kv_heads * shape.head_dim;
     expect(k_new, "kv_store", "k_new", DType::F32, t * row)?;
     expect(v_new, "kv_store", "v_new", DType::F32, t * row)?;
-    let params = Params::new(shape, t);
+    let mut params = Params::new(shape, t);
+    let mut defines = cache.defines();
     let mut bindings = vec![
         Binding::new(1, k_new),
         Binding::new(2, v_new),
         Binding::new(3, slots),
     ];
+    if let Some((q, rope)) = rope {
+        params.rope_rot = rope.rot_dims as u32;
+        params.rope_base = rope.base;
+        params.rope_mode = matches!(rope.layout, RopeLayout::HalfSplit) as u32;
+        defines = defines.flag("ROPE");
+        bindings.push(Binding::new(6, q));
+    }
     bindings.extend(cache.bindings());
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "kv_store",
-        defines: &cache.defines(),
+        defines: &defines,
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
         workgroups: groups_for(t * shape.kv_heads, 1)?,
@@ -605,6 +663,9 @@ pub fn shader_variants() -> ShaderVariants {
                 (Defines::new(), entries()),
                 (Defines::new().flag("KV_F16"), entries()),
                 (Defines::new().flag("KV_I8"), entries()),
+                (Defines::new().flag("ROPE"), vec!["kv_store"]),
+                (Defines::new().flag("KV_F16").flag("ROPE"), vec!["kv_store"]),
+                (Defines::new().flag("KV_I8").flag("ROPE"), vec!["kv_store"]),
                 (Defines::new().flag("ATTEND_ROWS"), vec!["attend_rows"]),
                 (
                     Defines::new().flag("KV_F16").flag("ATTEND_ROWS"),

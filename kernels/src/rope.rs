@@ -1,5 +1,4 @@
-//! Rotary position embedding in place on `[T, H, D]` (or on queries and keys in one launch):
-//! `shaders/rope.wgsl`
+//! Rotary position embedding in place on `[T, H, D]`: `shaders/rope.wgsl`
 //! (RoFormer, Su et al. 2021, https://arxiv.org/abs/2104.09864).
 
 use bytemuck::{Pod, Zeroable};
@@ -9,8 +8,12 @@ use crate::{Result, ShaderVariants, ensure, expect, groups_for};
 
 pub const SHADER: Shader = Shader {
     name: "rope",
-    parts: &[include_str!("../../shaders/rope.wgsl")],
+    parts: &[ROTARY_WGSL, include_str!("../../shaders/rope.wgsl")],
 };
+
+/// The rotary math (`shaders/rotary.wgsl`), shared with the KV store that folds RoPE in
+/// ([`crate::attention::kv_store_rope`]).
+pub const ROTARY_WGSL: &str = include_str!("../../shaders/rotary.wgsl");
 
 /// Which dims form a rotating pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,39 +44,12 @@ struct Params {
     rot: u32,
     base: f32,
     mode: u32,
-    /// Pairs of x, `t * h * rot / 2`
     pairs: u32,
-    /// Pairs of the second tensor
-    pairs2: u32,
-    /// Heads of the second tensor
-    h2: u32,
-    _pad: [u32; 3],
+    _pad: u32,
 }
 
 /// Rotates `x` (`[T, heads, head_dim]`, f32) in place; `pos` (`[T]`, u32) gives each row's position.
 pub fn rope(rec: &mut Recorder<'_>, x: &Tensor, pos: &Tensor, cfg: &Rope) -> Result<()> {
-    launch(rec, x, None, pos, cfg)
-}
-
-/// [`rope`] on a layer's queries `q` (`cfg.heads` heads) and keys `k` (`k_heads` heads, the
-/// same head size and frequencies) in one launch.
-pub fn rope_qk(
-    rec: &mut Recorder<'_>,
-    (q, k): (&Tensor, &Tensor),
-    pos: &Tensor,
-    cfg: &Rope,
-    k_heads: usize,
-) -> Result<()> {
-    launch(rec, q, Some((k, k_heads)), pos, cfg)
-}
-
-fn launch(
-    rec: &mut Recorder<'_>,
-    x: &Tensor,
-    second: Option<(&Tensor, usize)>,
-    pos: &Tensor,
-    cfg: &Rope,
-) -> Result<()> {
     let t = pos.len();
     ensure(
         cfg.rot_dims.is_multiple_of(2) && cfg.rot_dims > 0 && cfg.rot_dims <= cfg.head_dim,
@@ -88,17 +64,6 @@ fn launch(
     expect(pos, "rope", "pos", DType::U32, t)?;
     expect(x, "rope", "x", DType::F32, t * cfg.heads * cfg.head_dim)?;
     let pairs = t * cfg.heads * cfg.rot_dims / 2;
-    let (mut bindings, mut defines) = (
-        vec![Binding::new(1, x), Binding::new(2, pos)],
-        Defines::new(),
-    );
-    let (mut pairs2, mut h2) = (0, 0);
-    if let Some((x2, heads)) = second {
-        expect(x2, "rope", "k", DType::F32, t * heads * cfg.head_dim)?;
-        bindings.push(Binding::new(3, x2));
-        defines = defines.flag("BOTH");
-        (pairs2, h2) = (t * heads * cfg.rot_dims / 2, heads);
-    }
     let params = Params {
         t: t as u32,
         h: cfg.heads as u32,
@@ -107,17 +72,15 @@ fn launch(
         base: cfg.base,
         mode: matches!(cfg.layout, RopeLayout::HalfSplit) as u32,
         pairs: pairs as u32,
-        pairs2: pairs2 as u32,
-        h2: h2 as u32,
-        _pad: [0; 3],
+        _pad: 0,
     };
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "rope",
-        defines: &defines,
+        defines: &Defines::new(),
         params: bytemuck::bytes_of(&params),
-        bindings: &bindings,
-        workgroups: groups_for(pairs + pairs2, 256)?,
+        bindings: &[Binding::new(1, x), Binding::new(2, pos)],
+        workgroups: groups_for(pairs, 256)?,
     })?;
     Ok(())
 }
@@ -146,9 +109,6 @@ pub fn rope_ref(x: &mut [f32], pos: &[u32], cfg: &Rope) {
 pub fn shader_variants() -> ShaderVariants {
     ShaderVariants {
         shader: SHADER,
-        variants: vec![
-            (Defines::new(), vec!["rope"]),
-            (Defines::new().flag("BOTH"), vec!["rope"]),
-        ],
+        variants: vec![(Defines::new(), vec!["rope"])],
     }
 }

@@ -1,4 +1,4 @@
-//! RoPE (alone and on queries and keys in one launch), the KV store and attention (causal prefill and split decode, GQA) against the CPU
+//! RoPE (alone, and folded into the KV store), the KV store and attention (causal prefill and split decode, GQA) against the CPU
 //! references.
 
 mod common;
@@ -7,9 +7,9 @@ use common::*;
 use kiln_kernels::KernelError;
 use kiln_kernels::attention::{
     Attend, AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_in, attention_ref,
-    kv_store, scratch_len,
+    kv_store, kv_store_rope, scratch_len,
 };
-use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_qk, rope_ref};
+use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
 use kiln_runtime::{Context, DType};
 
 /// RoPE: |gpu − ref| ≤ tol with tol = 2e-5 for positions < 64 and 2e-3 up to 8191 (the f32 angle
@@ -51,29 +51,6 @@ fn rope_matches_reference_in_both_layouts() {
                 tol,
                 0.0,
             );
-
-            // Queries and keys (a third of the heads, as GQA has) in one launch.
-            let k_heads = heads.div_ceil(3);
-            let k = rand_vec(&mut rng, t * k_heads * head_dim, -1.0, 1.0);
-            let (qt, kt) = (
-                ctx.upload_f32(&x, &[t, heads, head_dim]).unwrap(),
-                ctx.upload_f32(&k, &[t, k_heads, head_dim]).unwrap(),
-            );
-            let mut rec = ctx.recorder();
-            rope_qk(&mut rec, (&qt, &kt), &pt, &cfg, k_heads).unwrap();
-            rec.submit().unwrap();
-            let mut want_k = k.clone();
-            rope_ref(
-                &mut want_k,
-                &pos,
-                &Rope {
-                    heads: k_heads,
-                    ..cfg
-                },
-            );
-            let label = format!("rope_qk {cfg:?} t{t} k_heads {k_heads}");
-            assert_close(&label, &ctx.read(&qt).unwrap(), &want, tol, 0.0);
-            assert_close(&label, &ctx.read(&kt).unwrap(), &want_k, tol, 0.0);
         }
     }
 }
@@ -265,6 +242,103 @@ fn kv_store_places_rows_at_their_slots() {
     let short = ctx.zeros(DType::F32, &[3]).unwrap();
     assert!(matches!(
         kv_store(&mut rec, &shape, &short, &vnt, &st, &cache),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+/// kv_store_rope (RoPE folded into the store) leaves the cache and the queries as rope on both
+/// then kv_store do, for every cache format and both pair layouts, over prefill and decode steps of
+/// two sequences (crossing an int8 key block), with all or part of each head rotating.
+#[test]
+fn kv_store_rope_matches_rope_then_store() {
+    let Some(ctx) = test_context() else { return };
+    for (i, format) in [KvFormat::F32, KvFormat::F16, KvFormat::Int8]
+        .into_iter()
+        .enumerate()
+    {
+        for (layout, rot) in [(RopeLayout::Interleaved, 16), (RopeLayout::HalfSplit, 8)] {
+            let shape = AttnShape {
+                heads: 6,
+                kv_heads: 2,
+                head_dim: 16,
+                capacity: 48,
+                n_seq: 2,
+            };
+            let cfg = Rope {
+                heads: 6,
+                head_dim: 16,
+                rot_dims: rot,
+                base: 10000.0,
+                layout,
+            };
+            let (a, b) = (
+                KvCache::new(ctx, &shape, format).unwrap(),
+                KvCache::new(ctx, &shape, format).unwrap(),
+            );
+            let mut rng = rng(80 + i as u64);
+            let mut lens = [0u32; 2];
+            for seqs in [[0; 37].to_vec(), vec![0, 1, 1], vec![0, 1], vec![1]] {
+                let t = seqs.len();
+                let (slots, pos): (Vec<[u32; 2]>, Vec<u32>) = seqs
+                    .iter()
+                    .map(|&s| {
+                        lens[s] += 1;
+                        ([s as u32, lens[s] - 1], lens[s] - 1)
+                    })
+                    .unzip();
+                let slots: Vec<u32> = slots.concat();
+                let q = rand_vec(&mut rng, t * 6 * 16, -1.0, 1.0);
+                let k = rand_vec(&mut rng, t * 2 * 16, -1.0, 1.0);
+                let v = rand_vec(&mut rng, t * 2 * 16, -1.0, 1.0);
+                let up = |x: &[f32], heads: usize| ctx.upload_f32(x, &[t, heads, 16]).unwrap();
+                let (qa, ka, qb, kb, vt) = (up(&q, 6), up(&k, 2), up(&q, 6), up(&k, 2), up(&v, 2));
+                let st = ctx.upload(&slots, DType::U32, &[2 * t]).unwrap();
+                let pt = ctx.upload(&pos, DType::U32, &[t]).unwrap();
+                let mut rec = ctx.recorder();
+                rope(&mut rec, &qa, &pt, &cfg).unwrap();
+                rope(&mut rec, &ka, &pt, &Rope { heads: 2, ..cfg }).unwrap();
+                kv_store(&mut rec, &shape, &ka, &vt, &st, &a).unwrap();
+                kv_store_rope(&mut rec, &shape, (&qb, &kb), &vt, &st, &b, &cfg).unwrap();
+                rec.submit().unwrap();
+                let label = format!("{format} {layout:?} rot {rot} step of {t} rows");
+                let (read_a, read_b) = (a.read_f32(ctx).unwrap(), b.read_f32(ctx).unwrap());
+                assert_close(&format!("{label} keys"), &read_b.0, &read_a.0, 1e-6, 0.0);
+                assert_close(&format!("{label} values"), &read_b.1, &read_a.1, 1e-6, 0.0);
+                let (got_q, want_q) = (ctx.read::<f32>(&qb).unwrap(), ctx.read(&qa).unwrap());
+                assert_close(&format!("{label} queries"), &got_q, &want_q, 1e-6, 0.0);
+                // The keys in kb stay as they came: only the cache holds them turned.
+                assert_eq!(ctx.read::<f32>(&kb).unwrap(), k);
+            }
+        }
+    }
+    let mut rec = ctx.recorder();
+    let shape = AttnShape {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 8,
+        capacity: 4,
+        n_seq: 1,
+    };
+    let cache = KvCache::new(ctx, &shape, KvFormat::F32).unwrap();
+    let x = |n: usize| ctx.zeros(DType::F32, &[n]).unwrap();
+    let slots = ctx.upload(&[0u32, 0], DType::U32, &[2]).unwrap();
+    let wrong = Rope {
+        heads: 4,
+        head_dim: 16,
+        rot_dims: 16,
+        base: 10000.0,
+        layout: RopeLayout::Interleaved,
+    };
+    assert!(matches!(
+        kv_store_rope(
+            &mut rec,
+            &shape,
+            (&x(32), &x(16)),
+            &x(16),
+            &slots,
+            &cache,
+            &wrong
+        ),
         Err(KernelError::Shape { .. })
     ));
 }

@@ -5,7 +5,7 @@
 
 use kiln_kernels::attention::KvCache;
 use kiln_kernels::rope::{Rope, RopeLayout};
-use kiln_kernels::{Weights, attention, embedding, matmul, norm, rope};
+use kiln_kernels::{Weights, attention, embedding, matmul, norm};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -206,8 +206,9 @@ impl Architecture for Llama {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
             norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
             b.qkv.record(rec, &io.h, &[&io.q, &io.k, &io.v])?;
-            rope::rope_qk(rec, (&io.q, &io.k), &io.pos, &c.rope(c.n_head), c.n_kv_head)?;
-            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
+            // RoPE at each row's cache position, folded into the store of k and v.
+            let (qk, rope) = ((&io.q, &io.k), c.rope(c.n_head));
+            attention::kv_store_rope(rec, &io.shape, qk, &io.v, &io.slots, cache, &rope)?;
             attention::attention(
                 rec,
                 &io.shape,
