@@ -15,7 +15,7 @@ struct Params {
     G: u32,         // int8 group size (values per scale)
     tiles_n: u32,   // ceil(N / 64)
     tiles: u32,     // ceil(M / 64) * tiles_n
-    ldy: u32,       // row stride of Y: the whole matrix's rows
+    ldy: u32,       // columns of the whole product (the matrix's rows; Y's row stride unsplit)
     col0: u32,      // first column of Y this weight part writes
     cut1: u32,      // first column of output 1 (outputs.wgsl)
     cut2: u32,      // first column of output 2

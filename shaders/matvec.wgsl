@@ -23,7 +23,7 @@ struct Params {
     K: u32,
     G: u32,       // int8 group size
     groups: u32,  // ceil(N / (ROWS * ROW_TILE))
-    ldy: u32,     // row stride of y: the whole matrix's rows
+    ldy: u32,     // columns of the whole product (the matrix's rows; y's row stride unsplit)
     n0: u32,      // first column of y this part writes
     m0: u32,      // first row of x and y this launch takes (BATCH rows from it)
     cut1: u32,    // first column of output 1 (outputs.wgsl)

@@ -30,7 +30,7 @@ struct Params {
     g: u32,
     tiles_n: u32,
     tiles: u32,
-    /// Row stride of y (all of the matrix's rows)
+    /// Columns of the whole product (all of the matrix's rows; y's row stride when unsplit)
     ldy: u32,
     /// First output column of this weight part
     n0: u32,

@@ -84,7 +84,7 @@ struct Params {
     /// int8 group size
     g: u32,
     groups: u32,
-    /// Row stride of y (all of the matrix's rows)
+    /// Columns of the whole product (all of the matrix's rows; y's row stride when unsplit)
     ldy: u32,
     /// First output column of this part
     n0: u32,

@@ -1,7 +1,8 @@
 //! Where a matrix kernel writes its product (`shaders/outputs.wgsl`, included by the matvec,
 //! matmul and outlier shaders): one output, or the columns of a matrix stacked by rows from
 //! several projections of one input, cut over each projection's own output. A stack is one
-//! launch where its parts would be one each (Llama's q, k and v: three launches become one).
+//! launch (per row part, for a matrix over the binding limit) where its projections would be
+//! one each: Llama's q, k and v take one launch, not three.
 
 use kiln_runtime::{Binding, DType, Defines, Tensor};
 

@@ -302,10 +302,18 @@ fn kv_store_rope_matches_rope_then_store() {
                 rec.submit().unwrap();
                 let label = format!("{format} {layout:?} rot {rot} step of {t} rows");
                 let (read_a, read_b) = (a.read_f32(ctx).unwrap(), b.read_f32(ctx).unwrap());
-                assert_close(&format!("{label} keys"), &read_b.0, &read_a.0, 1e-6, 0.0);
+                // The same math in two shaders: equal up to f32 rounding, which a stored f16 or
+                // int8 value can carry across one step (|k| < 1.5: an f16 step is under 2e-3,
+                // an int8 key step under 1.5 / 127).
+                let step = match format {
+                    KvFormat::F32 => 1e-5,
+                    KvFormat::F16 => 2e-3,
+                    KvFormat::Int8 => 1.5 / 127.0,
+                };
+                assert_close(&format!("{label} keys"), &read_b.0, &read_a.0, step, 0.0);
                 assert_close(&format!("{label} values"), &read_b.1, &read_a.1, 1e-6, 0.0);
                 let (got_q, want_q) = (ctx.read::<f32>(&qb).unwrap(), ctx.read(&qa).unwrap());
-                assert_close(&format!("{label} queries"), &got_q, &want_q, 1e-6, 0.0);
+                assert_close(&format!("{label} queries"), &got_q, &want_q, 1e-5, 0.0);
                 // The keys in kb stay as they came: only the cache holds them turned.
                 assert_eq!(ctx.read::<f32>(&kb).unwrap(), k);
             }

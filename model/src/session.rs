@@ -66,7 +66,7 @@ pub trait Architecture {
 
 /// A weight matrix of a model, for whole-model passes such as the outlier decomposition.
 pub struct NamedMatrix<'a> {
-    /// `token_embd`, `blk.3.attn_q`, `output`, ...
+    /// `token_embd`, `blk.3.attn_qkv` (a stack), `blk.3.attn_output`, `output`, ...
     pub name: String,
     pub weights: &'a mut Weights,
     /// Rows are also gathered (an embedding table, or a tied LM head), not only multiplied.

@@ -9,7 +9,7 @@ use kiln_kernels::matmul::{self, Store};
 use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, Recorder, Tensor};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::host_matrix;
 use crate::quantize::Quant;
@@ -71,8 +71,21 @@ impl Stacked {
         Ok(Self::Apart(apart))
     }
 
-    /// `ys[i] = x · W_iᵀ` for every part.
+    /// `ys[i] = x · W_iᵀ` for every part, `ys` in the parts' order.
     pub fn record(&self, rec: &mut Recorder<'_>, x: &Tensor, ys: &[&Tensor]) -> Result<()> {
+        let rows: Vec<usize> = match self {
+            Self::One { rows, .. } => rows.clone(),
+            Self::Apart(parts) => parts.iter().map(|(_, w)| w.n).collect(),
+        };
+        let m = x.len() / self.matrices()[0].k;
+        let fits = ys.len() == rows.len() && ys.iter().zip(&rows).all(|(y, &n)| y.len() == m * n);
+        if !fits {
+            let got: Vec<_> = ys.iter().map(|y| y.shape().to_vec()).collect();
+            return Err(ModelError::Config {
+                path: "stacked projections".into(),
+                message: format!("{m} rows of outputs {rows:?} wide, got {got:?}"),
+            });
+        }
         match self {
             Self::One { w, .. } => matmul::linear_split(rec, x, w, ys, Store::Write)?,
             Self::Apart(parts) => {
@@ -167,6 +180,9 @@ mod tests {
                     assert!((g - w).abs() <= 1e-4, "stacked {stacked}: {g} vs {w}");
                 }
             }
+            // Outputs out of the parts' order are an error, not a product cut wrongly.
+            let swapped = [&ys[1], &ys[0], &ys[2]];
+            assert!(s.record(&mut ctx.recorder(), &xt, &swapped).is_err());
             let mut s = s;
             let named = s.named_mut();
             let names: Vec<&str> = named.iter().map(|m| m.name.as_str()).collect();
