@@ -7,7 +7,8 @@
 // activation rows (a skinny matmul). A workgroup owns ROWS * ROW_TILE output rows with LANES
 // invocations per row, lane l taking every LANES-th step of K; lanes are summed through workgroup
 // memory. A step is four values, or with BLOCKWISE (GGUF block formats) one whole 32-value block:
-// its scale is decoded once and folded in after the sums, d * sum(q x) + m * sum(x).
+// its scale is decoded once and folded in after the sums, dm.x * sum(v x) + dm.y * sum(x)
+// (`w_block` in weights.wgsl).
 //
 // The launcher picks the shape per device. GPUs get 256-invocation groups of many lanes per row
 // and ROW_TILE 1, so that neighbouring lanes read neighbouring weights. CPU adapters (lavapipe)
@@ -122,7 +123,7 @@ fn block_x(b: u32, k: u32) -> array<vec4<f32>, 8> {
 #endif
 }
 
-// sum(q x) over one block: quads i and 4 + i of the activations meet word i's nibbles (Q4) or
+// sum(v x) over one block: quads i and 4 + i of the activations meet word i's nibbles (Q4) or
 // words i and 4 + i (Q8_0).
 fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
     let q0 = w_block_quads(wb, 0u);

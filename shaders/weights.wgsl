@@ -107,9 +107,17 @@ fn u4x4(q: u32) -> vec4<f32> {
 
 #if W_Q8_0 || W_Q4_0 || W_Q4_1
 // Whole blocks, for kernels that give each invocation one block at a time (decode mat-vec): the
-// scale and offset are decoded once per block, w = d * q + m (m = 0 but for Q4_1; Q4_0's quants
-// come back already offset by -8, which keeps d * sum(q x) from cancelling against a large
-// m * sum(x)). A block's quants are one vec4 load (two for Q8_0).
+// scale and offset are decoded once per block, and a block's sum is dm.x * sum(v x) +
+// dm.y * sum(x) over the values v of `w_block_quads`. A block's quants are one vec4 load (two
+// for Q8_0).
+//   Q8_0: v = q, dm = (d, 0).
+//   Q4_0: v = q - 8, dm = (d, 0): the offset is taken before the sum, which keeps d * sum(v x)
+//         from cancelling against a large -8d * sum(x).
+//   Q4_1: v = 1 + q / 16, the nibble moved into the mantissa of 1.0 (a shift, then one and-or)
+//         instead of masked out and converted: a CPU adapter does one integer op less per
+//         weight, a GPU skips its slow int-to-float conversion. Then d * sum(q x) + m * sum(x)
+//         = 16d * sum(v x) + (m - 16d) * sum(x), so dm = (16d, m - 16d). Q4_1's offset m is
+//         already summed apart like this, so the cancellation is no worse.
 #if W_Q8_0
 const QVEC4: u32 = 2u;
 #else
@@ -125,6 +133,9 @@ fn w_block(n: u32, blk: u32, K: u32) -> Block {
     let i = w_block_index(n, blk, K);
     var b: Block;
     b.dm = w_dm_of(i);
+#if W_Q4_1
+    b.dm = vec2<f32>(16.0 * b.dm.x, b.dm.y - 16.0 * b.dm.x);
+#endif
 #if W_U64 && W_Q8_0
     let v = w[i];
     b.q[0] = split64(v.xy);
@@ -150,9 +161,20 @@ fn w_block_quads(b: Block, i: u32) -> Quads {
 #elif W_Q4_0
     return Quads(u4x4(b.q[0][i]) - vec4<f32>(8.0), u4x4(b.q[0][i] >> 4u) - vec4<f32>(8.0));
 #else
-    return Quads(u4x4(b.q[0][i]), u4x4(b.q[0][i] >> 4u));
+    // Low nibble of byte j at bits 8j, high nibble at 8j + 4: each shifted to bits 19..22.
+    let q = b.q[0][i];
+    let lo = vec4<u32>(q << 19u, q << 11u, q << 3u, q >> 5u);
+    let hi = vec4<u32>(q << 15u, q << 7u, q >> 1u, q >> 9u);
+    return Quads(one_plus_nibble(lo), one_plus_nibble(hi));
 #endif
 }
+
+#if W_Q4_1
+// 1 + n / 16 for the nibble n at bits 19..22 of each word.
+fn one_plus_nibble(v: vec4<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>((v & vec4<u32>(0x00780000u)) | vec4<u32>(0x3f800000u));
+}
+#endif
 #endif
 
 fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use kiln_model::session::{Architecture, Output, Session};
-use kiln_runtime::Context;
+use kiln_runtime::{Context, Profile};
 
 /// What to measure and how often.
 #[derive(Clone, Debug)]
@@ -59,6 +59,59 @@ pub struct ModelResult {
     pub bytes_per_token: u64,
     pub batches: Vec<Batch>,
     pub kv_curve: Vec<KvPoint>,
+    /// The batch-1 decode steps again, kernel by kernel (where timestamps are granted).
+    pub decode_profile: Option<DecodeProfile>,
+}
+
+/// Where a decode step's time goes: GPU time per kernel variant over `steps` profiled steps.
+#[derive(Clone, Debug)]
+pub struct DecodeProfile {
+    pub steps: usize,
+    pub profile: Profile,
+    /// Wall time of the profiled steps (timing every launch makes them slower).
+    pub wall_seconds: f64,
+}
+
+impl DecodeProfile {
+    /// Rows of (kernel, weight format or "", launches per step, seconds per step), summed over
+    /// variants that differ in anything else, the most time first.
+    pub fn rows(&self) -> Vec<(String, String, f64, f64)> {
+        let mut rows: Vec<(String, String, f64, f64)> = Vec::new();
+        let per = self.steps.max(1) as f64;
+        for k in &self.profile.kernels {
+            let format = weight_format(&k.variant).to_string();
+            match rows.iter_mut().find(|r| r.0 == k.kernel && r.1 == format) {
+                Some(r) => {
+                    r.2 += k.launches as f64 / per;
+                    r.3 += k.seconds / per;
+                }
+                None => rows.push((
+                    k.kernel.clone(),
+                    format,
+                    k.launches as f64 / per,
+                    k.seconds / per,
+                )),
+            }
+        }
+        rows.sort_by(|a, b| b.3.total_cmp(&a.3));
+        rows
+    }
+}
+
+/// The weight format a variant reads (its `W_*` flag, as the report names formats), if any.
+fn weight_format(variant: &str) -> &'static str {
+    let flags: Vec<&str> = variant.split(',').collect();
+    [
+        ("W_Q8_0=1", "q8_0"),
+        ("W_Q4_0=1", "q4_0"),
+        ("W_Q4_1=1", "q4_1"),
+        ("W_F16=1", "f16"),
+        ("W_I8=1", "int8"),
+        ("W_F32=1", "f32"),
+    ]
+    .into_iter()
+    .find(|(flag, _)| flags.contains(flag))
+    .map_or("", |(_, name)| name)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -147,6 +200,29 @@ pub fn measure(
         rates.push(plan.decode_steps as f64 / t.elapsed().as_secs_f64());
     }
     let decode_tokens_per_s = median(rates);
+    // The same steps once more with every dispatch timed (slower end to end: see
+    // kiln_runtime::profile), for the shares.
+    let decode_profile = if ctx.features.timestamps {
+        s.reset(0);
+        timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
+        timed_step(ctx, model, &mut s, 0, &[1])?;
+        ctx.profile_begin()?;
+        let t = Instant::now();
+        let steps = (0..plan.decode_steps).try_for_each(|i| {
+            s.step(ctx, model, &[(0, (i % vocab) as u32)], &[0], Output::Argmax)
+                .map(|_| ())
+        });
+        let wall_seconds = t.elapsed().as_secs_f64();
+        let profile = ctx.profile_end();
+        steps?;
+        Some(DecodeProfile {
+            steps: plan.decode_steps,
+            profile,
+            wall_seconds,
+        })
+    } else {
+        None
+    };
     let mean_pos = (first + plan.decode_steps / 2) as u64;
     let bytes_per_token =
         model.weight_bytes_per_token() + s.kv_bytes() / capacity as u64 * mean_pos;
@@ -214,5 +290,6 @@ pub fn measure(
         bytes_per_token,
         batches,
         kv_curve,
+        decode_profile,
     })
 }

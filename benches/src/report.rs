@@ -4,7 +4,7 @@
 use kiln_runtime::Context;
 use serde_json::{Value, json};
 
-use crate::models::ModelResult;
+use crate::models::{DecodeProfile, ModelResult};
 use crate::peer::PeerResult;
 use crate::roofline::{Bandwidth, KernelResult};
 
@@ -85,8 +85,8 @@ impl Report {
                     "kernel": k.kernel, "shape": k.shape, "bytes": k.bytes, "flops": k.flops,
                     "seconds": k.seconds, "gbps": k.gbps(), "gflops": k.gflops(),
                     "fraction_of_peak_bandwidth": k.gbps() / peak,
-                    "same_size_copy_gbps": k.same_size_copy_gbps,
-                    "fraction_of_same_size_copy": k.same_size_copy_gbps.map(|c| k.gbps() / c),
+                    "peak_alongside_gbps": k.peak_alongside_gbps,
+                    "fraction_of_peak_alongside": k.peak_alongside_gbps.map(|c| k.gbps() / c),
                 })
             })
             .collect();
@@ -108,6 +108,15 @@ impl Report {
                     "prefill": m.prefill.iter().map(|p| json!({"tokens": p.tokens, "tokens_per_s": p.tokens_per_s})).collect::<Vec<_>>(),
                     "batches": m.batches.iter().map(|b| json!({"batch": b.batch, "tokens_per_s": b.tokens_per_s, "step_ms": b.step_ms})).collect::<Vec<_>>(),
                     "kv_cache": m.kv_curve.iter().map(|k| json!({"length": k.length, "cached_tokens_per_s": k.cached_tokens_per_s, "uncached_tokens_per_s": k.uncached_tokens_per_s})).collect::<Vec<_>>(),
+                    "decode_profile": m.decode_profile.as_ref().map(|p| json!({
+                        "steps": p.steps,
+                        "gpu_seconds_per_step": p.profile.seconds() / p.steps.max(1) as f64,
+                        "wall_seconds_per_step": p.wall_seconds / p.steps.max(1) as f64,
+                        "kernels": p.rows().iter().map(|(kernel, format, launches, seconds)| json!({
+                            "kernel": kernel, "weight_format": format,
+                            "launches_per_step": launches, "seconds_per_step": seconds,
+                        })).collect::<Vec<_>>(),
+                    })),
                 })
             })
             .chain(self.peers.iter().map(|p| {
@@ -157,15 +166,17 @@ impl Report {
         );
         md.push_str(
             "## Kernels against the bandwidth ceiling\n\n\
-             Bytes count weights, activations read and results written once; the first fraction is of \
-             the measured peak above, the second of a streaming copy moving the same bytes (the same \
-             working set, in or out of the caches) timed just before the kernel. Median of the \
-             repetitions.\n\n\
-             | kernel | shape | µs | GB/s | % of peak | % of same-size copy | GFLOP/s |\n|---|---|---|---|---|---|---|\n",
+             Bytes count weights, activations read and results written once. The first fraction is \
+             of the measured peak above. The matrix kernels are timed alternately with the peak's \
+             copy: each repetition follows one copy, which leaves the caches cold, as every matrix \
+             of a decode step is (the weights are larger than the caches); the second fraction is \
+             of that copy's bandwidth over the same repetitions, so both saw the same load of the \
+             machine. Medians of the repetitions.\n\n\
+             | kernel | shape | µs | GB/s | % of peak | % of peak alongside | GFLOP/s |\n|---|---|---|---|---|---|---|\n",
         );
         for k in &self.kernels {
             let paired = k
-                .same_size_copy_gbps
+                .peak_alongside_gbps
                 .map_or("".to_string(), |c| format!("{:.0}%", 100.0 * k.gbps() / c));
             md.push_str(&format!(
                 "| {} | {} | {:.1} | {:.2} | {:.0}% | {} | {:.2} |\n",
@@ -239,7 +250,46 @@ impl Report {
                     k.length, k.cached_tokens_per_s, k.uncached_tokens_per_s
                 ));
             }
+            if let Some(p) = &m.decode_profile {
+                md.push_str(&decode_profile_markdown(p, m.decode_tokens_per_s));
+            }
         }
         md
     }
+}
+
+/// Where a decode step's time goes, kernel by kernel.
+fn decode_profile_markdown(p: &DecodeProfile, decode_tokens_per_s: f64) -> String {
+    let total = p.profile.seconds() / p.steps.max(1) as f64;
+    let rows = p.rows();
+    let launches: f64 = rows.iter().map(|r| r.2).sum();
+    let (wall, unprofiled) = (
+        p.wall_seconds / p.steps.max(1) as f64,
+        1.0 / decode_tokens_per_s,
+    );
+    let mut md = format!(
+        "\n### Decode step by kernel\n\n\
+         {} batch-1 decode steps again, with GPU timestamps around every launch (less what a \
+         timestamp itself takes, measured after each). The launches sum to {:.2} ms per step in \
+         {:.0} launches. Timing them still slows the step: it took {:.2} ms of wall time against \
+         {:.2} ms unprofiled, {:.0} µs more per launch, of which some stays in the rows, so on \
+         such a device the small kernels' shares read high.\n\n\
+         | kernel | weights | launches per step | µs per step | µs per launch | share |\n\
+         |---|---|---|---|---|---|\n",
+        p.steps,
+        total * 1e3,
+        launches,
+        wall * 1e3,
+        unprofiled * 1e3,
+        (wall - unprofiled) / launches.max(1.0) * 1e6,
+    );
+    for (kernel, format, launches, seconds) in rows {
+        md.push_str(&format!(
+            "| {kernel} | {format} | {launches:.0} | {:.0} | {:.0} | {:.1}% |\n",
+            seconds * 1e6,
+            seconds / launches.max(1.0) * 1e6,
+            100.0 * seconds / total
+        ));
+    }
+    md
 }

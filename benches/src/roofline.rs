@@ -1,6 +1,9 @@
 //! Kernel throughput against the device's measured bandwidth. Each kernel runs at a model's
 //! shapes; its bytes and FLOPs are counted from its arguments (weights, activations read and
-//! results written once), and it is timed with [`Context::time`] (GPU timestamps where granted).
+//! results written once), and it is timed with a [`kiln_runtime::Stopwatch`] (GPU timestamps
+//! where granted). The matrix kernels are timed alternately with the peak stream
+//! ([`PeakStream`]), so each repetition starts with cold caches, as every matrix of a decode step
+//! does, and the two are measured under the same load of the machine.
 
 use anyhow::Result;
 use half::f16;
@@ -11,7 +14,7 @@ use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
 use kiln_kernels::{HostWeights, WeightFormat, Weights};
-use kiln_runtime::{Context, DType, Tensor, Timings};
+use kiln_runtime::{Context, DType, Recorder, Tensor, Timings};
 
 /// One kernel measured at one shape.
 #[derive(Clone, Debug)]
@@ -24,9 +27,9 @@ pub struct KernelResult {
     pub flops: u64,
     /// Median seconds per launch.
     pub seconds: f64,
-    /// A streaming copy moving the same bytes (so the same working set, in or out of the
-    /// caches), timed just before this kernel: its own ceiling, side by side.
-    pub same_size_copy_gbps: Option<f64>,
+    /// The peak stream's bandwidth timed alternately with this kernel ([`PeakStream::alongside`]):
+    /// its own ceiling, side by side.
+    pub peak_alongside_gbps: Option<f64>,
 }
 
 impl KernelResult {
@@ -64,16 +67,70 @@ impl Bandwidth {
     }
 }
 
+/// The streaming copy of the peak measurement, kept to time kernels alongside it.
+pub struct PeakStream {
+    x: Tensor,
+    y: Tensor,
+}
+
+impl PeakStream {
+    /// Buffers of up to `bytes` each (less if the device's binding limit is smaller).
+    pub fn new(ctx: &Context, bytes: u64) -> Result<Self> {
+        let limit = ctx.limits.max_storage_buffer_binding_size;
+        let len = (bytes.min(limit) / 16 * 4) as usize;
+        Ok(Self {
+            x: ctx.zeros(DType::F32, &[len])?,
+            y: ctx.zeros(DType::F32, &[len])?,
+        })
+    }
+
+    /// Bytes one copy moves (read plus written).
+    pub fn bytes(&self) -> u64 {
+        2 * self.x.size_bytes()
+    }
+
+    pub fn copy(&self, rec: &mut Recorder<'_>) -> kiln_kernels::Result<()> {
+        stream::copy(rec, &self.x, &self.y)
+    }
+
+    /// `reps` timings of `record`, each right after one of the copy: the copy (larger than the
+    /// caches) leaves them cold, and the median copy bandwidth over the same stretch of time is
+    /// the ceiling the kernel is held to. Returns the kernel's timings and that bandwidth.
+    pub fn alongside(
+        &self,
+        ctx: &Context,
+        reps: usize,
+        mut record: impl FnMut(&mut Recorder<'_>) -> kiln_kernels::Result<()>,
+    ) -> Result<(Timings, f64)> {
+        let watch = ctx.stopwatch()?;
+        watch.measure(ctx, &mut record)?;
+        let (mut kernel, mut copies) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+        for _ in 0..reps {
+            copies.push(watch.measure(ctx, |rec| self.copy(rec))?);
+            kernel.push(watch.measure(ctx, &mut record)?);
+        }
+        let clock = watch.clock();
+        let copies = Timings {
+            clock,
+            seconds: copies,
+        };
+        let kernel = Timings {
+            clock,
+            seconds: kernel,
+        };
+        Ok((kernel, self.bytes() as f64 / copies.median() / 1e9))
+    }
+}
+
 /// Streams a buffer of up to `bytes` (less if the device's binding limit is smaller).
 pub fn bandwidth(ctx: &Context, bytes: u64, reps: usize) -> Result<(Bandwidth, Vec<KernelResult>)> {
-    let limit = ctx.limits.max_storage_buffer_binding_size;
-    let len = (bytes.min(limit) / 16 * 4) as usize;
-    let x = ctx.zeros(DType::F32, &[len])?;
-    let y = ctx.zeros(DType::F32, &[len])?;
+    let peak = PeakStream::new(ctx, bytes)?;
+    let (x, y) = (&peak.x, &peak.y);
+    let len = x.len();
     let partial = ctx.zeros(DType::F32, &[stream::read_partials(len)])?;
     let size = 4 * len as u64;
-    let copy = ctx.time(reps, |rec| stream::copy(rec, &x, &y))?;
-    let read = ctx.time(reps, |rec| stream::read(rec, &x, &partial))?;
+    let copy = ctx.time(reps, |rec| stream::copy(rec, x, y))?;
+    let read = ctx.time(reps, |rec| stream::read(rec, x, &partial))?;
     let shape = format!("{} MiB", size >> 20);
     let results = vec![
         result("stream copy", &shape, 2 * size, 0, &copy),
@@ -94,17 +151,8 @@ fn result(kernel: &str, shape: &str, bytes: u64, flops: u64, t: &Timings) -> Ker
         bytes,
         flops,
         seconds: t.median(),
-        same_size_copy_gbps: None,
+        peak_alongside_gbps: None,
     }
-}
-
-/// Copies `bytes / 2` bytes (reading and writing `bytes` in all) and returns GB/s.
-fn same_size_copy(ctx: &Context, bytes: u64, reps: usize) -> Result<f64> {
-    let len = ((bytes / 8).max(1024) as usize).div_ceil(4) * 4;
-    let x = ctx.zeros(DType::F32, &[len])?;
-    let y = ctx.zeros(DType::F32, &[len])?;
-    let t = ctx.time(reps, |rec| stream::copy(rec, &x, &y))?;
-    Ok(8.0 * len as f64 / t.median() / 1e9)
 }
 
 /// A matrix shape of a named model: (label, rows n, columns k).
@@ -188,9 +236,10 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
 }
 
 /// `rows` activation rows times weights of each format at `shape`, through the kernel the models
-/// use for that many rows on this device ([`uses_matvec`]).
+/// use for that many rows on this device ([`uses_matvec`]), timed alongside `peak`.
 pub fn matrix(
     ctx: &Context,
+    peak: &PeakStream,
     shape: MatrixShape,
     rows: usize,
     formats: &[(&'static str, WeightFormat)],
@@ -208,12 +257,11 @@ pub fn matrix(
         };
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
         let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
-        let copy = same_size_copy(ctx, bytes, reps)?;
-        let t = ctx.time(reps, |rec| linear(rec, &x, &w, &y))?;
+        let (t, ceiling) = peak.alongside(ctx, reps, |rec| linear(rec, &x, &w, &y))?;
         let shape = format!("{label} {n}x{k}, {rows} row(s)");
         let flops = (2 * rows * n * k) as u64;
         out.push(KernelResult {
-            same_size_copy_gbps: Some(copy),
+            peak_alongside_gbps: Some(ceiling),
             ..result(&format!("{kernel} {name}"), &shape, bytes, flops, &t)
         });
     }
@@ -221,9 +269,10 @@ pub fn matrix(
 }
 
 /// One activation row times weights of each format at `shape` through every mat-vec layout the
-/// device runs (the models use [`Layout::for_device`]), side by side.
+/// device runs (the models use [`Layout::for_device`]), side by side, timed alongside `peak`.
 pub fn layouts(
     ctx: &Context,
+    peak: &PeakStream,
     shape: MatrixShape,
     formats: &[(&'static str, WeightFormat)],
     reps: usize,
@@ -239,10 +288,10 @@ pub fn layouts(
                 continue;
             }
             let bytes = w.size_bytes() + 4 * (n + k) as u64;
-            let copy = same_size_copy(ctx, bytes, reps)?;
-            let t = ctx.time(reps, |rec| matvec_in(rec, &x, &w, &y, layout))?;
+            let (t, ceiling) =
+                peak.alongside(ctx, reps, |rec| matvec_in(rec, &x, &w, &y, layout))?;
             out.push(KernelResult {
-                same_size_copy_gbps: Some(copy),
+                peak_alongside_gbps: Some(ceiling),
                 ..result(
                     &format!("matvec {name} {layout:?}"),
                     &format!("{label} {n}x{k}, 1 row(s)"),

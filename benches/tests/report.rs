@@ -1,10 +1,11 @@
 //! The report's JSON carries the fields the README promises, and its markdown the tables, for
 //! measurements made up here (the runner itself is exercised by `kiln-bench --quick` in CI).
 
-use kiln_benches::models::{Batch, KvPoint, ModelResult, Prefill};
+use kiln_benches::models::{Batch, DecodeProfile, KvPoint, ModelResult, Prefill};
 use kiln_benches::report::Report;
 use kiln_benches::roofline::{Bandwidth, KernelResult, formats, synthetic_weights};
 use kiln_runtime::testing::test_context;
+use kiln_runtime::{KernelTime, Profile};
 
 fn report() -> Report {
     Report {
@@ -20,7 +21,7 @@ fn report() -> Report {
             bytes: 1_000_000,
             flops: 2_000_000,
             seconds: 0.001,
-            same_size_copy_gbps: Some(2.0),
+            peak_alongside_gbps: Some(2.0),
         }],
         models: vec![ModelResult {
             name: "model.gguf".into(),
@@ -41,8 +42,30 @@ fn report() -> Report {
                 cached_tokens_per_s: 2.0,
                 uncached_tokens_per_s: 0.1,
             }],
+            decode_profile: Some(DecodeProfile {
+                steps: 2,
+                profile: Profile {
+                    kernels: vec![
+                        kernel("matvec:matvec", "BATCH=1,W_Q4_1=1", 60, 0.03),
+                        kernel("norm:rms_norm", "default", 2, 0.002),
+                        kernel("matvec:matvec", "BATCH=1,W_Q4_1=1,X_GLU=1", 60, 0.05),
+                        kernel("matvec:matvec", "BATCH=1,W_Q8_0=1", 2, 0.01),
+                    ],
+                    unmeasured: 0,
+                },
+                wall_seconds: 1.2,
+            }),
         }],
         peers: vec![],
+    }
+}
+
+fn kernel(kernel: &str, variant: &str, launches: usize, seconds: f64) -> KernelTime {
+    KernelTime {
+        kernel: kernel.into(),
+        variant: variant.into(),
+        launches,
+        seconds,
     }
 }
 
@@ -62,8 +85,8 @@ fn json_and_markdown_hold_the_promised_fields() {
     // 100 MB per token at 2 tokens/s is 0.2 GB/s, 5% of the 4 GB/s peak.
     assert!((m["decode_fraction_of_peak_bandwidth"].as_f64().unwrap() - 0.05).abs() < 1e-12);
     assert!((v["kernels"][0]["gbps"].as_f64().unwrap() - 1.0).abs() < 1e-12);
-    // 1 GB/s against a 2 GB/s copy of the same bytes.
-    let paired = v["kernels"][0]["fraction_of_same_size_copy"]
+    // 1 GB/s against the peak copy's 2 GB/s over the same repetitions.
+    let paired = v["kernels"][0]["fraction_of_peak_alongside"]
         .as_f64()
         .unwrap();
     assert!((paired - 0.5).abs() < 1e-12);
@@ -76,6 +99,31 @@ fn json_and_markdown_hold_the_promised_fields() {
         "{md}"
     );
     assert!(md.contains("| 64 | 2.00 | 0.10 |"), "{md}");
+    // Per step: the two q4_1 mat-vec variants summed (0.08 s over 2 steps, 40 of the 46 ms),
+    // most time first, the other kernels apart.
+    let p = &m["decode_profile"];
+    assert_eq!(p["steps"], 2);
+    assert!((p["gpu_seconds_per_step"].as_f64().unwrap() - 0.046).abs() < 1e-12);
+    assert_eq!(p["kernels"][0]["weight_format"], "q4_1");
+    assert_eq!(p["kernels"][0]["launches_per_step"], 60.0);
+    assert!((p["wall_seconds_per_step"].as_f64().unwrap() - 0.6).abs() < 1e-12);
+    assert!(
+        md.contains("| matvec:matvec | q4_1 | 60 | 40000 | 667 | 87.0% |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| matvec:matvec | q8_0 | 1 | 5000 | 5000 | 10.9% |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| norm:rms_norm |  | 1 | 1000 | 1000 | 2.2% |"),
+        "{md}"
+    );
+    // 600 ms a step profiled against 500 ms unprofiled (2 tokens/s): 100 ms over 62 launches.
+    assert!(
+        md.contains("took 600.00 ms of wall time against 500.00 ms unprofiled, 1613 µs more"),
+        "{md}"
+    );
 }
 
 /// The synthetic weights the benchmarks time are valid in every format at every benchmark shape.

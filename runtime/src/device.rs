@@ -84,6 +84,9 @@ pub struct GrantedFeatures {
     /// 64-bit integers in shaders. lavapipe loads storage words one lane and one component at
     /// a time, so there a `u64` component moves twice the bytes of a `u32` for the same cost.
     pub int64: bool,
+    /// Timestamp queries between dispatches inside a compute pass (profiles use them to time
+    /// launches without ending the pass around each).
+    pub pass_timestamps: bool,
 }
 
 /// A device, its queue and everything cached for it. Create once, reuse for every launch.
@@ -99,6 +102,8 @@ pub struct Context {
     pub(crate) param_chunks: Mutex<Vec<wgpu::Buffer>>,
     /// The first error wgpu reported outside an error scope (validation, out of memory).
     pub(crate) device_error: std::sync::Arc<Mutex<Option<String>>>,
+    /// The open profile, if any ([`Context::profile_begin`]).
+    pub(crate) profile: Mutex<Option<crate::profile::Profile>>,
 }
 
 impl Context {
@@ -123,8 +128,9 @@ impl Context {
             wanted |= wgpu::Features::SHADER_INT64;
         }
         if !options.disable_timestamps {
-            wanted |=
-                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            wanted |= wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         }
         let required_features = adapter.features() & wanted;
         let limits = adapter.limits();
@@ -158,6 +164,9 @@ impl Context {
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
             ),
             int64: required_features.contains(wgpu::Features::SHADER_INT64),
+            pass_timestamps: required_features.contains(
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            ),
         };
         log::info!(
             "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}",
@@ -175,6 +184,7 @@ impl Context {
             features,
             pipelines: PipelineCache::default(),
             param_chunks: Mutex::new(Vec::new()),
+            profile: Mutex::new(None),
             device_error,
         })
     }

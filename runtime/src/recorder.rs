@@ -11,6 +11,7 @@
 use crate::bind_cache::{BindGroupCache, Key};
 use crate::device::Context;
 use crate::error::{Result, RuntimeError};
+use crate::profile::Marks;
 use crate::shader::{Defines, Shader};
 use crate::tensor::{Readback, Tensor, padded};
 
@@ -65,6 +66,8 @@ pub struct Recorder<'c> {
     staged: Vec<Vec<u8>>,
     dispatches: usize,
     bind_groups: Option<&'c BindGroupCache>,
+    /// Timestamps around each dispatch while the context has a profile open.
+    marks: Option<Marks>,
 }
 
 impl Context {
@@ -95,6 +98,11 @@ impl Context {
             staged: Vec::new(),
             dispatches: 0,
             bind_groups,
+            marks: if self.profiling() {
+                Marks::new(self).ok()
+            } else {
+                None
+            },
         }
     }
 
@@ -210,6 +218,13 @@ impl<'c> Recorder<'c> {
             });
         }
 
+        let mark = self
+            .marks
+            .as_mut()
+            .and_then(|m| m.open(d.shader.name, d.entry, d.defines));
+        if let (Some(i), false) = (mark, ctx.features.pass_timestamps) {
+            self.mark(i);
+        }
         let encoder = self
             .encoder
             .as_mut()
@@ -222,13 +237,34 @@ impl<'c> Recorder<'c> {
                 })
                 .forget_lifetime()
         });
+        if let (Some(i), Some(marks), true) = (mark, &self.marks, ctx.features.pass_timestamps) {
+            pass.write_timestamp(marks.set(), i);
+        }
         pass.set_pipeline(&pipeline);
         for (&group, bind_group) in groups.iter().zip(&bind_groups) {
             pass.set_bind_group(group, bind_group, &[]);
         }
         pass.dispatch_workgroups(x, y, 1);
+        if let Some(i) = mark {
+            self.mark(i + 1);
+            self.mark(i + 2);
+        }
         self.dispatches += 1;
         Ok(())
+    }
+
+    /// Writes profile timestamp `index` (see [`crate::profile`]): inside the pass where the
+    /// device allows, else between passes.
+    fn mark(&mut self, index: u32) {
+        let Some(marks) = &self.marks else { return };
+        if let (true, Some(pass)) = (self.ctx.features.pass_timestamps, self.pass.as_mut()) {
+            pass.write_timestamp(marks.set(), index);
+            return;
+        }
+        self.pass = None;
+        if let Some(encoder) = self.encoder.as_mut() {
+            encoder.write_timestamp(marks.set(), index);
+        }
     }
 
     /// Copies `count` elements from `src` (starting at element `src_at`) into `dst` at `dst_at`.
@@ -341,10 +377,17 @@ impl<'c> Recorder<'c> {
                 self.ctx.queue.write_buffer(chunk, 0, bytes);
             }
         }
-        if let Some(encoder) = self.encoder.take() {
+        if let Some(mut encoder) = self.encoder.take() {
+            if let Some(marks) = &self.marks {
+                marks.resolve(&mut encoder);
+            }
             self.ctx.queue.submit([encoder.finish()]);
         }
-        self.ctx.check_device_error()
+        self.ctx.check_device_error()?;
+        match self.marks.take() {
+            Some(marks) => marks.collect(self.ctx),
+            None => Ok(()),
+        }
     }
 
     /// Places `params` in a chunk at the uniform offset alignment; returns (chunk, offset, size).

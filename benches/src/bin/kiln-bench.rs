@@ -67,8 +67,10 @@ fn main() -> Result<()> {
 
     let quick = args.quick;
     let reps = if quick { 5 } else { 20 };
-    let (mut bandwidth, mut kernels) =
-        roofline::bandwidth(&ctx, if quick { 32 << 20 } else { 256 << 20 }, reps)?;
+    let stream_bytes = if quick { 32 << 20 } else { 256 << 20 };
+    let (mut bandwidth, mut kernels) = roofline::bandwidth(&ctx, stream_bytes, reps)?;
+    // The matrix kernels are timed alternately with this copy (cold caches, same machine load).
+    let peak = roofline::PeakStream::new(&ctx, stream_bytes)?;
     eprintln!(
         "kiln-bench: peak bandwidth {:.2} GB/s (copy {:.2}, read {:.2})",
         bandwidth.peak_gbps(),
@@ -83,6 +85,7 @@ fn main() -> Result<()> {
     for shape in shapes {
         kernels.extend(roofline::matrix(
             &ctx,
+            &peak,
             shape,
             1,
             &roofline::formats(),
@@ -102,11 +105,17 @@ fn main() -> Result<()> {
         ]
     };
     for shape in layout_shapes {
-        kernels.extend(roofline::layouts(&ctx, shape, &decode_formats, reps)?);
+        kernels.extend(roofline::layouts(
+            &ctx,
+            &peak,
+            shape,
+            &decode_formats,
+            reps,
+        )?);
     }
     // The machine may be busier now or then: stream again after the kernels and keep the better
     // ceiling, so no fraction of it is flattered by one slow measurement.
-    let (again, rows) = roofline::bandwidth(&ctx, if quick { 32 << 20 } else { 256 << 20 }, reps)?;
+    let (again, rows) = roofline::bandwidth(&ctx, stream_bytes, reps)?;
     bandwidth = bandwidth.best(&again);
     kernels.extend(rows.into_iter().map(|mut k| {
         k.shape.push_str(", again after the mat-vec rows");
@@ -120,6 +129,7 @@ fn main() -> Result<()> {
     let prefill_formats = [("f32", WeightFormat::F32), ("q4_1", WeightFormat::Q4_1)];
     kernels.extend(roofline::matrix(
         &ctx,
+        &peak,
         SMOLLM2_FFN_UP,
         if quick { 32 } else { 128 },
         &prefill_formats,
