@@ -7,6 +7,7 @@
 //! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
 //! - [`recorder`]: the one place that records bind groups and dispatches, many per submit.
 //! - [`timing`]: GPU time of recorded work for benchmarks (timestamp queries, or submit + wait).
+//! - [`profile`]: kernel-by-kernel GPU time of everything recorded while a profile is open.
 //!
 //! A kernel crate describes *what* to run (a [`Dispatch`]); this crate decides *how*.
 
