@@ -73,6 +73,10 @@ struct Args {
     /// Print one JSON object per prompt instead of streaming text
     #[arg(long)]
     json: bool,
+    /// Time every kernel launch with GPU timestamps and print where the time went, kernel by
+    /// kernel (needs timestamp queries; the run is slower while it is timed)
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() -> Result<()> {
@@ -148,6 +152,9 @@ fn main() -> Result<()> {
         print!("{}", prompts[0]);
         std::io::stdout().flush()?;
     }
+    if args.profile {
+        ctx.profile_begin()?;
+    }
     let (results, stats) = generate(&ctx, model, tok, &ids, &cfg, |_, piece| {
         if stream {
             print!("{piece}");
@@ -186,5 +193,38 @@ fn main() -> Result<()> {
         stats.decode_steps,
         prompts.len()
     );
+    if args.profile {
+        print_profile(&ctx.profile_end());
+    }
     Ok(())
+}
+
+/// The kernels of the run (prefill and decode), the most GPU time first.
+fn print_profile(profile: &kiln::runtime::Profile) {
+    let total = profile.seconds();
+    eprintln!(
+        "kiln: profile of the run (prefill and decode): {} launches, {:.1} ms of GPU time{}",
+        profile.launches(),
+        total * 1e3,
+        if profile.unmeasured > 0 {
+            format!(" ({} launches not timed)", profile.unmeasured)
+        } else {
+            String::new()
+        }
+    );
+    eprintln!(
+        "{:<28} {:<7} {:>9} {:>10} {:>8} {:>7}",
+        "kernel", "weights", "launches", "ms", "µs each", "share"
+    );
+    for r in kiln::kernels::profile::by_kernel(profile) {
+        eprintln!(
+            "{:<28} {:<7} {:>9} {:>10.2} {:>8.0} {:>6.1}%",
+            r.kernel,
+            r.weights,
+            r.launches,
+            r.seconds * 1e3,
+            r.seconds / r.launches.max(1) as f64 * 1e6,
+            100.0 * r.seconds / total
+        );
+    }
 }

@@ -76,42 +76,15 @@ impl DecodeProfile {
     /// Rows of (kernel, weight format or "", launches per step, seconds per step), summed over
     /// variants that differ in anything else, the most time first.
     pub fn rows(&self) -> Vec<(String, String, f64, f64)> {
-        let mut rows: Vec<(String, String, f64, f64)> = Vec::new();
         let per = self.steps.max(1) as f64;
-        for k in &self.profile.kernels {
-            let format = weight_format(&k.variant).to_string();
-            match rows.iter_mut().find(|r| r.0 == k.kernel && r.1 == format) {
-                Some(r) => {
-                    r.2 += k.launches as f64 / per;
-                    r.3 += k.seconds / per;
-                }
-                None => rows.push((
-                    k.kernel.clone(),
-                    format,
-                    k.launches as f64 / per,
-                    k.seconds / per,
-                )),
-            }
-        }
-        rows.sort_by(|a, b| b.3.total_cmp(&a.3));
-        rows
+        kiln_kernels::profile::by_kernel(&self.profile)
+            .into_iter()
+            .map(|r| {
+                let launches = r.launches as f64 / per;
+                (r.kernel, r.weights.to_string(), launches, r.seconds / per)
+            })
+            .collect()
     }
-}
-
-/// The weight format a variant reads (its `W_*` flag, as the report names formats), if any.
-fn weight_format(variant: &str) -> &'static str {
-    let flags: Vec<&str> = variant.split(',').collect();
-    [
-        ("W_Q8_0=1", "q8_0"),
-        ("W_Q4_0=1", "q4_0"),
-        ("W_Q4_1=1", "q4_1"),
-        ("W_F16=1", "f16"),
-        ("W_I8=1", "int8"),
-        ("W_F32=1", "f32"),
-    ]
-    .into_iter()
-    .find(|(flag, _)| flags.contains(flag))
-    .map_or("", |(_, name)| name)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

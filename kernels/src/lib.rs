@@ -12,6 +12,7 @@ pub mod matvec;
 pub mod norm;
 pub mod outliers;
 pub mod outputs;
+pub mod profile;
 pub mod rope;
 pub mod softmax;
 pub mod stream;

@@ -55,7 +55,7 @@ impl WeightFormat {
         }
     }
 
-    fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             WeightFormat::F32 => "W_F32",
             WeightFormat::F16 => "W_F16",
