@@ -116,8 +116,9 @@ fn u4x4(q: u32) -> vec4<f32> {
 //   Q4_1: v = 1 + q / 16, the nibble moved into the mantissa of 1.0 (a shift, then one and-or)
 //         instead of masked out and converted: a CPU adapter does one integer op less per
 //         weight, a GPU skips its slow int-to-float conversion. Then d * sum(q x) + m * sum(x)
-//         = 16d * sum(v x) + (m - 16d) * sum(x), so dm = (16d, m - 16d). Q4_1's offset m is
-//         already summed apart like this, so the cancellation is no worse.
+//         = 16d * sum(v x) + (m - 16d) * sum(x), so dm = (16d, m - 16d). Both terms are then
+//         about 3x larger for a typical m = -8d, and so is their f32 rounding: far below the
+//         4-bit quantization's own error.
 #if W_Q8_0
 const QVEC4: u32 = 2u;
 #else

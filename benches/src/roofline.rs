@@ -103,6 +103,7 @@ impl PeakStream {
         mut record: impl FnMut(&mut Recorder<'_>) -> kiln_kernels::Result<()>,
     ) -> Result<(Timings, f64)> {
         let watch = ctx.stopwatch()?;
+        watch.measure(ctx, |rec| self.copy(rec))?;
         watch.measure(ctx, &mut record)?;
         let (mut kernel, mut copies) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
         for _ in 0..reps {
@@ -122,9 +123,12 @@ impl PeakStream {
     }
 }
 
-/// Streams a buffer of up to `bytes` (less if the device's binding limit is smaller).
-pub fn bandwidth(ctx: &Context, bytes: u64, reps: usize) -> Result<(Bandwidth, Vec<KernelResult>)> {
-    let peak = PeakStream::new(ctx, bytes)?;
+/// Streams `peak`'s buffers: a copy, and a read of one of them.
+pub fn bandwidth(
+    ctx: &Context,
+    peak: &PeakStream,
+    reps: usize,
+) -> Result<(Bandwidth, Vec<KernelResult>)> {
     let (x, y) = (&peak.x, &peak.y);
     let len = x.len();
     let partial = ctx.zeros(DType::F32, &[stream::read_partials(len)])?;

@@ -29,6 +29,9 @@ pub struct DeviceOptions {
     pub disable_timestamps: bool,
     /// Refuse SHADER_INT64 even where granted.
     pub disable_int64: bool,
+    /// Refuse TIMESTAMP_QUERY_INSIDE_PASSES even where granted (profiles then time each
+    /// dispatch in a pass of its own, as on devices without it).
+    pub disable_pass_timestamps: bool,
 }
 
 impl DeviceOptions {
@@ -36,7 +39,8 @@ impl DeviceOptions {
     /// - `KILN_BACKEND` (or `WGPU_BACKEND`): `vulkan`, `metal`, `dx12`, `gl`, or a comma list;
     /// - `KILN_ADAPTER`: adapter name substring;
     /// - `KILN_FORCE_FALLBACK=1`: software adapters only;
-    /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`.
+    /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`,
+    ///   `pass-timestamps`.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let backends = match var("KILN_BACKEND").or_else(|| var("WGPU_BACKEND")) {
@@ -53,6 +57,7 @@ impl DeviceOptions {
             disable_subgroups: disabled.contains(&"subgroups"),
             disable_timestamps: disabled.contains(&"timestamps"),
             disable_int64: disabled.contains(&"int64"),
+            disable_pass_timestamps: disabled.contains(&"pass-timestamps"),
         })
     }
 }
@@ -104,6 +109,8 @@ pub struct Context {
     pub(crate) device_error: std::sync::Arc<Mutex<Option<String>>>,
     /// The open profile, if any ([`Context::profile_begin`]).
     pub(crate) profile: Mutex<Option<crate::profile::Profile>>,
+    /// Query sets and buffers of submitted profiled recordings, for the next ones.
+    pub(crate) profile_sets: Mutex<Vec<crate::profile::QuerySet>>,
 }
 
 impl Context {
@@ -128,9 +135,11 @@ impl Context {
             wanted |= wgpu::Features::SHADER_INT64;
         }
         if !options.disable_timestamps {
-            wanted |= wgpu::Features::TIMESTAMP_QUERY
-                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+            wanted |=
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            if !options.disable_pass_timestamps {
+                wanted |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+            }
         }
         let required_features = adapter.features() & wanted;
         let limits = adapter.limits();
@@ -185,6 +194,7 @@ impl Context {
             pipelines: PipelineCache::default(),
             param_chunks: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
+            profile_sets: Mutex::new(Vec::new()),
             device_error,
         })
     }

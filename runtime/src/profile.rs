@@ -1,24 +1,34 @@
 //! Kernel-by-kernel profiles of recorded work: where a step's time goes.
 //!
-//! While a profile is open on a [`Context`] ([`Context::profile_begin`]), every recorder brackets
-//! each dispatch with GPU timestamps and, at submit, waits for them and adds the dispatch's time
-//! to its kernel variant. Each dispatch then runs in a pass of its own and every submit waits, so
-//! profiled work runs slower end to end than the same work unprofiled: read the shares, and
-//! compare the sum with an unprofiled timing of the same step. Needs timestamp queries inside
-//! encoders ([`crate::GrantedFeatures::timestamps`]).
+//! While a profile is open on a [`Context`] ([`Context::profile_begin`]), every recorder made
+//! from it writes three GPU timestamps for each dispatch: before it, after it, and at once
+//! again. The last interval holds only what writing a timestamp costs, which some drivers pay
+//! inside the interval before it (lavapipe flushes its context for each, tens of µs), and is
+//! taken off. At submit the recorder waits for its timestamps and adds each dispatch's time to
+//! its kernel variant. The timestamps go inside the compute pass where the device grants
+//! TIMESTAMP_QUERY_INSIDE_PASSES (Vulkan, DX12); elsewhere each dispatch runs in a pass of its
+//! own. Profiled work runs slower end to end than the same work unprofiled: read the shares,
+//! and compare the sum with an unprofiled timing of the same step. Needs timestamp queries
+//! inside encoders ([`crate::GrantedFeatures::timestamps`]).
+//!
+//! A recorder belongs to the profile open when it was made: one made before
+//! [`Context::profile_begin`] is not timed, one dropped without a submit adds nothing, and one
+//! submitted after [`Context::profile_end`] adds nothing either. [`Context::time`] records
+//! unprofiled.
 
 use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::shader::Defines;
 use crate::tensor::Readback;
 
-/// Timestamps one recorder can write, [`PER_DISPATCH`] per dispatch. Dispatches past this many
-/// are left out of the profile and counted in [`Profile::unmeasured`].
+/// Timestamps in one query set: [`PER_DISPATCH`] per dispatch, within wgpu's 4096 per set.
 const MARKS: u32 = 4095;
 
-/// Marks around a dispatch: before it, after it, and at once again. The last interval holds
-/// nothing but what writing a timestamp costs, which some drivers pay inside the interval
-/// before it (lavapipe flushes its context for every timestamp, tens of µs): it is taken off.
+/// Query sets one recorder may use (a 512-token prefill of SmolLM2 is about 8000 launches).
+/// Dispatches past them are left out of the profile and counted in [`Profile::unmeasured`].
+const SETS: usize = 64;
+
+/// Marks around a dispatch: before it, after it, and at once again (see the module doc).
 const PER_DISPATCH: u32 = 3;
 
 /// One kernel variant's share of the profiled work.
@@ -102,69 +112,93 @@ impl Context {
     }
 }
 
-/// One recorder's timestamps: a query set, its resolve and staging buffers, and what each pair
-/// of marks brackets.
+/// One recorder's timestamps: query sets with their resolve and staging buffers, made as
+/// dispatches need them, and what each dispatch's marks bracket.
 pub(crate) struct Marks {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    staging: Readback,
+    sets: Vec<QuerySet>,
     labels: Vec<(String, String)>,
     unmeasured: usize,
 }
 
+/// Where a dispatch's marks go: query set `set`, from index `index`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mark {
+    pub(crate) set: usize,
+    pub(crate) index: u32,
+}
+
+pub(crate) struct QuerySet {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: Readback,
+    /// Dispatches marked in this set.
+    dispatches: u32,
+}
+
 impl Marks {
-    pub(crate) fn new(ctx: &Context) -> Result<Self> {
-        let bytes = 8 * MARKS as u64;
-        Ok(Self {
-            set: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("kiln profile"),
-                ty: wgpu::QueryType::Timestamp,
-                count: MARKS,
-            }),
-            resolve: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("kiln profile resolve"),
-                size: bytes,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-            staging: ctx.readback(bytes)?,
+    pub(crate) fn new() -> Self {
+        Self {
+            sets: Vec::new(),
             labels: Vec::new(),
             unmeasured: 0,
-        })
+        }
     }
 
-    /// The index of the mark before a dispatch of `shader:entry` with `defines`, or None when
-    /// the set is full.
-    pub(crate) fn open(&mut self, shader: &str, entry: &str, defines: &Defines) -> Option<u32> {
-        if PER_DISPATCH * (self.labels.len() as u32 + 1) > MARKS {
-            self.unmeasured += 1;
-            return None;
+    /// Where to write the marks of a dispatch of `shader:entry` with `defines`, or None when
+    /// every set is full.
+    pub(crate) fn open(
+        &mut self,
+        ctx: &Context,
+        shader: &str,
+        entry: &str,
+        defines: &Defines,
+    ) -> Option<Mark> {
+        let full = |q: &QuerySet| PER_DISPATCH * (q.dispatches + 1) > MARKS;
+        if self.sets.last().is_none_or(full) {
+            let Some(q) = (self.sets.len() < SETS)
+                .then(|| QuerySet::take(ctx))
+                .flatten()
+            else {
+                self.unmeasured += 1;
+                return None;
+            };
+            self.sets.push(q);
         }
+        let set = self.sets.len() - 1;
+        let q = &mut self.sets[set];
+        let index = PER_DISPATCH * q.dispatches;
+        q.dispatches += 1;
         self.labels
             .push((format!("{shader}:{entry}"), defines.to_string()));
-        Some(PER_DISPATCH * (self.labels.len() as u32 - 1))
+        Some(Mark { set, index })
     }
 
-    pub(crate) fn set(&self) -> &wgpu::QuerySet {
-        &self.set
+    pub(crate) fn set(&self, set: usize) -> &wgpu::QuerySet {
+        &self.sets[set].set
     }
 
     /// Records the copy of the marks into staging (before the submit).
     pub(crate) fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
-        let n = PER_DISPATCH * self.labels.len() as u32;
-        if n > 0 {
-            encoder.resolve_query_set(&self.set, 0..n, &self.resolve, 0);
-            encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.staging.buffer, 0, 8 * n as u64);
+        for q in &self.sets {
+            let n = PER_DISPATCH * q.dispatches;
+            encoder.resolve_query_set(&q.set, 0..n, &q.resolve, 0);
+            encoder.copy_buffer_to_buffer(&q.resolve, 0, &q.staging.buffer, 0, 8 * n as u64);
         }
     }
 
-    /// Waits for the submitted marks and adds them to the context's open profile.
-    pub(crate) fn collect(self, ctx: &Context) -> Result<()> {
-        let ticks: Vec<u64> = if self.labels.is_empty() {
-            Vec::new()
-        } else {
-            ctx.map_read(&self.staging, PER_DISPATCH as usize * self.labels.len())?
-        };
+    /// Waits for the submitted marks and adds them to the context's open profile; the query
+    /// sets go back to the context for the next recorder.
+    pub(crate) fn collect(mut self, ctx: &Context) -> Result<()> {
+        let mut ticks: Vec<u64> = Vec::with_capacity(PER_DISPATCH as usize * self.labels.len());
+        for q in &self.sets {
+            ticks.extend(ctx.map_read::<u64>(&q.staging, (PER_DISPATCH * q.dispatches) as usize)?);
+        }
+        let mut pool = ctx.profile_sets.lock().unwrap_or_else(|e| e.into_inner());
+        pool.extend(self.sets.drain(..).map(|mut q| {
+            q.dispatches = 0;
+            q
+        }));
+        drop(pool);
         let period = ctx.queue.get_timestamp_period() as f64 * 1e-9;
         let mut open = ctx.profile.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(profile) = open.as_mut() {
@@ -180,5 +214,35 @@ impl Marks {
             profile.unmeasured += self.unmeasured;
         }
         Ok(())
+    }
+}
+
+impl QuerySet {
+    /// A set from the context's pool, or a new one (None if its staging buffer cannot be made).
+    fn take(ctx: &Context) -> Option<Self> {
+        let pooled = ctx
+            .profile_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if pooled.is_some() {
+            return pooled;
+        }
+        let bytes = 8 * MARKS as u64;
+        Some(Self {
+            set: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kiln profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: MARKS,
+            }),
+            resolve: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln profile resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            staging: ctx.readback(bytes).ok()?,
+            dispatches: 0,
+        })
     }
 }

@@ -73,16 +73,25 @@ pub struct Recorder<'c> {
 impl Context {
     /// Starts recording; nothing runs until [`Recorder::submit`].
     pub fn recorder(&self) -> Recorder<'_> {
-        self.make_recorder(None)
+        self.make_recorder(None, true)
     }
 
     /// [`Context::recorder`] taking its bind groups from `cache` and leaving new ones there:
     /// for work recorded again and again over the same buffers (a decode step).
     pub fn recorder_cached<'c>(&'c self, cache: &'c BindGroupCache) -> Recorder<'c> {
-        self.make_recorder(Some(cache))
+        self.make_recorder(Some(cache), true)
     }
 
-    fn make_recorder<'c>(&'c self, bind_groups: Option<&'c BindGroupCache>) -> Recorder<'c> {
+    /// A recorder that is never profiled (for [`Context::time`], which times work itself).
+    pub(crate) fn recorder_unprofiled(&self) -> Recorder<'_> {
+        self.make_recorder(None, false)
+    }
+
+    fn make_recorder<'c>(
+        &'c self,
+        bind_groups: Option<&'c BindGroupCache>,
+        profiled: bool,
+    ) -> Recorder<'c> {
         let chunks =
             std::mem::take(&mut *self.param_chunks.lock().unwrap_or_else(|e| e.into_inner()));
         Recorder {
@@ -98,11 +107,7 @@ impl Context {
             staged: Vec::new(),
             dispatches: 0,
             bind_groups,
-            marks: if self.profiling() {
-                Marks::new(self).ok()
-            } else {
-                None
-            },
+            marks: (profiled && self.profiling()).then(Marks::new),
         }
     }
 
@@ -221,9 +226,9 @@ impl<'c> Recorder<'c> {
         let mark = self
             .marks
             .as_mut()
-            .and_then(|m| m.open(d.shader.name, d.entry, d.defines));
-        if let (Some(i), false) = (mark, ctx.features.pass_timestamps) {
-            self.mark(i);
+            .and_then(|m| m.open(ctx, d.shader.name, d.entry, d.defines));
+        if let (Some(m), false) = (mark, ctx.features.pass_timestamps) {
+            self.mark(m.set, m.index);
         }
         let encoder = self
             .encoder
@@ -237,17 +242,17 @@ impl<'c> Recorder<'c> {
                 })
                 .forget_lifetime()
         });
-        if let (Some(i), Some(marks), true) = (mark, &self.marks, ctx.features.pass_timestamps) {
-            pass.write_timestamp(marks.set(), i);
+        if let (Some(m), Some(marks), true) = (mark, &self.marks, ctx.features.pass_timestamps) {
+            pass.write_timestamp(marks.set(m.set), m.index);
         }
         pass.set_pipeline(&pipeline);
         for (&group, bind_group) in groups.iter().zip(&bind_groups) {
             pass.set_bind_group(group, bind_group, &[]);
         }
         pass.dispatch_workgroups(x, y, 1);
-        if let Some(i) = mark {
-            self.mark(i + 1);
-            self.mark(i + 2);
+        if let Some(m) = mark {
+            self.mark(m.set, m.index + 1);
+            self.mark(m.set, m.index + 2);
         }
         self.dispatches += 1;
         Ok(())
@@ -255,15 +260,15 @@ impl<'c> Recorder<'c> {
 
     /// Writes profile timestamp `index` (see [`crate::profile`]): inside the pass where the
     /// device allows, else between passes.
-    fn mark(&mut self, index: u32) {
+    fn mark(&mut self, set: usize, index: u32) {
         let Some(marks) = &self.marks else { return };
         if let (true, Some(pass)) = (self.ctx.features.pass_timestamps, self.pass.as_mut()) {
-            pass.write_timestamp(marks.set(), index);
+            pass.write_timestamp(marks.set(set), index);
             return;
         }
         self.pass = None;
         if let Some(encoder) = self.encoder.as_mut() {
-            encoder.write_timestamp(marks.set(), index);
+            encoder.write_timestamp(marks.set(set), index);
         }
     }
 

@@ -77,7 +77,7 @@ impl Stopwatch {
         record: impl FnOnce(&mut Recorder<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<f64, E> {
         let started = Instant::now();
-        let mut rec = ctx.recorder();
+        let mut rec = ctx.recorder_unprofiled();
         if let Some((set, _, _)) = &self.queries {
             rec.write_timestamp(set, 0)?;
         }

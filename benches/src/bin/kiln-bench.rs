@@ -67,10 +67,10 @@ fn main() -> Result<()> {
 
     let quick = args.quick;
     let reps = if quick { 5 } else { 20 };
-    let stream_bytes = if quick { 32 << 20 } else { 256 << 20 };
-    let (mut bandwidth, mut kernels) = roofline::bandwidth(&ctx, stream_bytes, reps)?;
-    // The matrix kernels are timed alternately with this copy (cold caches, same machine load).
-    let peak = roofline::PeakStream::new(&ctx, stream_bytes)?;
+    // The peak's stream; the matrix kernels are timed alternately with its copy (cold caches,
+    // same machine load).
+    let peak = roofline::PeakStream::new(&ctx, if quick { 32 << 20 } else { 256 << 20 })?;
+    let (mut bandwidth, mut kernels) = roofline::bandwidth(&ctx, &peak, reps)?;
     eprintln!(
         "kiln-bench: peak bandwidth {:.2} GB/s (copy {:.2}, read {:.2})",
         bandwidth.peak_gbps(),
@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     }
     // The machine may be busier now or then: stream again after the kernels and keep the better
     // ceiling, so no fraction of it is flattered by one slow measurement.
-    let (again, rows) = roofline::bandwidth(&ctx, stream_bytes, reps)?;
+    let (again, rows) = roofline::bandwidth(&ctx, &peak, reps)?;
     bandwidth = bandwidth.best(&again);
     kernels.extend(rows.into_iter().map(|mut k| {
         k.shape.push_str(", again after the mat-vec rows");
@@ -135,6 +135,7 @@ fn main() -> Result<()> {
         &prefill_formats,
         reps.min(5),
     )?);
+    drop(peak);
     kernels.extend(roofline::rows(&ctx, if quick { 1 } else { 8 }, reps)?);
     for k in &kernels {
         eprintln!(
