@@ -527,7 +527,10 @@ pub fn attention_in(
     })?;
     let (entry, defines, splits, split_len, groups) = match kernel {
         Attend::Rows => {
-            let defines = cache.defines().flag("ATTEND_ROWS");
+            let defines = cache
+                .defines()
+                .flag("ATTEND_ROWS")
+                .set("HEAD_DIM", shape.head_dim as u32);
             (
                 "attend_rows",
                 defines,
@@ -655,6 +658,7 @@ pub fn shader_variants() -> ShaderVariants {
             lanes.push((d, vec!["attend_lanes", "combine"]));
         }
     }
+    let rows = |d: Defines| d.flag("ATTEND_ROWS").set("HEAD_DIM", 80);
     ShaderVariants {
         shader: SHADER,
         variants: lanes
@@ -666,15 +670,9 @@ pub fn shader_variants() -> ShaderVariants {
                 (Defines::new().flag("ROPE"), vec!["kv_store"]),
                 (Defines::new().flag("KV_F16").flag("ROPE"), vec!["kv_store"]),
                 (Defines::new().flag("KV_I8").flag("ROPE"), vec!["kv_store"]),
-                (Defines::new().flag("ATTEND_ROWS"), vec!["attend_rows"]),
-                (
-                    Defines::new().flag("KV_F16").flag("ATTEND_ROWS"),
-                    vec!["attend_rows"],
-                ),
-                (
-                    Defines::new().flag("KV_I8").flag("ATTEND_ROWS"),
-                    vec!["attend_rows"],
-                ),
+                (rows(Defines::new()), vec!["attend_rows"]),
+                (rows(Defines::new().flag("KV_F16")), vec!["attend_rows"]),
+                (rows(Defines::new().flag("KV_I8")), vec!["attend_rows"]),
             ])
             .collect(),
     }
