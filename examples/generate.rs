@@ -224,7 +224,11 @@ fn print_profile(profile: &kiln::runtime::Profile) {
             r.launches,
             r.seconds * 1e3,
             r.seconds / r.launches.max(1) as f64 * 1e6,
-            100.0 * r.seconds / total
+            if total > 0.0 {
+                100.0 * r.seconds / total
+            } else {
+                0.0
+            }
         );
     }
 }

@@ -11,10 +11,12 @@
 //! and compare the sum with an unprofiled timing of the same step. Needs timestamp queries
 //! inside encoders ([`crate::GrantedFeatures::timestamps`]).
 //!
-//! A recorder belongs to the profile open when it was made: one made before
-//! [`Context::profile_begin`] is not timed, one dropped without a submit adds nothing, and one
-//! submitted after [`Context::profile_end`] adds nothing either. [`Context::time`] records
-//! unprofiled.
+//! A recorder is timed if a profile was open when it was made, and adds to the profile open
+//! when it is submitted, if any: one made before [`Context::profile_begin`] is not timed, one
+//! dropped without a submit adds nothing, and one submitted after [`Context::profile_end`] adds
+//! nothing (or to the next profile, if one was opened since). [`Context::time`] records
+//! unprofiled. A recorder whose timestamps cannot be read back counts its dispatches in
+//! [`Profile::unmeasured`] rather than failing its submit.
 
 use crate::device::Context;
 use crate::error::{Result, RuntimeError};
@@ -97,6 +99,10 @@ impl Context {
     /// Closes the profile and returns it (empty when none was open). Recorders made while it
     /// was open and submitted after this add nothing.
     pub fn profile_end(&self) -> Profile {
+        self.profile_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.profile
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -188,10 +194,24 @@ impl Marks {
 
     /// Waits for the submitted marks and adds them to the context's open profile; the query
     /// sets go back to the context for the next recorder.
-    pub(crate) fn collect(mut self, ctx: &Context) -> Result<()> {
+    pub(crate) fn collect(mut self, ctx: &Context) {
         let mut ticks: Vec<u64> = Vec::with_capacity(PER_DISPATCH as usize * self.labels.len());
         for q in &self.sets {
-            ticks.extend(ctx.map_read::<u64>(&q.staging, (PER_DISPATCH * q.dispatches) as usize)?);
+            match ctx.map_read::<u64>(&q.staging, (PER_DISPATCH * q.dispatches) as usize) {
+                Ok(t) => ticks.extend(t),
+                Err(e) => {
+                    log::warn!("kiln profile: timestamps not read back: {e}");
+                    if let Some(profile) = ctx
+                        .profile
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        profile.unmeasured += self.labels.len() + self.unmeasured;
+                    }
+                    return;
+                }
+            }
         }
         let mut pool = ctx.profile_sets.lock().unwrap_or_else(|e| e.into_inner());
         pool.extend(self.sets.drain(..).map(|mut q| {
@@ -213,7 +233,6 @@ impl Marks {
             }
             profile.unmeasured += self.unmeasured;
         }
-        Ok(())
     }
 }
 

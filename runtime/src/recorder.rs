@@ -389,10 +389,10 @@ impl<'c> Recorder<'c> {
             self.ctx.queue.submit([encoder.finish()]);
         }
         self.ctx.check_device_error()?;
-        match self.marks.take() {
-            Some(marks) => marks.collect(self.ctx),
-            None => Ok(()),
+        if let Some(marks) = self.marks.take() {
+            marks.collect(self.ctx);
         }
+        Ok(())
     }
 
     /// Places `params` in a chunk at the uniform offset alignment; returns (chunk, offset, size).
