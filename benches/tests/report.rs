@@ -46,10 +46,10 @@ fn report() -> Report {
                 steps: 2,
                 profile: Profile {
                     kernels: vec![
-                        kernel("matvec:matvec", "BATCH=1,W_Q4_1=1", 60, 0.03),
-                        kernel("norm:rms_norm", "default", 2, 0.002),
-                        kernel("matvec:matvec", "BATCH=1,W_Q4_1=1,X_GLU=1", 60, 0.05),
-                        kernel("matvec:matvec", "BATCH=1,W_Q8_0=1", 2, 0.01),
+                        KernelTime::new("matvec:matvec", "BATCH=1,W_Q4_1=1", 60, 0.03),
+                        KernelTime::new("norm:rms_norm", "default", 2, 0.002),
+                        KernelTime::new("matvec:matvec", "BATCH=1,W_Q4_1=1,X_GLU=1", 60, 0.05),
+                        KernelTime::new("matvec:matvec", "BATCH=1,W_Q8_0=1", 2, 0.01),
                     ],
                     unmeasured: 0,
                 },
@@ -57,15 +57,6 @@ fn report() -> Report {
             }),
         }],
         peers: vec![],
-    }
-}
-
-fn kernel(kernel: &str, variant: &str, launches: usize, seconds: f64) -> KernelTime {
-    KernelTime {
-        kernel: kernel.into(),
-        variant: variant.into(),
-        launches,
-        seconds,
     }
 }
 

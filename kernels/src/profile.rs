@@ -74,23 +74,14 @@ mod tests {
     use super::*;
     use kiln_runtime::KernelTime;
 
-    fn kernel(kernel: &str, variant: &str, launches: usize, seconds: f64) -> KernelTime {
-        KernelTime {
-            kernel: kernel.into(),
-            variant: variant.into(),
-            launches,
-            seconds,
-        }
-    }
-
     #[test]
     fn variants_are_summed_by_kernel_and_weight_format() {
         let profile = Profile {
             kernels: vec![
-                kernel("matvec:matvec", "BATCH=1,W_Q4_1=1", 3, 0.3),
-                kernel("norm:rms_norm", "default", 2, 0.1),
-                kernel("matvec:matvec", "BATCH=1,W_Q4_1=1,X_GLU=1", 1, 0.2),
-                kernel("matvec:matvec", "BATCH=1,W_Q8_0=1,W_U64=1", 1, 0.4),
+                KernelTime::new("matvec:matvec", "BATCH=1,W_Q4_1=1", 3, 0.3),
+                KernelTime::new("norm:rms_norm", "default", 2, 0.1),
+                KernelTime::new("matvec:matvec", "BATCH=1,W_Q4_1=1,X_GLU=1", 1, 0.2),
+                KernelTime::new("matvec:matvec", "BATCH=1,W_Q8_0=1,W_U64=1", 1, 0.4),
             ],
             unmeasured: 0,
         };

@@ -45,6 +45,17 @@ pub struct KernelTime {
     pub seconds: f64,
 }
 
+impl KernelTime {
+    pub fn new(kernel: &str, variant: &str, launches: usize, seconds: f64) -> Self {
+        Self {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            launches,
+            seconds,
+        }
+    }
+}
+
 /// Everything measured between [`Context::profile_begin`] and [`Context::profile_end`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
