@@ -123,6 +123,11 @@ fn block_x(b: u32, k: u32) -> array<vec4<f32>, 8> {
 #endif
 }
 
+// sum(x) over one block's activations.
+fn block_sum(xs: array<vec4<f32>, 8>) -> f32 {
+    return dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], vec4<f32>(1.0));
+}
+
 // sum(v x) over one block: quads i and 4 + i of the activations meet word i's nibbles (Q4) or
 // words i and 4 + i (Q8_0).
 fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
@@ -132,6 +137,22 @@ fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
     let q3 = w_block_quads(wb, 3u);
     return dot(q0.lo, xs[0]) + dot(q1.lo, xs[1]) + dot(q2.lo, xs[2]) + dot(q3.lo, xs[3])
          + dot(q0.hi, xs[4]) + dot(q1.hi, xs[5]) + dot(q2.hi, xs[6]) + dot(q3.hi, xs[7]);
+}
+#endif
+
+#if BLOCKWISE
+// The scale and minimum of block blk in each row of the tile. With W_U64 (RowsShared) Q4_1's
+// tile is rows n0 + 32 r, r < 4, and their scales lie side by side (w_dm4): one load, not four.
+fn tile_dm(n0: u32, rows: array<u32, ROW_TILE>, blk: u32) -> array<vec2<f32>, ROW_TILE> {
+#if W_Q4_1 && W_U64
+    return w_dm4(n0, blk, p.K);
+#else
+    var dm: array<vec2<f32>, ROW_TILE>;
+    for (var r = 0u; r < ROW_TILE; r++) {
+        dm[r] = w_dm_of(w_scale_index(rows[r], blk, p.K));
+    }
+    return dm;
+#endif
 }
 #endif
 
@@ -146,16 +167,30 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
     }
 #if BLOCKWISE
     for (var blk = first; blk < (p.K >> 5u); blk += step) {
-        var wb: array<Block, ROW_TILE>;
-        for (var r = 0u; r < ROW_TILE; r++) {
-            wb[r] = w_block(rows[r], blk, p.K);
-        }
-        for (var b = 0u; b < BATCH; b++) {
-            let xs = block_x(b, blk * 32u);
-            let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7],
-                         vec4<f32>(1.0));
+        let dm = tile_dm(n0, rows, blk);
+        if (BATCH == 1u) {
+            // Decode: the activations first, then each row's block loaded just before its use,
+            // so that one block is live at a time beside the 32 activations. Loading all
+            // ROW_TILE blocks first made lavapipe spill: its Q4_1 loop went from 3108 to 2652
+            // x86 instructions with this order alone (docs/benchmarks/README.md).
+            let xs = block_x(0u, blk * 32u);
+            let sx = block_sum(xs);
             for (var r = 0u; r < ROW_TILE; r++) {
-                acc[r * BATCH + b] += wb[r].dm.x * block_qx(wb[r], xs) + wb[r].dm.y * sx;
+                let wb = w_block(rows[r], blk, p.K, dm[r]);
+                acc[r] += wb.dm.x * block_qx(wb, xs) + wb.dm.y * sx;
+            }
+        } else {
+            // Several activation rows: each block is loaded once and serves them all.
+            var wb: array<Block, ROW_TILE>;
+            for (var r = 0u; r < ROW_TILE; r++) {
+                wb[r] = w_block(rows[r], blk, p.K, dm[r]);
+            }
+            for (var b = 0u; b < BATCH; b++) {
+                let xs = block_x(b, blk * 32u);
+                let sx = block_sum(xs);
+                for (var r = 0u; r < ROW_TILE; r++) {
+                    acc[r * BATCH + b] += wb[r].dm.x * block_qx(wb[r], xs) + wb[r].dm.y * sx;
+                }
             }
         }
     }

@@ -12,10 +12,12 @@
 //   W_I8    rows of K int8 padded to 4 bytes; f32 scale per group of G (and a zero point when W_ZP)
 // GGUF blocks (34, 18 and 20 bytes, so often not even word-aligned) are split at upload: binding 0
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
-// blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). Both go by groups of 8
-// rows, block by block, the 8 rows' blocks side by side (`w_block_index`). With W_U64 (decode
-// mat-vec where SHADER_INT64 is granted) binding 0 is read as u64 components: the same bytes, a
-// Q4 block one vec2<u64>, a Q8_0 block one vec4<u64>; lavapipe pays per lane and component.
+// blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
+// of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
+// scales but Q4_1's, by groups of 128 rows (`w_scale_index`). With W_U64 (decode mat-vec where
+// SHADER_INT64 is granted) both are read as u64 components: the same bytes, a Q4 block one
+// vec2<u64>, a Q8_0 block one vec4<u64>, four Q4_1 scales one vec2<u64>; lavapipe pays per lane
+// and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -34,6 +36,9 @@ enable f16;
 #elif W_U64 && W_Q8_0
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
+#elif W_U64 && W_Q4_1
+@group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
+@group(1) @binding(1) var<storage, read> w_dm: array<vec2<u64>>;
 #elif W_U64
 @group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
@@ -79,9 +84,31 @@ fn w_vec4(i: u32) -> vec4<u32> {
 }
 #endif
 
-// Scale d and minimum m (0 but for Q4_1) of block i (counted over the whole part).
-fn w_dm_of(i: u32) -> vec2<f32> {
+// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): Q4_1's by
+// groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side by side; the others with the quants.
+fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {
 #if W_Q4_1
+    return ((n >> 7u) * (K >> 5u) + blk) * 128u + ((n & 31u) << 2u) + ((n >> 5u) & 3u);
+#else
+    return w_block_index(n, blk, K);
+#endif
+}
+
+#if W_Q4_1 && W_U64
+// The scales and minimums of block blk of rows n, n + 32, n + 64 and n + 96 (n % 128 < 32):
+// one 16-byte load.
+fn w_dm4(n: u32, blk: u32, K: u32) -> array<vec2<f32>, 4> {
+    let v = split64(w_dm[w_scale_index(n, blk, K) >> 2u]);
+    return array<vec2<f32>, 4>(unpack2x16float(v.x), unpack2x16float(v.y),
+                               unpack2x16float(v.z), unpack2x16float(v.w));
+}
+#endif
+
+// Scale d and minimum m (0 but for Q4_1) of the block whose scale sits at i.
+fn w_dm_of(i: u32) -> vec2<f32> {
+#if W_Q4_1 && W_U64
+    return unpack2x16float(split64(w_dm[i >> 2u])[i & 3u]);
+#elif W_Q4_1
     return unpack2x16float(w_dm[i]);
 #else
     return vec2<f32>(unpack2x16float(w_dm[i >> 1u])[i & 1u], 0.0);
@@ -130,10 +157,11 @@ struct Block {
     q: array<vec4<u32>, QVEC4>,
 }
 
-fn w_block(n: u32, blk: u32, K: u32) -> Block {
+// Block blk of row n, given its scale and minimum as stored (`w_dm_of`, or `w_dm4` for four rows).
+fn w_block(n: u32, blk: u32, K: u32, dm: vec2<f32>) -> Block {
     let i = w_block_index(n, blk, K);
     var b: Block;
-    b.dm = w_dm_of(i);
+    b.dm = dm;
 #if W_Q4_1
     b.dm = vec2<f32>(16.0 * b.dm.x, b.dm.y - 16.0 * b.dm.x);
 #endif
@@ -215,7 +243,7 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
 #elif W_Q8_0 || W_Q4_0 || W_Q4_1
     let i = w_block_index(n, k >> 5u, K);
     let j = k & 31u;
-    let dm = w_dm_of(i);
+    let dm = w_dm_of(w_scale_index(n, k >> 5u, K));
 #if W_Q8_0
     return dm.x * i8x4(w_vec4(2u * i + (j >> 4u))[(j >> 2u) & 3u]);
 #else

@@ -364,35 +364,62 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
 
 /// GGUF blocks as the device keeps them: every block's quants, 16-byte aligned so that a block is
 /// whole vec4 loads, and the scales apart (f16 d, two blocks to a word; Q4_1's d and m, one block
-/// to a word), padded to a word. Both are ordered by groups of 8 rows, block by block, the 8 rows'
-/// blocks side by side ([`INTERLEAVE`]; rows past the end pad with zeros): neighbouring
-/// invocations read neighbouring bytes when each owns a row (CPU adapters, where a workgroup's
-/// rows would otherwise be as many streams as rows) or a block of a tile's rows (GPUs).
+/// to a word), padded to a word. The quants are ordered by groups of 8 rows, block by block, the
+/// 8 rows' blocks side by side ([`INTERLEAVE`]; rows past the end pad with zeros), and the scales
+/// by [`scale_slots`]: neighbouring invocations read neighbouring bytes when each owns a row (CPU
+/// adapters, where a workgroup's rows would otherwise be as many streams as rows) or a block of a
+/// tile's rows (GPUs).
 fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Vec<u8>) {
     let (head, body) = block_split(format);
     let row_bytes = bytes.len() / rows.max(1);
     let blocks = row_bytes / (head + body);
     let padded = rows.next_multiple_of(INTERLEAVE);
-    let (mut quants, mut scales) = (
-        Vec::with_capacity(padded * blocks * body),
-        Vec::with_capacity(padded * blocks * head),
-    );
+    let mut quants = Vec::with_capacity(padded * blocks * body);
     for group in (0..padded).step_by(INTERLEAVE) {
         for blk in 0..blocks {
             for row in group..group + INTERLEAVE {
                 if row < rows {
                     let at = row * row_bytes + blk * (head + body);
-                    scales.extend_from_slice(&bytes[at..at + head]);
                     quants.extend_from_slice(&bytes[at + head..at + head + body]);
                 } else {
-                    scales.resize(scales.len() + head, 0);
                     quants.resize(quants.len() + body, 0);
                 }
             }
         }
     }
-    scales.resize(scales.len().next_multiple_of(4), 0);
+    let slots = scale_slots(format, rows, blocks);
+    let mut scales = vec![0u8; (slots.len() * head).next_multiple_of(4)];
+    for (slot, at) in slots.into_iter().enumerate() {
+        if let Some((row, blk)) = at {
+            let from = row * row_bytes + blk * (head + body);
+            scales[slot * head..(slot + 1) * head].copy_from_slice(&bytes[from..from + head]);
+        }
+    }
     (quants, scales)
+}
+
+/// The (row, block) whose scale each slot of the scale buffer holds (None: padding). Scales go
+/// like the quants, by groups of [`INTERLEAVE`] rows, except Q4_1's: by groups of 128 rows, and
+/// within a block the rows n, n + 32, n + 64, n + 96 side by side (`w_scale_index` in
+/// `shaders/weights.wgsl`): a lane of the `RowsShared` mat-vec, 32 lanes of 4 rows, owns those
+/// four rows and reads their scales as one 16-byte load (`w_dm4`; the matrix tests fail if that
+/// shape changes without this).
+fn scale_slots(format: WeightFormat, rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
+    let (group, row_of): (usize, fn(usize) -> usize) = match format {
+        WeightFormat::Q4_1 => (Q4_1_SCALE_GROUP, |s| s / 4 + 32 * (s % 4)),
+        _ => (INTERLEAVE, |s| s),
+    };
+    let padded = rows.next_multiple_of(group);
+    let mut slots = Vec::with_capacity(padded * blocks);
+    for first in (0..padded).step_by(group) {
+        for blk in 0..blocks {
+            slots.extend((0..group).map(|s| {
+                let row = first + row_of(s);
+                (row < rows).then_some((row, blk))
+            }));
+        }
+    }
+    slots
 }
 
 /// The inverse of [`split_blocks`]: `rows` rows of `k` values as GGUF blocks.
@@ -405,11 +432,18 @@ fn join_blocks(
 ) -> Vec<u8> {
     let (head, body) = block_split(format);
     let blocks = k / BLOCK;
+    let mut scale_at = vec![0; rows * blocks];
+    for (slot, at) in scale_slots(format, rows, blocks).into_iter().enumerate() {
+        if let Some((row, blk)) = at {
+            scale_at[row * blocks + blk] = slot;
+        }
+    }
     let mut out = Vec::with_capacity(rows * blocks * (head + body));
     for row in 0..rows {
         for blk in 0..blocks {
             let i = ((row / INTERLEAVE) * blocks + blk) * INTERLEAVE + row % INTERLEAVE;
-            out.extend_from_slice(&scales[i * head..(i + 1) * head]);
+            let s = scale_at[row * blocks + blk];
+            out.extend_from_slice(&scales[s * head..(s + 1) * head]);
             out.extend_from_slice(&quants[i * body..(i + 1) * body]);
         }
     }
@@ -419,6 +453,9 @@ fn join_blocks(
 /// Rows whose blocks the device keeps side by side (see [`split_blocks`] and `w_block_index`
 /// in `shaders/weights.wgsl`).
 const INTERLEAVE: usize = 8;
+
+/// Rows whose Q4_1 scales are kept together (see [`scale_slots`]).
+const Q4_1_SCALE_GROUP: usize = 128;
 
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
 ///
