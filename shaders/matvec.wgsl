@@ -142,9 +142,10 @@ fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
 
 #if BLOCKWISE
 // The scale and minimum of block blk in each row of the tile. With W_U64 (RowsShared) Q4_1's
-// tile is rows n0 + 32 r, r < 4, and their scales lie side by side (w_dm4): one load, not four.
+// tile is rows n0 + 32 r, r < 4, and with W_DM_TILES their scales lie side by side (w_dm4): one
+// load, not four.
 fn tile_dm(n0: u32, rows: array<u32, ROW_TILE>, blk: u32) -> array<vec2<f32>, ROW_TILE> {
-#if W_Q4_1 && W_U64
+#if W_Q4_1 && W_U64 && W_DM_TILES
     return w_dm4(n0, blk, p.K);
 #else
     var dm: array<vec2<f32>, ROW_TILE>;

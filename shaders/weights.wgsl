@@ -14,10 +14,10 @@
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
 // of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
-// scales but Q4_1's, by groups of 128 rows (`w_scale_index`). With W_U64 (decode mat-vec where
-// SHADER_INT64 is granted) both are read as u64 components: the same bytes, a Q4 block one
-// vec2<u64>, a Q8_0 block one vec4<u64>, four Q4_1 scales one vec2<u64>; lavapipe pays per lane
-// and component.
+// scales, or with W_DM_TILES by groups of 128 rows (`w_scale_index`). With W_U64 (decode
+// mat-vec where SHADER_INT64 is granted) both are read as u64 components: the same bytes, a Q4
+// block one vec2<u64>, a Q8_0 block one vec4<u64>, four Q4_1 scales one vec2<u64>; lavapipe pays
+// per lane and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -84,17 +84,18 @@ fn w_vec4(i: u32) -> vec4<u32> {
 }
 #endif
 
-// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): Q4_1's by
-// groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side by side; the others with the quants.
+// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): with
+// W_DM_TILES (CPU adapters' Q4_1) by groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side
+// by side; otherwise as the quants.
 fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {
-#if W_Q4_1
+#if W_DM_TILES
     return ((n >> 7u) * (K >> 5u) + blk) * 128u + ((n & 31u) << 2u) + ((n >> 5u) & 3u);
 #else
     return w_block_index(n, blk, K);
 #endif
 }
 
-#if W_Q4_1 && W_U64
+#if W_Q4_1 && W_U64 && W_DM_TILES
 // The scales and minimums of block blk of rows n, n + 32, n + 64 and n + 96 (n % 128 < 32):
 // one 16-byte load.
 fn w_dm4(n: u32, blk: u32, K: u32) -> array<vec2<f32>, 4> {

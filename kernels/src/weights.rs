@@ -97,6 +97,7 @@ impl WeightFormat {
             Defines::new().flag("W_Q8_0"),
             Defines::new().flag("W_Q4_0"),
             Defines::new().flag("W_Q4_1"),
+            Defines::new().flag("W_Q4_1").flag("W_DM_TILES"),
             Defines::new().flag("W_I8"),
             Defines::new().flag("W_I8").flag("W_ZP"),
         ]
@@ -135,6 +136,30 @@ impl F16Read {
             Self::Native => ctx.features.f16,
             Self::Packed => true,
             Self::Quads => k.is_multiple_of(4),
+        }
+    }
+}
+
+/// How a block format's scales are ordered on the device (see [`scale_slots`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleOrder {
+    /// As the quants: by groups of 8 rows, the 8 rows' blocks side by side. A GPU's lanes read a
+    /// row tile's scales together.
+    Interleaved,
+    /// By groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side by side: the four rows
+    /// one lane of the `RowsShared` mat-vec owns (32 lanes of 4 rows). For Q4_1 that lane reads
+    /// their scales as one 16-byte load where SHADER_INT64 is granted.
+    RowTiles,
+}
+
+impl ScaleOrder {
+    /// Row tiles for Q4_1 on CPU adapters (whose mat-vec is `RowsShared`); interleaved elsewhere,
+    /// where row tiles would spread a GPU workgroup's scale reads over four times the bytes.
+    pub fn for_device(ctx: &Context, format: WeightFormat) -> Self {
+        if ctx.is_cpu() && format == WeightFormat::Q4_1 {
+            Self::RowTiles
+        } else {
+            Self::Interleaved
         }
     }
 }
@@ -369,7 +394,12 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
 /// by [`scale_slots`]: neighbouring invocations read neighbouring bytes when each owns a row (CPU
 /// adapters, where a workgroup's rows would otherwise be as many streams as rows) or a block of a
 /// tile's rows (GPUs).
-fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Vec<u8>) {
+fn split_blocks(
+    format: WeightFormat,
+    order: ScaleOrder,
+    bytes: &[u8],
+    rows: usize,
+) -> (Vec<u8>, Vec<u8>) {
     let (head, body) = block_split(format);
     let row_bytes = bytes.len() / rows.max(1);
     let blocks = row_bytes / (head + body);
@@ -387,7 +417,7 @@ fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Ve
             }
         }
     }
-    let slots = scale_slots(format, rows, blocks);
+    let slots = scale_slots(order, rows, blocks);
     let mut scales = vec![0u8; (slots.len() * head).next_multiple_of(4)];
     for (slot, at) in slots.into_iter().enumerate() {
         if let Some((row, blk)) = at {
@@ -398,16 +428,12 @@ fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Ve
     (quants, scales)
 }
 
-/// The (row, block) whose scale each slot of the scale buffer holds (None: padding). Scales go
-/// like the quants, by groups of [`INTERLEAVE`] rows, except Q4_1's: by groups of 128 rows, and
-/// within a block the rows n, n + 32, n + 64, n + 96 side by side (`w_scale_index` in
-/// `shaders/weights.wgsl`): a lane of the `RowsShared` mat-vec, 32 lanes of 4 rows, owns those
-/// four rows and reads their scales as one 16-byte load (`w_dm4`; the matrix tests fail if that
-/// shape changes without this).
-fn scale_slots(format: WeightFormat, rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
-    let (group, row_of): (usize, fn(usize) -> usize) = match format {
-        WeightFormat::Q4_1 => (Q4_1_SCALE_GROUP, |s| s / 4 + 32 * (s % 4)),
-        _ => (INTERLEAVE, |s| s),
+/// The (row, block) whose scale each slot of the scale buffer holds (None: padding), in
+/// `order` (`w_scale_index` in `shaders/weights.wgsl`).
+fn scale_slots(order: ScaleOrder, rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
+    let (group, row_of): (usize, fn(usize) -> usize) = match order {
+        ScaleOrder::RowTiles => (ROW_TILES, |s| s / 4 + 32 * (s % 4)),
+        ScaleOrder::Interleaved => (INTERLEAVE, |s| s),
     };
     let padded = rows.next_multiple_of(group);
     let mut slots = Vec::with_capacity(padded * blocks);
@@ -425,6 +451,7 @@ fn scale_slots(format: WeightFormat, rows: usize, blocks: usize) -> Vec<Option<(
 /// The inverse of [`split_blocks`]: `rows` rows of `k` values as GGUF blocks.
 fn join_blocks(
     format: WeightFormat,
+    order: ScaleOrder,
     quants: &[u8],
     scales: &[u8],
     rows: usize,
@@ -433,7 +460,7 @@ fn join_blocks(
     let (head, body) = block_split(format);
     let blocks = k / BLOCK;
     let mut scale_at = vec![0; rows * blocks];
-    for (slot, at) in scale_slots(format, rows, blocks).into_iter().enumerate() {
+    for (slot, at) in scale_slots(order, rows, blocks).into_iter().enumerate() {
         if let Some((row, blk)) = at {
             scale_at[row * blocks + blk] = slot;
         }
@@ -454,8 +481,8 @@ fn join_blocks(
 /// in `shaders/weights.wgsl`).
 const INTERLEAVE: usize = 8;
 
-/// Rows whose Q4_1 scales are kept together (see [`scale_slots`]).
-const Q4_1_SCALE_GROUP: usize = 128;
+/// Rows whose scales [`ScaleOrder::RowTiles`] keeps together.
+const ROW_TILES: usize = 128;
 
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
 ///
@@ -468,6 +495,7 @@ pub struct Weights {
     pub k: usize,
     parts: Vec<Part>,
     f16_read: F16Read,
+    scale_order: ScaleOrder,
     /// Input columns held in f32 beside the main part (LLM.int8() decomposition).
     outliers: Option<Outliers>,
     /// `[k]` maxima of |input| per column, accumulated by every launch while calibrating.
@@ -497,6 +525,18 @@ impl Weights {
     /// Uploads with at most `max_part_bytes` of data per buffer (the binding limit, or smaller in
     /// tests of the split path).
     pub fn upload_in_parts(ctx: &Context, host: &HostWeights, max_part_bytes: u64) -> Result<Self> {
+        let order = ScaleOrder::for_device(ctx, host.format);
+        Self::upload_ordered(ctx, host, max_part_bytes, order)
+    }
+
+    /// [`Weights::upload_in_parts`] with the scales of a block format in `order` instead of the
+    /// device's (the tests check both orders on one device).
+    pub fn upload_ordered(
+        ctx: &Context,
+        host: &HostWeights,
+        max_part_bytes: u64,
+        order: ScaleOrder,
+    ) -> Result<Self> {
         host.validate()?;
         let row_bytes = host.format.row_bytes(host.k);
         let rows_per_part = (max_part_bytes / row_bytes as u64) as usize;
@@ -529,7 +569,7 @@ impl Weights {
                     (ctx.upload_bytes(bytes)?, Some(per_group(&host.scales)?))
                 }
                 block => {
-                    let (quants, scales) = split_blocks(block, bytes, n);
+                    let (quants, scales) = split_blocks(block, order, bytes, n);
                     (ctx.upload_bytes(&quants)?, Some(ctx.upload_bytes(&scales)?))
                 }
             };
@@ -554,6 +594,7 @@ impl Weights {
             k: host.k,
             parts,
             f16_read: F16Read::for_device(ctx, host.k),
+            scale_order: order,
             outliers: None,
             probe: None,
         })
@@ -600,6 +641,7 @@ impl Weights {
                         .expect("block weights keep their scales");
                     data.extend(join_blocks(
                         block,
+                        self.scale_order,
                         &ctx.read::<u8>(&part.data)?,
                         &ctx.read::<u8>(s)?,
                         part.n,
@@ -695,6 +737,9 @@ impl Weights {
     /// The defines that select this format in `weights.wgsl` (the matrix kernels add `HAS_BIAS`).
     pub(crate) fn defines(&self) -> Defines {
         let mut d = Defines::new().flag(self.format.flag());
+        if self.format.block_bytes().is_some() && self.scale_order == ScaleOrder::RowTiles {
+            d = d.flag("W_DM_TILES");
+        }
         match self.format {
             WeightFormat::F32 if self.k.is_multiple_of(4) => d = d.flag("W_VEC4"),
             WeightFormat::F16 => match self.f16_read {

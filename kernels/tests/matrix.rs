@@ -10,7 +10,7 @@ use kiln_kernels::matmul::{
     Store, linear, linear_add, linear_swiglu, matmul, matmul_ref, matmul_store,
 };
 use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_store};
-use kiln_kernels::{F16Read, KernelError, WeightFormat, Weights};
+use kiln_kernels::{F16Read, KernelError, ScaleOrder, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
 /// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
@@ -28,6 +28,8 @@ struct Case {
     part_rows: Option<usize>,
     /// matvec's layout (`None`: the device's own).
     layout: Option<Layout>,
+    /// The order of a block format's scales (`None`: the device's own).
+    scale_order: Option<ScaleOrder>,
 }
 
 fn check(ctx: &Context, seed: u64, case: Case) {
@@ -41,6 +43,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         f16_read,
         part_rows,
         layout,
+        scale_order,
     } = case;
 
     let mut rng = rng(seed);
@@ -50,7 +53,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let wf = host.dequantize();
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
-    let mut w = upload_weights(ctx, &host, part_rows, b.as_deref());
+    let mut w = upload_weights_ordered(ctx, &host, part_rows, b.as_deref(), scale_order);
     if let Some(read) = f16_read {
         w = w.force_f16_read(read);
     }
@@ -70,7 +73,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}"
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, scales {scale_order:?}"
         ),
         &got,
         &want,
@@ -96,22 +99,34 @@ fn matmul_matches_reference_for_every_format() {
     let Some(ctx) = test_context() else { return };
     for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
         for format in formats_for(k) {
-            check(
-                ctx,
-                100 + i as u64,
-                Case {
-                    format,
-                    m,
-                    n,
-                    k,
-                    bias: i % 2 == 1,
-                    kernel: "matmul",
-                    f16_read: None,
-                    part_rows: None,
-                    layout: None,
-                },
-            );
+            for scale_order in scale_orders(format) {
+                check(
+                    ctx,
+                    100 + i as u64,
+                    Case {
+                        format,
+                        m,
+                        n,
+                        k,
+                        bias: i % 2 == 1,
+                        kernel: "matmul",
+                        f16_read: None,
+                        part_rows: None,
+                        layout: None,
+                        scale_order,
+                    },
+                );
+            }
         }
+    }
+}
+
+/// Both scale orders for Q4_1 (each device uses one of them), the device's for the rest.
+fn scale_orders(format: WeightFormat) -> Vec<Option<ScaleOrder>> {
+    if format == WeightFormat::Q4_1 {
+        vec![Some(ScaleOrder::Interleaved), Some(ScaleOrder::RowTiles)]
+    } else {
+        vec![None]
     }
 }
 
@@ -136,21 +151,24 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                         eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
                         continue;
                     }
-                    check(
-                        ctx,
-                        200 + i as u64 * 10 + b as u64,
-                        Case {
-                            format,
-                            m: b,
-                            n,
-                            k,
-                            bias: (i + b) % 2 == 0,
-                            kernel: "matvec",
-                            f16_read: None,
-                            part_rows: None,
-                            layout: Some(layout),
-                        },
-                    );
+                    for scale_order in scale_orders(format) {
+                        check(
+                            ctx,
+                            200 + i as u64 * 10 + b as u64,
+                            Case {
+                                format,
+                                m: b,
+                                n,
+                                k,
+                                bias: (i + b) % 2 == 0,
+                                kernel: "matvec",
+                                f16_read: None,
+                                part_rows: None,
+                                layout: Some(layout),
+                                scale_order,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -297,6 +315,7 @@ fn matvec_matches_reference_without_int64() {
                             f16_read: None,
                             part_rows: None,
                             layout: Some(layout),
+                            scale_order: None,
                         },
                     );
                 }
@@ -325,6 +344,7 @@ fn f16_weights_match_through_every_read() {
                     f16_read: Some(read),
                     part_rows: None,
                     layout: None,
+                    scale_order: None,
                 },
             );
         }
@@ -355,6 +375,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             f16_read: None,
             part_rows: None,
             layout: None,
+            scale_order: None,
         },
     );
     check(
@@ -370,6 +391,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             f16_read: None,
             part_rows: None,
             layout: None,
+            scale_order: None,
         },
     );
 }
@@ -405,6 +427,7 @@ fn split_matrices_match_reference() {
                         f16_read: None,
                         part_rows: Some(part_rows),
                         layout: None,
+                        scale_order: None,
                     },
                 );
             }

@@ -8,7 +8,7 @@ use common::*;
 use kiln_kernels::matmul::{linear, matmul, matmul_ref};
 use kiln_kernels::matvec::matvec;
 use kiln_kernels::outliers::{column_absmax, column_absmax_ref, split_columns};
-use kiln_kernels::{KernelError, WeightFormat, Weights, embedding};
+use kiln_kernels::{KernelError, ScaleOrder, WeightFormat, Weights, embedding};
 use kiln_runtime::{Context, DType};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -188,21 +188,30 @@ fn column_absmax_matches_reference() {
     assert_eq!(got, column_absmax_ref(&seen, k));
 }
 
-/// Weights read back from the device equal what was uploaded, for every format, split or not.
+/// Weights read back from the device equal what was uploaded, for every format and scale
+/// order, split or not.
 #[test]
 fn weights_download_round_trips() {
     let Some(ctx) = test_context() else { return };
     let mut rng = rng(980);
-    for &(n, k, part_rows) in &[(3, 64, None), (37, 96, Some(10)), (5, 7, Some(2))] {
+    let shapes = [
+        (3, 64, None),
+        (37, 96, Some(10)),
+        (5, 7, Some(2)),
+        (300, 64, Some(150)),
+    ];
+    for &(n, k, part_rows) in &shapes {
         for format in formats_for(k) {
-            let host = random_weights(&mut rng, format, n, k);
-            let bias = rand_vec(&mut rng, n, -1.0, 1.0);
-            let w = upload_weights(ctx, &host, part_rows, Some(&bias));
-            let (back, back_bias) = w.download(ctx).unwrap();
-            assert_eq!(back.data, host.data, "{format:?} n{n} k{k}");
-            assert_eq!(back.scales, host.scales);
-            assert_eq!(back.zeros, host.zeros);
-            assert_eq!(back_bias.unwrap(), bias);
+            for order in [ScaleOrder::Interleaved, ScaleOrder::RowTiles] {
+                let host = random_weights(&mut rng, format, n, k);
+                let bias = rand_vec(&mut rng, n, -1.0, 1.0);
+                let w = upload_weights_ordered(ctx, &host, part_rows, Some(&bias), Some(order));
+                let (back, back_bias) = w.download(ctx).unwrap();
+                assert_eq!(back.data, host.data, "{format:?} n{n} k{k} {order:?}");
+                assert_eq!(back.scales, host.scales);
+                assert_eq!(back.zeros, host.zeros);
+                assert_eq!(back_bias.unwrap(), bias);
+            }
         }
     }
 }

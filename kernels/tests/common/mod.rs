@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use half::f16;
-use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_kernels::{HostWeights, ScaleOrder, WeightFormat, Weights};
 use kiln_runtime::{Context, DeviceOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -127,13 +127,26 @@ pub fn upload_weights(
     part_rows: Option<usize>,
     bias: Option<&[f32]>,
 ) -> Weights {
-    let mut w = match part_rows {
-        Some(rows) => {
-            let bytes = (rows * host.format.row_bytes(host.k)) as u64;
-            Weights::upload_in_parts(ctx, host, bytes).unwrap()
-        }
-        None => Weights::upload(ctx, host).unwrap(),
+    upload_weights_ordered(ctx, host, part_rows, bias, None)
+}
+
+/// [`upload_weights`] with a block format's scales in `order` (`None`: the device's order).
+pub fn upload_weights_ordered(
+    ctx: &Context,
+    host: &HostWeights,
+    part_rows: Option<usize>,
+    bias: Option<&[f32]>,
+    order: Option<ScaleOrder>,
+) -> Weights {
+    let limit = match part_rows {
+        Some(rows) => (rows * host.format.row_bytes(host.k)) as u64,
+        None => ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size),
     };
+    let order = order.unwrap_or(ScaleOrder::for_device(ctx, host.format));
+    let mut w = Weights::upload_ordered(ctx, host, limit, order).unwrap();
     if let Some(b) = bias {
         w = w.with_bias(ctx, b).unwrap();
     }
