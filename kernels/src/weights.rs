@@ -710,18 +710,23 @@ impl Weights {
 
     /// Bytes the kernels read for one pass over the matrix (data, scales, zero points, bias).
     pub fn size_bytes(&self) -> u64 {
+        let blocks = self.format.block_bytes().is_some();
         self.parts
             .iter()
-            .flat_map(|p| {
-                [
-                    Some(&p.data),
-                    p.scales.as_ref(),
-                    p.zeros.as_ref(),
-                    p.bias.as_ref(),
-                ]
+            .map(|p| {
+                // Block formats count their rows' GGUF bytes, not the zeros that pad the
+                // device's groups of rows.
+                let data = if blocks {
+                    (p.n * self.format.row_bytes(self.k)) as u64
+                } else {
+                    p.data.size_bytes() + p.scales.as_ref().map_or(0, Tensor::size_bytes)
+                };
+                data + [p.zeros.as_ref(), p.bias.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(Tensor::size_bytes)
+                    .sum::<u64>()
             })
-            .flatten()
-            .map(Tensor::size_bytes)
             .sum::<u64>()
             + self.outliers.as_ref().map_or(0, Outliers::size_bytes)
     }

@@ -211,6 +211,15 @@ fn weights_download_round_trips() {
                 assert_eq!(back.scales, host.scales);
                 assert_eq!(back.zeros, host.zeros);
                 assert_eq!(back_bias.unwrap(), bias);
+                if format.block_bytes().is_some() {
+                    // The rows' own bytes and the bias, not the padding of the device's groups.
+                    let want = n * format.row_bytes(k) + 4 * n;
+                    assert_eq!(
+                        w.size_bytes(),
+                        want as u64,
+                        "{format:?} n{n} k{k} {order:?}"
+                    );
+                }
             }
         }
     }
