@@ -139,14 +139,15 @@ fn u4x4(q: u32) -> vec4<f32> {
 // dm.y * sum(x) over the values v of `w_block_quads`. A block's quants are one vec4 load (two
 // for Q8_0).
 //   Q8_0: v = q, dm = (d, 0).
-//   Q4_0: v = q - 8, dm = (d, 0): the offset is taken before the sum, which keeps d * sum(v x)
-//         from cancelling against a large -8d * sum(x).
 //   Q4_1: v = 1 + q / 16, the nibble moved into the mantissa of 1.0 (a shift, then one and-or)
 //         instead of masked out and converted: a CPU adapter does one integer op less per
 //         weight, a GPU skips its slow int-to-float conversion. Then d * sum(q x) + m * sum(x)
 //         = 16d * sum(v x) + (m - 16d) * sum(x), so dm = (16d, m - 16d). Both terms are then
 //         about 3x larger for a typical m = -8d, and so is their f32 rounding: far below the
 //         4-bit quantization's own error.
+//   Q4_0: v = 1 + q / 16 as for Q4_1, with m = -8d: dm = (16d, -24d). The two terms are about
+//         5x larger than d * sum((q - 8) x), and so is their rounding, still far below the
+//         quantization's error.
 #if W_Q8_0
 const QVEC4: u32 = 2u;
 #else
@@ -165,6 +166,8 @@ fn w_block(n: u32, blk: u32, K: u32, dm: vec2<f32>) -> Block {
     b.dm = dm;
 #if W_Q4_1
     b.dm = vec2<f32>(16.0 * b.dm.x, b.dm.y - 16.0 * b.dm.x);
+#elif W_Q4_0
+    b.dm = vec2<f32>(16.0 * b.dm.x, -24.0 * b.dm.x);
 #endif
 #if W_U64 && W_Q8_0
     let v = w[i];
@@ -188,8 +191,6 @@ struct Quads {
 fn w_block_quads(b: Block, i: u32) -> Quads {
 #if W_Q8_0
     return Quads(i8x4(b.q[0][i]), i8x4(b.q[1][i]));
-#elif W_Q4_0
-    return Quads(u4x4(b.q[0][i]) - vec4<f32>(8.0), u4x4(b.q[0][i] >> 4u) - vec4<f32>(8.0));
 #else
     // Low nibble of byte j at bits 8j, high nibble at 8j + 4: each shifted to bits 19..22.
     let q = b.q[0][i];
@@ -199,7 +200,7 @@ fn w_block_quads(b: Block, i: u32) -> Quads {
 #endif
 }
 
-#if W_Q4_1
+#if W_Q4_0 || W_Q4_1
 // 1 + n / 16 for the nibble n at bits 19..22 of each word.
 fn one_plus_nibble(v: vec4<u32>) -> vec4<f32> {
     return bitcast<vec4<f32>>((v & vec4<u32>(0x00780000u)) | vec4<u32>(0x3f800000u));
