@@ -6,9 +6,9 @@
 // Decode is bound by reading W once, so each weight value is loaded once and used for all BATCH
 // activation rows (a skinny matmul). A workgroup owns ROWS * ROW_TILE output rows with LANES
 // invocations per row, lane l taking every LANES-th step of K; lanes are summed through workgroup
-// memory. A step is four values, or with BLOCKWISE (GGUF block formats) one whole 32-value block:
-// its scale is decoded once and folded in after the sums, dm.x * sum(v x) + dm.y * sum(x)
-// (`w_block` in weights.wgsl).
+// memory. A step is four values, or with BLOCKWISE (GGUF block formats, and int8 whose groups are
+// whole blocks) one whole 32-value block: its scale is decoded once and folded in after the sums,
+// dm.x * sum(v x) + dm.y * sum(x) (`w_block` in weights.wgsl).
 //
 // The launcher picks the shape per device. GPUs get 256-invocation groups of many lanes per row
 // and ROW_TILE 1, so that neighbouring lanes read neighbouring weights. CPU adapters (lavapipe)
@@ -150,7 +150,7 @@ fn tile_dm(n0: u32, rows: array<u32, ROW_TILE>, blk: u32) -> array<vec2<f32>, RO
 #else
     var dm: array<vec2<f32>, ROW_TILE>;
     for (var r = 0u; r < ROW_TILE; r++) {
-        dm[r] = w_dm_of(w_scale_index(rows[r], blk, p.K));
+        dm[r] = w_block_dm(rows[r], blk, p.K, p.G);
     }
     return dm;
 #endif

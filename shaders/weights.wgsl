@@ -39,6 +39,8 @@ enable f16;
 #elif W_U64 && W_Q4_1
 @group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<vec2<u64>>;
+#elif W_U64 && W_I8
+@group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 #elif W_U64
 @group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
@@ -55,10 +57,15 @@ enable f16;
 @group(1) @binding(2) var<storage, read> w_zeros: array<f32>;
 #endif
 
-#if W_Q8_0 || W_Q4_0 || W_Q4_1
-// Where block blk of row n sits among the blocks (kernels/src/weights.rs, split_blocks).
+#if W_Q8_0 || W_Q4_0 || W_Q4_1 || W_I8
+// Where block blk of row n sits among the blocks (kernels/src/weights.rs, split_blocks); int8
+// rows are not split, a block is 32 values of a row (K a multiple of 32).
 fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
+#if W_I8
+    return n * (K >> 5u) + blk;
+#else
     return ((n >> 3u) * (K >> 5u) + blk) * 8u + (n & 7u);
+#endif
 }
 
 #if W_U64
@@ -71,12 +78,16 @@ fn split64(a: vec2<u64>) -> vec4<u32> {
 
 // Quants i*16 .. i*16+16 of the part's bytes.
 fn w_vec4(i: u32) -> vec4<u32> {
-#if W_Q8_0
+#if W_Q8_0 || W_I8
     let v = w[i >> 1u];
     return select(split64(v.xy), split64(v.zw), (i & 1u) == 1u);
 #else
     return split64(w[i]);
 #endif
+}
+#elif W_I8
+fn w_vec4(i: u32) -> vec4<u32> {
+    return vec4<u32>(w[4u * i], w[4u * i + 1u], w[4u * i + 2u], w[4u * i + 3u]);
 }
 #else
 fn w_vec4(i: u32) -> vec4<u32> {
@@ -84,6 +95,14 @@ fn w_vec4(i: u32) -> vec4<u32> {
 }
 #endif
 
+#if W_I8
+// Word i of the int8 rows, whichever view binds them.
+fn w_word(i: u32) -> u32 {
+    return w_vec4(i >> 2u)[i & 3u];
+}
+#endif
+
+#if !W_I8
 // Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): with
 // W_DM_TILES (CPU adapters' Q4_1) by groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side
 // by side; otherwise as the quants.
@@ -117,6 +136,22 @@ fn w_dm_of(i: u32) -> vec2<f32> {
 }
 #endif
 
+// The scale and minimum of block blk of row n, as `w_block` takes them (G: int8 group size, a
+// multiple of 32 for int8 blocks).
+fn w_block_dm(n: u32, blk: u32, K: u32, G: u32) -> vec2<f32> {
+#if W_I8
+    let g = n * ((K + G - 1u) / G) + (blk << 5u) / G;
+#if W_ZP
+    return vec2<f32>(w_scales[g], -w_scales[g] * w_zeros[g]);
+#else
+    return vec2<f32>(w_scales[g], 0.0);
+#endif
+#else
+    return w_dm_of(w_scale_index(n, blk, K));
+#endif
+}
+#endif
+
 fn half_bits_to_f32(bits: u32) -> f32 {
     return unpack2x16float(bits).x;
 }
@@ -133,12 +168,13 @@ fn u4x4(q: u32) -> vec4<f32> {
     return vec4<f32>(f32(q & 15u), f32((q >> 8u) & 15u), f32((q >> 16u) & 15u), f32((q >> 24u) & 15u));
 }
 
-#if W_Q8_0 || W_Q4_0 || W_Q4_1
+#if W_Q8_0 || W_Q4_0 || W_Q4_1 || W_I8
 // Whole blocks, for kernels that give each invocation one block at a time (decode mat-vec): the
 // scale and offset are decoded once per block, and a block's sum is dm.x * sum(v x) +
 // dm.y * sum(x) over the values v of `w_block_quads`. A block's quants are one vec4 load (two
 // for Q8_0).
-//   Q8_0: v = q, dm = (d, 0).
+//   Q8_0: v = q, dm = (d, 0); int8 the same, with a 32-value block of a row and dm = (s, -s z),
+//         s and z its group's scale and zero point.
 //   Q4_1: v = 1 + q / 16, the nibble moved into the mantissa of 1.0 (a shift, then one and-or)
 //         instead of masked out and converted: a CPU adapter does one integer op less per
 //         weight, a GPU skips its slow int-to-float conversion. Then d * sum(q x) + m * sum(x)
@@ -148,7 +184,7 @@ fn u4x4(q: u32) -> vec4<f32> {
 //   Q4_0: v = 1 + q / 16 as for Q4_1, with m = -8d: dm = (16d, -24d). The two terms are about
 //         5x larger than d * sum((q - 8) x), and so is their rounding, still far below the
 //         quantization's error.
-#if W_Q8_0
+#if W_Q8_0 || W_I8
 const QVEC4: u32 = 2u;
 #else
 const QVEC4: u32 = 1u;
@@ -169,7 +205,7 @@ fn w_block(n: u32, blk: u32, K: u32, dm: vec2<f32>) -> Block {
 #elif W_Q4_0
     b.dm = vec2<f32>(16.0 * b.dm.x, -24.0 * b.dm.x);
 #endif
-#if W_U64 && W_Q8_0
+#if W_U64 && W_Q8_0 || W_U64 && W_I8
     let v = w[i];
     b.q[0] = split64(v.xy);
     b.q[1] = split64(v.zw);
@@ -189,7 +225,7 @@ struct Quads {
 }
 
 fn w_block_quads(b: Block, i: u32) -> Quads {
-#if W_Q8_0
+#if W_Q8_0 || W_I8
     return Quads(i8x4(b.q[0][i]), i8x4(b.q[1][i]));
 #else
     // Low nibble of byte j at bits 8j, high nibble at 8j + 4: each shifted to bits 19..22.
@@ -261,7 +297,7 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
     let row_words = (K + 3u) >> 2u;
     let groups = (K + G - 1u) / G;
     let g = n * groups + k / G;
-    let q = i8x4(w[n * row_words + (k >> 2u)]);
+    let q = i8x4(w_word(n * row_words + (k >> 2u)));
 #if W_ZP
     return w_scales[g] * (q - vec4<f32>(w_zeros[g]));
 #else

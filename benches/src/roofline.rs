@@ -254,12 +254,12 @@ pub fn matrix(
     let y = ctx.zeros(DType::F32, &[rows, n])?;
     let mut out = Vec::new();
     for &(name, format) in formats {
-        let kernel = if uses_matvec(ctx, rows, format) {
+        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
+        let kernel = if uses_matvec(ctx, rows, &w) {
             "matvec"
         } else {
             "matmul"
         };
-        let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
         let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
         let (t, ceiling) = peak.alongside(ctx, reps, |rec| linear(rec, &x, &w, &y))?;
         let shape = format!("{label} {n}x{k}, {rows} row(s)");

@@ -150,7 +150,7 @@ pub fn linear_swiglu(
     store: Store,
 ) -> Result<()> {
     let rows = rows_of(gate, w, "linear")?;
-    if uses_matvec(rec.context(), rows, w.format) && w.outliers().is_none() && w.probe().is_none() {
+    if uses_matvec(rec.context(), rows, w) && w.outliers().is_none() && w.probe().is_none() {
         let layout = matvec::Layout::for_device(rec.context());
         matvec::matvec_glu_store(rec, gate, up, w, y, layout, store)
     } else {
@@ -181,7 +181,7 @@ pub fn linear_split(
     ys: &[&Tensor],
     store: Store,
 ) -> Result<()> {
-    if uses_matvec(rec.context(), rows_of(x, w, "linear")?, w.format) {
+    if uses_matvec(rec.context(), rows_of(x, w, "linear")?, w) {
         let layout = matvec::Layout::for_device(rec.context());
         matvec::matvec_split(rec, x, w, ys, layout, store)
     } else {
@@ -189,15 +189,16 @@ pub fn linear_split(
     }
 }
 
-/// Whether [`linear`] takes `rows` activation rows through the mat-vec kernel: up to
-/// [`matvec::MAX_BATCH`] rows (decode) on every device, and any number of rows of GGUF block
-/// weights on CPU adapters, where the tiled matmul's shared-memory tiles and barriers cost more
-/// than one pass over the weights per 8 rows. On lavapipe, Q4_1 at SmolLM2's FFN shapes was
-/// 2.6-14x faster for 32 and 128 rows; f32 0.8-2.5x, so f32 stays on the matmul.
-pub fn uses_matvec(ctx: &Context, rows: usize, format: WeightFormat) -> bool {
+/// Whether [`linear`] takes `rows` activation rows of `w` through the mat-vec kernel: up to
+/// [`matvec::MAX_BATCH`] rows (decode) on every device, and any number of rows of weights the
+/// mat-vec reads by blocks (GGUF blocks, int8 in groups of whole blocks) on CPU adapters, where
+/// the tiled matmul's shared-memory tiles and barriers cost more than one pass over the weights
+/// per 8 rows. On lavapipe, Q4_1 at SmolLM2's FFN shapes was 2.6-14x faster for 32 and 128 rows;
+/// f32 0.8-2.5x, so f32 stays on the matmul.
+pub fn uses_matvec(ctx: &Context, rows: usize, w: &Weights) -> bool {
     rows <= matvec::MAX_BATCH
         || (matvec::Layout::for_device(ctx) != matvec::Layout::Lanes
-            && format.block_bytes().is_some())
+            && matvec::blockwise(w.format, w.k))
 }
 
 /// Rows of `x` for weights of width `w.k`.

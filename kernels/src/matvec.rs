@@ -60,13 +60,14 @@ impl Layout {
         self != Layout::RowsShared || ctx.subgroups_of(8)
     }
 
-    /// (invocations across rows, lanes per row, rows per invocation) of one workgroup.
-    fn shape(self, format: WeightFormat) -> (usize, usize, usize) {
-        let blockwise = format.block_bytes().is_some();
+    /// (invocations across rows, lanes per row, rows per invocation) of one workgroup, for
+    /// weights read by whole blocks or not.
+    fn shape(self, format: WeightFormat, blockwise: bool) -> (usize, usize, usize) {
+        let wide = matches!(format, WeightFormat::Q8_0 | WeightFormat::Int8 { .. });
         match (self, blockwise) {
-            // 32 invocations of 4 rows (2 for Q8_0, whose blocks take twice the registers;
-            // measured on lavapipe, 8 is slower): each activation load serves them all.
-            (Layout::Rows | Layout::RowsShared, _) if format == WeightFormat::Q8_0 => (32, 1, 2),
+            // 32 invocations of 4 rows (2 for Q8_0 and int8, whose blocks take twice the
+            // registers; measured on lavapipe, 8 is slower): each activation load serves them all.
+            (Layout::Rows | Layout::RowsShared, _) if wide => (32, 1, 2),
             (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
             // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.
             (Layout::Lanes, true) => (32, 8, 1),
@@ -217,11 +218,11 @@ fn launch(
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
-    let blockwise = w.format.block_bytes().is_some();
+    let blockwise = blockwise(w.format, w.k);
     if blockwise {
         defines = defines.flag("BLOCKWISE");
     }
-    let (rows, lanes, tile) = layout.shape(w.format);
+    let (rows, lanes, tile) = layout.shape(w.format, blockwise);
     defines = defines
         .set("ROWS", rows as u32)
         .set("LANES", lanes as u32)
@@ -269,6 +270,15 @@ fn launch(
     Ok(())
 }
 
+/// Whether the mat-vec reads `format` by whole 32-value blocks with one scale each: the GGUF
+/// block formats, and int8 rows whose groups are whole blocks.
+pub(crate) fn blockwise(format: WeightFormat, k: usize) -> bool {
+    match format {
+        WeightFormat::Int8 { group, .. } => k.is_multiple_of(32) && group.is_multiple_of(32),
+        _ => format.block_bytes().is_some(),
+    }
+}
+
 pub fn shader_variants() -> ShaderVariants {
     let mut variants = Vec::new();
     for w in crate::weights::WeightFormat::all_defines() {
@@ -279,50 +289,59 @@ pub fn shader_variants() -> ShaderVariants {
                     d = d.flag("X_VEC4");
                 }
                 // Formats with the same shapes stand for each other here.
+                let int8 = WeightFormat::Int8 {
+                    group: 64,
+                    zero_point: false,
+                };
                 let format = [
                     ("W_Q8_0", WeightFormat::Q8_0),
                     ("W_Q4_0", WeightFormat::Q4_0),
                     ("W_Q4_1", WeightFormat::Q4_1),
+                    ("W_I8", int8),
                 ]
                 .into_iter()
                 .find(|(flag, _)| w.get(flag) != 0)
                 .map_or(WeightFormat::F32, |(_, f)| f);
-                let blockwise = format.block_bytes().is_some();
+                // int8 both ways: by blocks (K a multiple of 32) and not.
+                let int8_by_rows = (format == int8).then(|| (false, d.clone()));
+                let blockwise = blockwise(format, 64);
                 if blockwise {
                     d = d.flag("BLOCKWISE");
                 }
-                for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
-                    if layout == Layout::RowsShared && !blockwise {
-                        continue;
-                    }
-                    let (rows, lanes, tile) = layout.shape(format);
-                    let mut d = d
-                        .clone()
-                        .set("ROWS", rows as u32)
-                        .set("LANES", lanes as u32)
-                        .set("ROW_TILE", tile as u32);
-                    if layout != Layout::Lanes {
-                        d = d.flag("ROWWISE");
-                    }
-                    if layout == Layout::RowsShared {
-                        d = d.flag("SHARE_X");
-                        let mut wide = d.clone().flag("W_U64");
-                        if vec4 {
-                            wide = wide.flag("X_U64");
+                for (blockwise, d) in std::iter::once((blockwise, d)).chain(int8_by_rows) {
+                    for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                        if layout == Layout::RowsShared && !blockwise {
+                            continue;
                         }
-                        variants.push((wide.clone().flag("X_GLU"), vec!["matvec"]));
-                        let split3 = wide.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                        let (rows, lanes, tile) = layout.shape(format, blockwise);
+                        let mut d = d
+                            .clone()
+                            .set("ROWS", rows as u32)
+                            .set("LANES", lanes as u32)
+                            .set("ROW_TILE", tile as u32);
+                        if layout != Layout::Lanes {
+                            d = d.flag("ROWWISE");
+                        }
+                        if layout == Layout::RowsShared {
+                            d = d.flag("SHARE_X");
+                            let mut wide = d.clone().flag("W_U64");
+                            if vec4 {
+                                wide = wide.flag("X_U64");
+                            }
+                            variants.push((wide.clone().flag("X_GLU"), vec!["matvec"]));
+                            let split3 = wide.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                            variants.push((split3, vec!["matvec"]));
+                            variants.push((wide, vec!["matvec"]));
+                        }
+                        variants.push((d.clone(), vec!["matvec"]));
+                        variants.push((d.clone().flag("SPLIT_Y"), vec!["matvec"]));
+                        let split3 = d.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
+                        variants.push((split3.clone().flag("HAS_BIAS"), vec!["matvec"]));
                         variants.push((split3, vec!["matvec"]));
-                        variants.push((wide, vec!["matvec"]));
+                        variants.push((d.clone().flag("ACCUMULATE"), vec!["matvec"]));
+                        variants.push((d.clone().flag("X_GLU").flag("ACCUMULATE"), vec!["matvec"]));
+                        variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
                     }
-                    variants.push((d.clone(), vec!["matvec"]));
-                    variants.push((d.clone().flag("SPLIT_Y"), vec!["matvec"]));
-                    let split3 = d.clone().flag("SPLIT_Y").flag("SPLIT_Y3");
-                    variants.push((split3.clone().flag("HAS_BIAS"), vec!["matvec"]));
-                    variants.push((split3, vec!["matvec"]));
-                    variants.push((d.clone().flag("ACCUMULATE"), vec!["matvec"]));
-                    variants.push((d.clone().flag("X_GLU").flag("ACCUMULATE"), vec!["matvec"]));
-                    variants.push((d.flag("HAS_BIAS"), vec!["matvec"]));
                 }
             }
         }
