@@ -212,7 +212,8 @@ fn main() -> Result<()> {
     md.push_str(&format!(
         "# Weight and KV-cache formats: quality and memory\n\nModel: {model_name}, on {}.\n\n\
          Perplexity over the first {scored} tokens of `{}` (one window). Weight bytes are measured \
-         (every buffer on the device) next to params × bytes per value (blocks and int8 scales \
+         (every buffer on the device, less the zero rows that pad groups of GGUF blocks) next to \
+         params × bytes per value (blocks and int8 scales \
          included; norms and biases are f32). The KV buffer is sized for {} positions (the \
          window): 2 × layers × tokens × kv_heads × head_dim × bytes (4 for f32, 2 for f16, 1 for \
          int8 plus its f32 scales and one open block of f32 keys per head). Decode tokens/s is \
