@@ -129,7 +129,7 @@ fn block_sum(xs: array<vec4<f32>, 8>) -> f32 {
 }
 
 // sum(v x) over one block: quads i and 4 + i of the activations meet word i's nibbles (Q4) or
-// words i and 4 + i (Q8_0).
+// words i and 4 + i (Q8_0, int8).
 fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
     let q0 = w_block_quads(wb, 0u);
     let q1 = w_block_quads(wb, 1u);

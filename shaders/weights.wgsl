@@ -16,8 +16,8 @@
 // of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
 // scales, or with W_DM_TILES by groups of 128 rows (`w_scale_index`). With W_U64 (decode
 // mat-vec where SHADER_INT64 is granted) both are read as u64 components: the same bytes, a Q4
-// block one vec2<u64>, a Q8_0 block one vec4<u64>, four Q4_1 scales one vec2<u64>; lavapipe pays
-// per lane and component.
+// block one vec2<u64>, a Q8_0 block (or 32 int8 values of a row) one vec4<u64>, four Q4_1 scales
+// one vec2<u64>; lavapipe pays per lane and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -98,7 +98,11 @@ fn w_vec4(i: u32) -> vec4<u32> {
 #if W_I8
 // Word i of the int8 rows, whichever view binds them.
 fn w_word(i: u32) -> u32 {
+#if W_U64
     return w_vec4(i >> 2u)[i & 3u];
+#else
+    return w[i];
+#endif
 }
 #endif
 
@@ -172,7 +176,7 @@ fn u4x4(q: u32) -> vec4<f32> {
 // Whole blocks, for kernels that give each invocation one block at a time (decode mat-vec): the
 // scale and offset are decoded once per block, and a block's sum is dm.x * sum(v x) +
 // dm.y * sum(x) over the values v of `w_block_quads`. A block's quants are one vec4 load (two
-// for Q8_0).
+// for Q8_0 and int8).
 //   Q8_0: v = q, dm = (d, 0); int8 the same, with a 32-value block of a row and dm = (s, -s z),
 //         s and z its group's scale and zero point.
 //   Q4_1: v = 1 + q / 16, the nibble moved into the mantissa of 1.0 (a shift, then one and-or)

@@ -196,9 +196,9 @@ pub fn linear_split(
 /// per 8 rows. On lavapipe, Q4_1 at SmolLM2's FFN shapes was 2.6-14x faster for 32 and 128 rows;
 /// f32 0.8-2.5x, so f32 stays on the matmul.
 pub fn uses_matvec(ctx: &Context, rows: usize, w: &Weights) -> bool {
+    let layout = matvec::Layout::for_device(ctx);
     rows <= matvec::MAX_BATCH
-        || (matvec::Layout::for_device(ctx) != matvec::Layout::Lanes
-            && matvec::blockwise(w.format, w.k))
+        || (layout != matvec::Layout::Lanes && matvec::blockwise(w.format, w.k, layout))
 }
 
 /// Rows of `x` for weights of width `w.k`.

@@ -29,12 +29,14 @@ pub enum Layout {
     /// 256-invocation workgroups with several lanes per row, summed in workgroup memory: on a
     /// GPU neighbouring lanes then read neighbouring weights.
     Lanes,
-    /// Each invocation owns 4 rows (2 for Q8_0) over all of K, with no workgroup memory. For CPU
+    /// Each invocation owns 4 rows (2 for Q8_0 and int8 blocks) over all of K, with no workgroup
+    /// memory. For CPU
     /// adapters: lavapipe runs a subgroup as the lanes of a SIMD register and splits every
     /// storage load into one bounds-checked scalar load per lane, so loads are what costs. Each
     /// activation load then serves 4 rows, and no barrier turns the workgroup into coroutines.
     Rows,
-    /// [`Layout::Rows`], and for block formats the lanes of a subgroup load one quad of a
+    /// [`Layout::Rows`], and for weights read by blocks (GGUF blocks, int8 in whole-block groups)
+    /// the lanes of a subgroup load one quad of a
     /// block's activations each and pass them round (a register broadcast) instead of each
     /// loading all 32. Needs subgroups of at least 8 invocations. Where SHADER_INT64 is
     /// granted, weights and activations are read as `u64` components: lavapipe's cost is per
@@ -63,10 +65,12 @@ impl Layout {
     /// (invocations across rows, lanes per row, rows per invocation) of one workgroup, for
     /// weights read by whole blocks or not.
     fn shape(self, format: WeightFormat, blockwise: bool) -> (usize, usize, usize) {
-        let wide = matches!(format, WeightFormat::Q8_0 | WeightFormat::Int8 { .. });
+        let wide = blockwise && matches!(format, WeightFormat::Q8_0 | WeightFormat::Int8 { .. });
         match (self, blockwise) {
-            // 32 invocations of 4 rows (2 for Q8_0 and int8, whose blocks take twice the
+            // 32 invocations of 4 rows (2 for Q8_0 and int8 blocks, which take twice the
             // registers; measured on lavapipe, 8 is slower): each activation load serves them all.
+            // Q4_1's row-tile scales (`ScaleOrder::RowTiles`, `w_dm4`) are laid out for this
+            // shape: a lane's rows 32 apart, four of them.
             (Layout::Rows | Layout::RowsShared, _) if wide => (32, 1, 2),
             (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
             // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.
@@ -218,7 +222,7 @@ fn launch(
     if w.k.is_multiple_of(4) {
         defines = defines.flag("X_VEC4");
     }
-    let blockwise = blockwise(w.format, w.k);
+    let blockwise = blockwise(w.format, w.k, layout);
     if blockwise {
         defines = defines.flag("BLOCKWISE");
     }
@@ -270,11 +274,14 @@ fn launch(
     Ok(())
 }
 
-/// Whether the mat-vec reads `format` by whole 32-value blocks with one scale each: the GGUF
-/// block formats, and int8 rows whose groups are whole blocks.
-pub(crate) fn blockwise(format: WeightFormat, k: usize) -> bool {
+/// Whether the mat-vec reads `format` by whole 32-value blocks with one scale each in `layout`:
+/// the GGUF block formats, and on CPU adapters' layouts int8 rows whose groups are whole blocks
+/// (GPUs keep int8's four-value steps until the block path is measured on one).
+pub(crate) fn blockwise(format: WeightFormat, k: usize, layout: Layout) -> bool {
     match format {
-        WeightFormat::Int8 { group, .. } => k.is_multiple_of(32) && group.is_multiple_of(32),
+        WeightFormat::Int8 { group, .. } => {
+            layout != Layout::Lanes && k.is_multiple_of(32) && group.is_multiple_of(32)
+        }
         _ => format.block_bytes().is_some(),
     }
 }
@@ -304,13 +311,15 @@ pub fn shader_variants() -> ShaderVariants {
                 .map_or(WeightFormat::F32, |(_, f)| f);
                 // int8 both ways: by blocks (K a multiple of 32) and not.
                 let int8_by_rows = (format == int8).then(|| (false, d.clone()));
-                let blockwise = blockwise(format, 64);
+                let blockwise = blockwise(format, 64, Layout::Rows);
                 if blockwise {
                     d = d.flag("BLOCKWISE");
                 }
                 for (blockwise, d) in std::iter::once((blockwise, d)).chain(int8_by_rows) {
                     for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
-                        if layout == Layout::RowsShared && !blockwise {
+                        if layout == Layout::RowsShared && !blockwise
+                            || layout == Layout::Lanes && format == int8 && blockwise
+                        {
                             continue;
                         }
                         let (rows, lanes, tile) = layout.shape(format, blockwise);

@@ -98,6 +98,8 @@ impl WeightFormat {
             Defines::new().flag("W_Q4_0"),
             Defines::new().flag("W_Q4_1"),
             Defines::new().flag("W_Q4_1").flag("W_DM_TILES"),
+            Defines::new().flag("W_Q8_0").flag("W_DM_TILES"),
+            Defines::new().flag("W_Q4_0").flag("W_DM_TILES"),
             Defines::new().flag("W_I8"),
             Defines::new().flag("W_I8").flag("W_ZP"),
         ]
@@ -153,10 +155,13 @@ pub enum ScaleOrder {
 }
 
 impl ScaleOrder {
-    /// Row tiles for Q4_1 on CPU adapters (whose mat-vec is `RowsShared`); interleaved elsewhere,
-    /// where row tiles would spread a GPU workgroup's scale reads over four times the bytes.
+    /// Row tiles for Q4_1 where the mat-vec reads a lane's four scales in one load (CPU adapters
+    /// with the `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, row tiles
+    /// would spread a workgroup's scale reads over four times the bytes.
     pub fn for_device(ctx: &Context, format: WeightFormat) -> Self {
-        if ctx.is_cpu() && format == WeightFormat::Q4_1 {
+        let one_load = crate::matvec::Layout::for_device(ctx) == crate::matvec::Layout::RowsShared
+            && ctx.features.int64;
+        if one_load && format == WeightFormat::Q4_1 {
             Self::RowTiles
         } else {
             Self::Interleaved
