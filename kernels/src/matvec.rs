@@ -30,17 +30,17 @@ pub enum Layout {
     /// GPU neighbouring lanes then read neighbouring weights.
     Lanes,
     /// Each invocation owns 4 rows (2 for Q8_0 and int8 blocks) over all of K, with no workgroup
-    /// memory. For CPU
-    /// adapters: lavapipe runs a subgroup as the lanes of a SIMD register and splits every
-    /// storage load into one bounds-checked scalar load per lane, so loads are what costs. Each
-    /// activation load then serves 4 rows, and no barrier turns the workgroup into coroutines.
+    /// memory. For CPU adapters: lavapipe runs a subgroup as the lanes of a SIMD register and
+    /// splits every storage load into one bounds-checked scalar load per lane, so loads are what
+    /// costs. Each activation load then serves 4 rows, and no barrier turns the workgroup into
+    /// coroutines.
     Rows,
     /// [`Layout::Rows`], and for weights read by blocks (GGUF blocks, int8 in whole-block groups)
-    /// the lanes of a subgroup load one quad of a
-    /// block's activations each and pass them round (a register broadcast) instead of each
-    /// loading all 32. Needs subgroups of at least 8 invocations. Where SHADER_INT64 is
-    /// granted, weights and activations are read as `u64` components: lavapipe's cost is per
-    /// lane and component, so that halves the cost of a block's loads.
+    /// the lanes of a subgroup load one quad of a block's activations each and pass them round
+    /// (a register broadcast) instead of each loading all 32. Needs subgroups of at least 8
+    /// invocations. Where SHADER_INT64 is granted, weights and activations are read as `u64`
+    /// components: lavapipe's cost is per lane and component, so that halves the cost of a
+    /// block's loads.
     RowsShared,
 }
 
