@@ -140,20 +140,76 @@ fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
 }
 #endif
 
-#if BLOCKWISE
-// The scale and minimum of block blk in each row of the tile. With W_U64 (RowsShared) Q4_1's
-// tile is rows n0 + 32 r, r < 4, and with W_DM_TILES their scales lie side by side (w_dm4): one
-// load, not four.
-fn tile_dm(n0: u32, rows: array<u32, ROW_TILE>, blk: u32) -> array<vec2<f32>, ROW_TILE> {
-#if W_Q4_1 && W_U64 && W_DM_TILES
-    return w_dm4(n0, blk, p.K);
-#else
-    var dm: array<vec2<f32>, ROW_TILE>;
-    for (var r = 0u; r < ROW_TILE; r++) {
-        dm[r] = w_block_dm(rows[r], blk, p.K, p.G);
-    }
-    return dm;
+#if LANE_TILE_DOT || LANE_TILE_BATCH
+// Lane tiles (W_LANE_TILES with W_U64, ROWS 8): a lane's cell holds two rows' blocks to a
+// vec4<u64> and its 8 rows' scale words in one more (`w_lane_cell`), so that a block of 8 rows
+// is 5 loads where loading each row's block and a scale word per 4 rows took 10 (lavapipe pays
+// per load and per lane; docs/benchmarks/README.md).
+
+// The two rows of a lane's cell whose blocks are q (two vec4s of quants, as u64) and whose
+// scale words are d's halves.
+fn lane_blocks(q: vec4<u64>, d: u64) -> array<Block, 2> {
+    var b: array<Block, 2>;
+    b[0].dm = block_dm(unpack2x16float(u32(d & 0xfffffffflu)));
+    b[0].q[0] = split64(q.xy);
+    b[1].dm = block_dm(unpack2x16float(u32(d >> 32u)));
+    b[1].q[0] = split64(q.zw);
+    return b;
+}
+
+// Their dot products with one activation row's block (xs, summing to sx).
+fn lane_dots(q: vec4<u64>, d: u64, xs: array<vec4<f32>, 8>, sx: f32) -> vec2<f32> {
+    let b = lane_blocks(q, d);
+    return vec2<f32>(b[0].dm.x * block_qx(b[0], xs) + b[0].dm.y * sx,
+                     b[1].dm.x * block_qx(b[1], xs) + b[1].dm.y * sx);
+}
 #endif
+
+#if LANE_TILE_DOT
+// Decode (ROW_TILE 8): the lane's rows n0 + 8 r, each pair's blocks loaded just before use. The
+// pairs are written out: lavapipe did not unroll a loop over them, and indexing the sums by its
+// counter became a load and a store per lane.
+fn lane_tile_dot(n0: u32) -> array<f32, 8> {
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var blk = 0u; blk < (p.K >> 5u); blk++) {
+        let xs = block_x(0u, blk * 32u);
+        let sx = block_sum(xs);
+        let cell = 5u * w_lane_cell(n0, blk, p.K);
+        let dm = w[cell + 4u];
+        let r01 = lane_dots(w[cell], dm.x, xs, sx);
+        let r23 = lane_dots(w[cell + 1u], dm.y, xs, sx);
+        lo += vec4<f32>(r01, r23);
+        let r45 = lane_dots(w[cell + 2u], dm.z, xs, sx);
+        let r67 = lane_dots(w[cell + 3u], dm.w, xs, sx);
+        hi += vec4<f32>(r45, r67);
+    }
+    return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+}
+#endif
+
+#if LANE_TILE_BATCH
+// Several activation rows (ROW_TILE 4): rows n0 + 8 r, the first or second half of the lane's 8
+// (by n0's 32-row group); the 4 blocks are loaded once and serve every activation row.
+fn lane_tile_batch(n0: u32) -> array<f32, 4 * BATCH> {
+    var acc: array<f32, 4 * BATCH>;
+    let half = (n0 >> 5u) & 1u;
+    for (var blk = 0u; blk < (p.K >> 5u); blk++) {
+        let cell = 5u * w_lane_cell(n0, blk, p.K) + 2u * half;
+        let dm = w[cell + 4u - 2u * half];
+        let d = select(dm.xy, dm.zw, half == 1u);
+        let b01 = lane_blocks(w[cell], d.x);
+        let b23 = lane_blocks(w[cell + 1u], d.y);
+        let wb = array<Block, 4>(b01[0], b01[1], b23[0], b23[1]);
+        for (var b = 0u; b < BATCH; b++) {
+            let xs = block_x(b, blk * 32u);
+            let sx = block_sum(xs);
+            for (var r = 0u; r < 4u; r++) {
+                acc[r * BATCH + b] += wb[r].dm.x * block_qx(wb[r], xs) + wb[r].dm.y * sx;
+            }
+        }
+    }
+    return acc;
 }
 #endif
 
@@ -161,6 +217,11 @@ fn tile_dm(n0: u32, rows: array<u32, ROW_TILE>, blk: u32) -> array<vec2<f32>, RO
 // activation row over the steps first, first + step, ...: each activation load serves all of
 // them. acc[r * BATCH + b] is row r's with activation row b.
 fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE * BATCH> {
+#if LANE_TILE_DOT
+    return lane_tile_dot(n0);
+#elif LANE_TILE_BATCH
+    return lane_tile_batch(n0);
+#else
     var acc: array<f32, ROW_TILE * BATCH>;
     var rows: array<u32, ROW_TILE>;
     for (var r = 0u; r < ROW_TILE; r++) {
@@ -168,7 +229,10 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
     }
 #if BLOCKWISE
     for (var blk = first; blk < (p.K >> 5u); blk += step) {
-        let dm = tile_dm(n0, rows, blk);
+        var dm: array<vec2<f32>, ROW_TILE>;
+        for (var r = 0u; r < ROW_TILE; r++) {
+            dm[r] = w_block_dm(rows[r], blk, p.K, p.G);
+        }
         if (BATCH == 1u) {
             // Decode: the activations first, then each row's block loaded just before its use,
             // so that one block is live at a time beside the 32 activations. Loading all
@@ -210,6 +274,7 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
     }
 #endif
     return acc;
+#endif
 }
 
 // y = v (+ bias), or with ACCUMULATE y += v (+ bias): a residual add without a launch of its own.

@@ -14,10 +14,11 @@
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
 // of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
-// scales, or with W_DM_TILES by groups of 128 rows (`w_scale_index`). With W_U64 (decode
-// mat-vec where SHADER_INT64 is granted) both are read as u64 components: the same bytes, a Q4
-// block one vec2<u64>, a Q8_0 block (or 32 int8 values of a row) one vec4<u64>, four Q4_1 scales
-// one vec2<u64>; lavapipe pays per lane and component.
+// scales. With W_LANE_TILES (CPU adapters' Q4_1) binding 0 holds both, by lane tiles of 64 rows
+// (`w_lane_cell`). With W_U64 (decode mat-vec where SHADER_INT64 is granted) they are read as
+// u64 components: the same bytes, a Q4 block one vec2<u64>, a Q8_0 block (or 32 int8 values of a
+// row, or two rows' Q4_1 blocks in a lane tile) one vec4<u64>; lavapipe pays per lane and
+// component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -36,9 +37,10 @@ enable f16;
 #elif W_U64 && W_Q8_0
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
-#elif W_U64 && W_Q4_1
-@group(1) @binding(0) var<storage, read> w: array<vec2<u64>>;
-@group(1) @binding(1) var<storage, read> w_dm: array<vec2<u64>>;
+#elif W_U64 && W_LANE_TILES
+@group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
+#elif W_LANE_TILES
+@group(1) @binding(0) var<storage, read> w: array<vec4<u32>>;
 #elif W_U64 && W_I8
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 #elif W_U64
@@ -63,10 +65,22 @@ enable f16;
 fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
 #if W_I8
     return n * (K >> 5u) + blk;
+#elif W_LANE_TILES
+    return w_lane_cell(n, blk, K) * 10u + ((n >> 3u) & 7u);
 #else
     return ((n >> 3u) * (K >> 5u) + blk) * 8u + (n & 7u);
 #endif
 }
+
+#if W_LANE_TILES
+// The cell (160 bytes) of block blk in the lane tile that holds row n (kernels/src/weights.rs,
+// pack_lane_tiles): tiles of 64 rows, lane l owning rows l + 8 j, j < 8; for each tile and block
+// the 8 lanes' cells side by side, a cell the lane's 8 rows' quants (16 bytes each), then their
+// 8 scale words.
+fn w_lane_cell(n: u32, blk: u32, K: u32) -> u32 {
+    return (((n >> 6u) * (K >> 5u) + blk) << 3u) + (n & 7u);
+}
+#endif
 
 #if W_U64
 // Two u64 as four u32, low word first (the byte order of the u32 view).
@@ -78,7 +92,7 @@ fn split64(a: vec2<u64>) -> vec4<u32> {
 
 // Quants i*16 .. i*16+16 of the part's bytes.
 fn w_vec4(i: u32) -> vec4<u32> {
-#if W_Q8_0 || W_I8
+#if W_Q8_0 || W_I8 || W_LANE_TILES
     let v = w[i >> 1u];
     return select(split64(v.xy), split64(v.zw), (i & 1u) == 1u);
 #else
@@ -107,31 +121,22 @@ fn w_word(i: u32) -> u32 {
 #endif
 
 #if !W_I8
-// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): with
-// W_DM_TILES (CPU adapters' Q4_1) by groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side
-// by side; otherwise as the quants.
+// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): as the quants,
+// or with W_LANE_TILES after the quants in their cell.
 fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {
-#if W_DM_TILES
-    return ((n >> 7u) * (K >> 5u) + blk) * 128u + ((n & 31u) << 2u) + ((n >> 5u) & 3u);
+#if W_LANE_TILES
+    return w_lane_cell(n, blk, K) * 40u + 32u + ((n >> 3u) & 7u);
 #else
     return w_block_index(n, blk, K);
 #endif
 }
 
-#if W_Q4_1 && W_U64 && W_DM_TILES
-// The scales and minimums of block blk of rows n, n + 32, n + 64 and n + 96 (n % 128 < 32):
-// one 16-byte load.
-fn w_dm4(n: u32, blk: u32, K: u32) -> array<vec2<f32>, 4> {
-    let v = split64(w_dm[w_scale_index(n, blk, K) >> 2u]);
-    return array<vec2<f32>, 4>(unpack2x16float(v.x), unpack2x16float(v.y),
-                               unpack2x16float(v.z), unpack2x16float(v.w));
-}
-#endif
-
 // Scale d and minimum m (0 but for Q4_1) of the block whose scale sits at i.
 fn w_dm_of(i: u32) -> vec2<f32> {
-#if W_Q4_1 && W_U64
-    return unpack2x16float(split64(w_dm[i >> 2u])[i & 3u]);
+#if W_LANE_TILES && W_U64
+    return unpack2x16float(u32(w[i >> 3u][(i >> 1u) & 3u] >> (32u * (i & 1u))));
+#elif W_LANE_TILES
+    return unpack2x16float(w[i >> 2u][i & 3u]);
 #elif W_Q4_1
     return unpack2x16float(w_dm[i]);
 #else
@@ -199,16 +204,22 @@ struct Block {
     q: array<vec4<u32>, QVEC4>,
 }
 
-// Block blk of row n, given its scale and minimum as stored (`w_dm_of`, or `w_dm4` for four rows).
+// The dm of a block as `w_block_quads` needs it, from the scale and minimum as stored.
+fn block_dm(dm: vec2<f32>) -> vec2<f32> {
+#if W_Q4_1
+    return vec2<f32>(16.0 * dm.x, dm.y - 16.0 * dm.x);
+#elif W_Q4_0
+    return vec2<f32>(16.0 * dm.x, -24.0 * dm.x);
+#else
+    return dm;
+#endif
+}
+
+// Block blk of row n, given its scale and minimum as stored (`w_block_dm`).
 fn w_block(n: u32, blk: u32, K: u32, dm: vec2<f32>) -> Block {
     let i = w_block_index(n, blk, K);
     var b: Block;
-    b.dm = dm;
-#if W_Q4_1
-    b.dm = vec2<f32>(16.0 * b.dm.x, b.dm.y - 16.0 * b.dm.x);
-#elif W_Q4_0
-    b.dm = vec2<f32>(16.0 * b.dm.x, -24.0 * b.dm.x);
-#endif
+    b.dm = block_dm(dm);
 #if W_U64 && W_Q8_0 || W_U64 && W_I8
     let v = w[i];
     b.q[0] = split64(v.xy);

@@ -22,7 +22,7 @@ use kiln_runtime::{DType, Defines, RuntimeError, Shader, Tensor};
 use thiserror::Error;
 
 pub use outputs::Outputs;
-pub use weights::{F16Read, HostWeights, ScaleOrder, WeightFormat, Weights};
+pub use weights::{BlockOrder, F16Read, HostWeights, WeightFormat, Weights};
 
 #[derive(Debug, Error)]
 pub enum KernelError {

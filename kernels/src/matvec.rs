@@ -4,11 +4,11 @@
 //! more rows take one launch per 8.
 
 use bytemuck::{Pod, Zeroable};
-use kiln_runtime::{Binding, Context, DType, Dispatch, Recorder, Shader, Tensor};
+use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::matmul::{Store, rows_of};
 use crate::outputs::{OUTPUTS_WGSL, Outputs};
-use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
+use crate::weights::{BlockOrder, WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect};
 
 pub const SHADER: Shader = Shader {
@@ -69,8 +69,7 @@ impl Layout {
         match (self, blockwise) {
             // 32 invocations of 4 rows (2 for Q8_0 and int8 blocks, which take twice the
             // registers; measured on lavapipe, 8 is slower): each activation load serves them all.
-            // Q4_1's row-tile scales (`ScaleOrder::RowTiles`, `w_dm4`) are laid out for this
-            // shape: a lane's rows 32 apart, four of them.
+            // Q4_1 in lane tiles takes its own shapes (`lane_tile_shape`).
             (Layout::Rows | Layout::RowsShared, _) if wide => (32, 1, 2),
             (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
             // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.
@@ -226,7 +225,16 @@ fn launch(
     if blockwise {
         defines = defines.flag("BLOCKWISE");
     }
-    let (rows, lanes, tile) = layout.shape(w.format, blockwise);
+    let int64 = rec.context().features.int64;
+    let lane_tiles =
+        layout == Layout::RowsShared && int64 && w.block_order() == BlockOrder::LaneTiles;
+    let (rows, lanes, tile) = if lane_tiles {
+        let (flag, shape) = lane_tile_shape(batch);
+        defines = defines.flag(flag);
+        shape
+    } else {
+        layout.shape(w.format, blockwise)
+    };
     defines = defines
         .set("ROWS", rows as u32)
         .set("LANES", lanes as u32)
@@ -236,7 +244,7 @@ fn launch(
     }
     if layout == Layout::RowsShared && blockwise {
         defines = defines.flag("SHARE_X");
-        if rec.context().features.int64 {
+        if int64 {
             defines = defines.flag("W_U64");
             if w.k.is_multiple_of(4) {
                 defines = defines.flag("X_U64");
@@ -272,6 +280,18 @@ fn launch(
         })?;
     }
     Ok(())
+}
+
+/// The path and workgroup shape (as [`Layout::shape`]) for Q4_1 in lane tiles
+/// ([`BlockOrder::LaneTiles`]) read as `u64` by `batch` activation rows: 8 lanes, each owning
+/// its 8 rows of a 64-row tile in decode, and half of them with several rows, whose blocks serve
+/// every row (8 rows' sums for each of 8 activation rows would not fit in registers).
+fn lane_tile_shape(batch: usize) -> (&'static str, (usize, usize, usize)) {
+    if batch == 1 {
+        ("LANE_TILE_DOT", (8, 1, 8))
+    } else {
+        ("LANE_TILE_BATCH", (8, 1, 4))
+    }
 }
 
 /// Whether the mat-vec reads `format` by whole 32-value blocks with one scale each in `layout`:
@@ -354,6 +374,27 @@ pub fn shader_variants() -> ShaderVariants {
                 }
             }
         }
+    }
+    // Q4_1 in lane tiles, read as u64 (its other reads are among the formats above).
+    for batch in 1..=MAX_BATCH {
+        let (flag, (rows, lanes, tile)) = lane_tile_shape(batch);
+        let d = Defines::new()
+            .flag("W_Q4_1")
+            .flag("W_LANE_TILES")
+            .flag("W_U64")
+            .flag("X_U64")
+            .flag("X_VEC4")
+            .flag("BLOCKWISE")
+            .flag("ROWWISE")
+            .flag("SHARE_X")
+            .flag(flag)
+            .set("BATCH", batch as u32)
+            .set("ROWS", rows as u32)
+            .set("LANES", lanes as u32)
+            .set("ROW_TILE", tile as u32);
+        variants.push((d.clone().flag("X_GLU").flag("ACCUMULATE"), vec!["matvec"]));
+        variants.push((d.clone().flag("SPLIT_Y").flag("SPLIT_Y3"), vec!["matvec"]));
+        variants.push((d, vec!["matvec"]));
     }
     ShaderVariants {
         shader: SHADER,

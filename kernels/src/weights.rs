@@ -97,9 +97,7 @@ impl WeightFormat {
             Defines::new().flag("W_Q8_0"),
             Defines::new().flag("W_Q4_0"),
             Defines::new().flag("W_Q4_1"),
-            Defines::new().flag("W_Q4_1").flag("W_DM_TILES"),
-            Defines::new().flag("W_Q8_0").flag("W_DM_TILES"),
-            Defines::new().flag("W_Q4_0").flag("W_DM_TILES"),
+            Defines::new().flag("W_Q4_1").flag("W_LANE_TILES"),
             Defines::new().flag("W_I8"),
             Defines::new().flag("W_I8").flag("W_ZP"),
         ]
@@ -142,27 +140,29 @@ impl F16Read {
     }
 }
 
-/// How a block format's scales are ordered on the device (see [`scale_slots`]).
+/// How a block format's quants and scales are ordered on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScaleOrder {
-    /// As the quants: by groups of 8 rows, the 8 rows' blocks side by side. A GPU's lanes read a
-    /// row tile's scales together.
+pub enum BlockOrder {
+    /// Quants by groups of 8 rows, block by block, the 8 rows' blocks side by side, and the
+    /// scales apart in the same order ([`split_blocks`]). A GPU's lanes read a row tile's blocks
+    /// together.
     Interleaved,
-    /// By groups of 128 rows, rows n, n + 32, n + 64 and n + 96 side by side: the four rows
-    /// one lane of the `RowsShared` mat-vec owns (32 lanes of 4 rows). For Q4_1 that lane reads
-    /// their scales as one 16-byte load where SHADER_INT64 is granted.
-    RowTiles,
+    /// Q4_1 only: quants and scales in one buffer, by tiles of 64 rows ([`pack_lane_tiles`]).
+    /// Lane l of a tile owns rows l + 8j (j < 8): the rows one invocation of the `RowsShared`
+    /// mat-vec owns, whose blocks it reads two rows to a `vec4<u64>` and whose 8 scales it
+    /// reads in one more.
+    LaneTiles,
 }
 
-impl ScaleOrder {
-    /// Row tiles for Q4_1 where the mat-vec reads a lane's four scales in one load (CPU adapters
-    /// with the `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, row tiles
-    /// would spread a workgroup's scale reads over four times the bytes.
+impl BlockOrder {
+    /// Lane tiles for Q4_1 where the mat-vec reads them as `u64` (CPU adapters with the
+    /// `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, a lane's rows are
+    /// its workgroup's neighbours, not 8 rows apart.
     pub fn for_device(ctx: &Context, format: WeightFormat) -> Self {
-        let one_load = crate::matvec::Layout::for_device(ctx) == crate::matvec::Layout::RowsShared
+        let u64_reads = crate::matvec::Layout::for_device(ctx) == crate::matvec::Layout::RowsShared
             && ctx.features.int64;
-        if one_load && format == WeightFormat::Q4_1 {
-            Self::RowTiles
+        if u64_reads && format == WeightFormat::Q4_1 {
+            Self::LaneTiles
         } else {
             Self::Interleaved
         }
@@ -392,19 +392,13 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
     }
 }
 
-/// GGUF blocks as the device keeps them: every block's quants, 16-byte aligned so that a block is
-/// whole vec4 loads, and the scales apart (f16 d, two blocks to a word; Q4_1's d and m, one block
-/// to a word), padded to a word. The quants are ordered by groups of 8 rows, block by block, the
-/// 8 rows' blocks side by side ([`INTERLEAVE`]; rows past the end pad with zeros), and the scales
-/// by [`scale_slots`]: neighbouring invocations read neighbouring bytes when each owns a row (CPU
-/// adapters, where a workgroup's rows would otherwise be as many streams as rows) or a block of a
-/// tile's rows (GPUs).
-fn split_blocks(
-    format: WeightFormat,
-    order: ScaleOrder,
-    bytes: &[u8],
-    rows: usize,
-) -> (Vec<u8>, Vec<u8>) {
+/// GGUF blocks as the device keeps them ([`BlockOrder::Interleaved`]): every block's quants,
+/// 16-byte aligned so that a block is whole vec4 loads, and the scales apart (f16 d, two blocks
+/// to a word; Q4_1's d and m, one block to a word), padded to a word. Both are ordered by groups
+/// of 8 rows, block by block, the 8 rows' blocks side by side ([`INTERLEAVE`]; rows past the end
+/// pad with zeros): neighbouring invocations read neighbouring bytes when each owns a row or a
+/// block of a tile's rows.
+fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Vec<u8>) {
     let (head, body) = block_split(format);
     let row_bytes = bytes.len() / rows.max(1);
     let blocks = row_bytes / (head + body);
@@ -422,7 +416,7 @@ fn split_blocks(
             }
         }
     }
-    let slots = scale_slots(order, rows, blocks);
+    let slots = scale_slots(rows, blocks);
     let mut scales = vec![0u8; (slots.len() * head).next_multiple_of(4)];
     for (slot, at) in slots.into_iter().enumerate() {
         if let Some((row, blk)) = at {
@@ -433,21 +427,14 @@ fn split_blocks(
     (quants, scales)
 }
 
-/// The (row, block) whose scale each slot of the scale buffer holds (None: padding), in
-/// `order` (`w_scale_index` in `shaders/weights.wgsl`).
-fn scale_slots(order: ScaleOrder, rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
-    let (group, row_of): (usize, fn(usize) -> usize) = match order {
-        ScaleOrder::RowTiles => (ROW_TILES, |s| s / 4 + 32 * (s % 4)),
-        ScaleOrder::Interleaved => (INTERLEAVE, |s| s),
-    };
-    let padded = rows.next_multiple_of(group);
+/// The (row, block) whose scale each slot of the scale buffer holds (None: padding), in the
+/// quants' order (`w_scale_index` in `shaders/weights.wgsl`).
+fn scale_slots(rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
+    let padded = rows.next_multiple_of(INTERLEAVE);
     let mut slots = Vec::with_capacity(padded * blocks);
-    for first in (0..padded).step_by(group) {
+    for first in (0..padded).step_by(INTERLEAVE) {
         for blk in 0..blocks {
-            slots.extend((0..group).map(|s| {
-                let row = first + row_of(s);
-                (row < rows).then_some((row, blk))
-            }));
+            slots.extend((first..first + INTERLEAVE).map(|row| (row < rows).then_some((row, blk))));
         }
     }
     slots
@@ -456,7 +443,6 @@ fn scale_slots(order: ScaleOrder, rows: usize, blocks: usize) -> Vec<Option<(usi
 /// The inverse of [`split_blocks`]: `rows` rows of `k` values as GGUF blocks.
 fn join_blocks(
     format: WeightFormat,
-    order: ScaleOrder,
     quants: &[u8],
     scales: &[u8],
     rows: usize,
@@ -465,7 +451,7 @@ fn join_blocks(
     let (head, body) = block_split(format);
     let blocks = k / BLOCK;
     let mut scale_at = vec![0; rows * blocks];
-    for (slot, at) in scale_slots(order, rows, blocks).into_iter().enumerate() {
+    for (slot, at) in scale_slots(rows, blocks).into_iter().enumerate() {
         if let Some((row, blk)) = at {
             scale_at[row * blocks + blk] = slot;
         }
@@ -482,12 +468,60 @@ fn join_blocks(
     out
 }
 
+/// Q4_1 blocks in lane tiles ([`BlockOrder::LaneTiles`], `w_lane_cell` in
+/// `shaders/weights.wgsl`): tiles of [`LANE_TILE`] rows, lane l of a tile owning rows l + 8j;
+/// for each tile and block, the 8 lanes' cells side by side, each the lane's 8 rows' quants
+/// (16 bytes each) and then their scale words (f16 d and m). Rows past the end pad with zeros.
+fn pack_lane_tiles(bytes: &[u8], rows: usize) -> Vec<u8> {
+    let (head, body) = block_split(WeightFormat::Q4_1);
+    let row_bytes = bytes.len() / rows.max(1);
+    let blocks = row_bytes / (head + body);
+    let padded = rows.next_multiple_of(LANE_TILE);
+    let mut out = vec![0u8; padded * blocks * (head + body)];
+    for (i, cell) in out.chunks_exact_mut(LANE_CELL).enumerate() {
+        let (lane, blk, tile) = (i % 8, i / 8 % blocks, i / 8 / blocks);
+        let (quants, scales) = cell.split_at_mut(LANE_ROWS * body);
+        for j in 0..LANE_ROWS {
+            let row = tile * LANE_TILE + lane + 8 * j;
+            if row < rows {
+                let at = row * row_bytes + blk * (head + body);
+                scales[j * head..(j + 1) * head].copy_from_slice(&bytes[at..at + head]);
+                quants[j * body..(j + 1) * body]
+                    .copy_from_slice(&bytes[at + head..at + head + body]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`pack_lane_tiles`]: `rows` rows of `k` values as GGUF blocks.
+fn unpack_lane_tiles(packed: &[u8], rows: usize, k: usize) -> Vec<u8> {
+    let (head, body) = block_split(WeightFormat::Q4_1);
+    let blocks = k / BLOCK;
+    let mut out = Vec::with_capacity(rows * blocks * (head + body));
+    for row in 0..rows {
+        let (tile, lane, j) = (row / LANE_TILE, row % 8, row % LANE_TILE / 8);
+        for blk in 0..blocks {
+            let cell = &packed[((tile * blocks + blk) * 8 + lane) * LANE_CELL..][..LANE_CELL];
+            out.extend_from_slice(&cell[LANE_ROWS * body + j * head..][..head]);
+            out.extend_from_slice(&cell[j * body..][..body]);
+        }
+    }
+    out
+}
+
+/// Rows of a lane tile ([`BlockOrder::LaneTiles`]): 8 lanes of 8 rows.
+const LANE_TILE: usize = 8 * LANE_ROWS;
+
+/// Rows one lane owns in a lane tile.
+const LANE_ROWS: usize = 8;
+
+/// Bytes of one lane's cell in a lane tile: 8 Q4_1 blocks.
+const LANE_CELL: usize = LANE_ROWS * 20;
+
 /// Rows whose blocks the device keeps side by side (see [`split_blocks`] and `w_block_index`
 /// in `shaders/weights.wgsl`).
 const INTERLEAVE: usize = 8;
-
-/// Rows whose scales [`ScaleOrder::RowTiles`] keeps together.
-const ROW_TILES: usize = 128;
 
 /// A weight matrix on the device, with an optional bias `[n]` added by the matrix kernels.
 ///
@@ -500,7 +534,7 @@ pub struct Weights {
     pub k: usize,
     parts: Vec<Part>,
     f16_read: F16Read,
-    scale_order: ScaleOrder,
+    block_order: BlockOrder,
     /// Input columns held in f32 beside the main part (LLM.int8() decomposition).
     outliers: Option<Outliers>,
     /// `[k]` maxima of |input| per column, accumulated by every launch while calibrating.
@@ -530,17 +564,17 @@ impl Weights {
     /// Uploads with at most `max_part_bytes` of data per buffer (the binding limit, or smaller in
     /// tests of the split path).
     pub fn upload_in_parts(ctx: &Context, host: &HostWeights, max_part_bytes: u64) -> Result<Self> {
-        let order = ScaleOrder::for_device(ctx, host.format);
+        let order = BlockOrder::for_device(ctx, host.format);
         Self::upload_ordered(ctx, host, max_part_bytes, order)
     }
 
-    /// [`Weights::upload_in_parts`] with the scales of a block format in `order` instead of the
-    /// device's (the tests check both orders on one device).
+    /// [`Weights::upload_in_parts`] with a block format in `order` instead of the device's (the
+    /// tests check both orders on one device).
     pub fn upload_ordered(
         ctx: &Context,
         host: &HostWeights,
         max_part_bytes: u64,
-        order: ScaleOrder,
+        order: BlockOrder,
     ) -> Result<Self> {
         host.validate()?;
         let row_bytes = host.format.row_bytes(host.k);
@@ -554,9 +588,20 @@ impl Weights {
                 ),
             });
         }
-        // Block rows are kept in groups of INTERLEAVE: whole groups per part stay in the limit.
-        let rows_per_part = if host.format.block_bytes().is_some() && rows_per_part > INTERLEAVE {
-            rows_per_part / INTERLEAVE * INTERLEAVE
+        if order == BlockOrder::LaneTiles && host.format != WeightFormat::Q4_1 {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!("lane tiles hold Q4_1 blocks, not {:?}", host.format),
+            });
+        }
+        // Block rows are kept in groups (of INTERLEAVE, or of LANE_TILE): whole groups per part
+        // stay in the limit.
+        let group = match order {
+            BlockOrder::LaneTiles => LANE_TILE,
+            _ => INTERLEAVE,
+        };
+        let rows_per_part = if host.format.block_bytes().is_some() && rows_per_part > group {
+            rows_per_part / group * group
         } else {
             rows_per_part
         };
@@ -573,8 +618,11 @@ impl Weights {
                 WeightFormat::Int8 { .. } => {
                     (ctx.upload_bytes(bytes)?, Some(per_group(&host.scales)?))
                 }
+                WeightFormat::Q4_1 if order == BlockOrder::LaneTiles => {
+                    (ctx.upload_bytes(&pack_lane_tiles(bytes, n))?, None)
+                }
                 block => {
-                    let (quants, scales) = split_blocks(block, order, bytes, n);
+                    let (quants, scales) = split_blocks(block, bytes, n);
                     (ctx.upload_bytes(&quants)?, Some(ctx.upload_bytes(&scales)?))
                 }
             };
@@ -599,7 +647,7 @@ impl Weights {
             k: host.k,
             parts,
             f16_read: F16Read::for_device(ctx, host.k),
-            scale_order: order,
+            block_order: order,
             outliers: None,
             probe: None,
         })
@@ -639,6 +687,9 @@ impl Weights {
                     data.extend(bytemuck::cast_slice(&ctx.read::<u16>(&part.data)?))
                 }
                 WeightFormat::Int8 { .. } => data.extend(ctx.read::<u8>(&part.data)?),
+                WeightFormat::Q4_1 if self.block_order == BlockOrder::LaneTiles => data.extend(
+                    unpack_lane_tiles(&ctx.read::<u8>(&part.data)?, part.n, self.k),
+                ),
                 block => {
                     let s = part
                         .scales
@@ -646,7 +697,6 @@ impl Weights {
                         .expect("block weights keep their scales");
                     data.extend(join_blocks(
                         block,
-                        self.scale_order,
                         &ctx.read::<u8>(&part.data)?,
                         &ctx.read::<u8>(s)?,
                         part.n,
@@ -736,6 +786,11 @@ impl Weights {
             + self.outliers.as_ref().map_or(0, Outliers::size_bytes)
     }
 
+    /// How a block format's quants and scales are ordered on the device.
+    pub fn block_order(&self) -> BlockOrder {
+        self.block_order
+    }
+
     /// The int8 group size passed to the shader (unused by other formats).
     pub(crate) fn group(&self) -> u32 {
         match self.format {
@@ -747,8 +802,8 @@ impl Weights {
     /// The defines that select this format in `weights.wgsl` (the matrix kernels add `HAS_BIAS`).
     pub(crate) fn defines(&self) -> Defines {
         let mut d = Defines::new().flag(self.format.flag());
-        if self.format.block_bytes().is_some() && self.scale_order == ScaleOrder::RowTiles {
-            d = d.flag("W_DM_TILES");
+        if self.block_order == BlockOrder::LaneTiles {
+            d = d.flag("W_LANE_TILES");
         }
         match self.format {
             WeightFormat::F32 if self.k.is_multiple_of(4) => d = d.flag("W_VEC4"),

@@ -10,7 +10,7 @@ use kiln_kernels::matmul::{
     Store, linear, linear_add, linear_swiglu, matmul, matmul_ref, matmul_store,
 };
 use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_store};
-use kiln_kernels::{F16Read, KernelError, ScaleOrder, WeightFormat, Weights};
+use kiln_kernels::{BlockOrder, F16Read, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
 /// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
@@ -29,7 +29,7 @@ struct Case {
     /// matvec's layout (`None`: the device's own).
     layout: Option<Layout>,
     /// The order of a block format's scales (`None`: the device's own).
-    scale_order: Option<ScaleOrder>,
+    block_order: Option<BlockOrder>,
 }
 
 fn check(ctx: &Context, seed: u64, case: Case) {
@@ -43,7 +43,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         f16_read,
         part_rows,
         layout,
-        scale_order,
+        block_order,
     } = case;
 
     let mut rng = rng(seed);
@@ -53,7 +53,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let wf = host.dequantize();
     let want = matmul_ref(&x, &wf, b.as_deref(), m, n, k);
 
-    let mut w = upload_weights_ordered(ctx, &host, part_rows, b.as_deref(), scale_order);
+    let mut w = upload_weights_ordered(ctx, &host, part_rows, b.as_deref(), block_order);
     if let Some(read) = f16_read {
         w = w.force_f16_read(read);
     }
@@ -73,7 +73,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, scales {scale_order:?}"
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, scales {block_order:?}"
         ),
         &got,
         &want,
@@ -99,7 +99,7 @@ fn matmul_matches_reference_for_every_format() {
     let Some(ctx) = test_context() else { return };
     for (i, &(m, n, k)) in MATMUL_SHAPES.iter().enumerate() {
         for format in formats_for(k) {
-            for scale_order in scale_orders(format) {
+            for block_order in block_orders(format) {
                 check(
                     ctx,
                     100 + i as u64,
@@ -113,7 +113,7 @@ fn matmul_matches_reference_for_every_format() {
                         f16_read: None,
                         part_rows: None,
                         layout: None,
-                        scale_order,
+                        block_order,
                     },
                 );
             }
@@ -121,10 +121,10 @@ fn matmul_matches_reference_for_every_format() {
     }
 }
 
-/// Both scale orders for Q4_1 (each device uses one of them), the device's for the rest.
-fn scale_orders(format: WeightFormat) -> Vec<Option<ScaleOrder>> {
+/// Both block orders for Q4_1 (each device uses one of them), the device's for the rest.
+fn block_orders(format: WeightFormat) -> Vec<Option<BlockOrder>> {
     if format == WeightFormat::Q4_1 {
-        vec![Some(ScaleOrder::Interleaved), Some(ScaleOrder::RowTiles)]
+        vec![Some(BlockOrder::Interleaved), Some(BlockOrder::LaneTiles)]
     } else {
         vec![None]
     }
@@ -159,7 +159,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                         eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
                         continue;
                     }
-                    for scale_order in scale_orders(format) {
+                    for block_order in block_orders(format) {
                         check(
                             ctx,
                             200 + i as u64 * 10 + b as u64,
@@ -173,7 +173,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                                 f16_read: None,
                                 part_rows: None,
                                 layout: Some(layout),
-                                scale_order,
+                                block_order,
                             },
                         );
                     }
@@ -323,7 +323,7 @@ fn matvec_matches_reference_without_int64() {
                             f16_read: None,
                             part_rows: None,
                             layout: Some(layout),
-                            scale_order: None,
+                            block_order: None,
                         },
                     );
                 }
@@ -352,7 +352,7 @@ fn f16_weights_match_through_every_read() {
                     f16_read: Some(read),
                     part_rows: None,
                     layout: None,
-                    scale_order: None,
+                    block_order: None,
                 },
             );
         }
@@ -383,7 +383,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             f16_read: None,
             part_rows: None,
             layout: None,
-            scale_order: None,
+            block_order: None,
         },
     );
     check(
@@ -399,7 +399,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             f16_read: None,
             part_rows: None,
             layout: None,
-            scale_order: None,
+            block_order: None,
         },
     );
 }
@@ -435,7 +435,7 @@ fn split_matrices_match_reference() {
                         f16_read: None,
                         part_rows: Some(part_rows),
                         layout: None,
-                        scale_order: None,
+                        block_order: None,
                     },
                 );
             }
@@ -472,4 +472,13 @@ fn bad_shapes_are_typed_errors() {
     // Q4 blocks need rows that are a multiple of 32.
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q4_1, 2, 48, vec![0; 60]).is_err());
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q8_0, 2, 64, vec![0; 135]).is_err());
+    // Lane tiles hold Q4_1 only.
+    let q8 = random_weights(&mut rng, WeightFormat::Q8_0, 3, 64);
+    assert!(matches!(
+        Weights::upload_ordered(ctx, &q8, 1 << 20, BlockOrder::LaneTiles),
+        Err(KernelError::Shape {
+            kernel: "weights",
+            ..
+        })
+    ));
 }

@@ -8,7 +8,7 @@ use common::*;
 use kiln_kernels::matmul::{linear, matmul, matmul_ref};
 use kiln_kernels::matvec::matvec;
 use kiln_kernels::outliers::{column_absmax, column_absmax_ref, split_columns};
-use kiln_kernels::{KernelError, ScaleOrder, WeightFormat, Weights, embedding};
+use kiln_kernels::{BlockOrder, KernelError, WeightFormat, Weights, embedding};
 use kiln_runtime::{Context, DType};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -202,7 +202,11 @@ fn weights_download_round_trips() {
     ];
     for &(n, k, part_rows) in &shapes {
         for format in formats_for(k) {
-            for order in [ScaleOrder::Interleaved, ScaleOrder::RowTiles] {
+            let mut orders = vec![BlockOrder::Interleaved];
+            if format == WeightFormat::Q4_1 {
+                orders.push(BlockOrder::LaneTiles);
+            }
+            for order in orders {
                 let host = random_weights(&mut rng, format, n, k);
                 let bias = rand_vec(&mut rng, n, -1.0, 1.0);
                 let w = upload_weights_ordered(ctx, &host, part_rows, Some(&bias), Some(order));

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use half::f16;
-use kiln_kernels::{HostWeights, ScaleOrder, WeightFormat, Weights};
+use kiln_kernels::{BlockOrder, HostWeights, WeightFormat, Weights};
 use kiln_runtime::{Context, DeviceOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -136,7 +136,7 @@ pub fn upload_weights_ordered(
     host: &HostWeights,
     part_rows: Option<usize>,
     bias: Option<&[f32]>,
-    order: Option<ScaleOrder>,
+    order: Option<BlockOrder>,
 ) -> Weights {
     let limit = match part_rows {
         Some(rows) => (rows * host.format.row_bytes(host.k)) as u64,
@@ -145,7 +145,7 @@ pub fn upload_weights_ordered(
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size),
     };
-    let order = order.unwrap_or(ScaleOrder::for_device(ctx, host.format));
+    let order = order.unwrap_or(BlockOrder::for_device(ctx, host.format));
     let mut w = Weights::upload_ordered(ctx, host, limit, order).unwrap();
     if let Some(b) = bias {
         w = w.with_bias(ctx, b).unwrap();
