@@ -140,8 +140,8 @@ fn block_qx(wb: Block, xs: array<vec4<f32>, 8>) -> f32 {
 }
 #endif
 
-#if LANE_TILE_DOT || LANE_TILE_BATCH
-// Lane tiles (W_LANE_TILES with W_U64, ROWS 8): a lane's cell holds two rows' blocks to a
+#if LANE_TILE_DOT && W_Q4_1 || LANE_TILE_BATCH && W_Q4_1
+// Q4_1 in lane tiles (W_LANE_TILES with W_U64, ROWS 8): a lane's cell holds two rows' blocks to a
 // vec4<u64> and its 8 rows' scale words in one more (`w_lane_cell`), so that a block of 8 rows
 // is 5 loads where loading each row's block and a scale word per 4 rows took 10 (lavapipe pays
 // per load and per lane; docs/benchmarks/README.md).
@@ -165,7 +165,32 @@ fn lane_dots(q: vec4<u64>, d: u64, xs: array<vec4<f32>, 8>, sx: f32) -> vec2<f32
 }
 #endif
 
-#if LANE_TILE_DOT
+#if LANE_TILE_DOT && W_Q8_0
+// Q8_0 in lane tiles, decode (ROW_TILE 8, ROWS 8): the lane's rows n0 + 8 r (clamped to the last
+// row), their 8 scales one load per block; each row's block is one vec4<u64> already. The sums
+// are written out as for Q4_1 below.
+fn lane_tile_dot(n0: u32) -> array<f32, 8> {
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var blk = 0u; blk < (p.K >> 5u); blk++) {
+        let xs = block_x(0u, blk * 32u);
+        let d = w_lane_scales(n0, blk, p.K);
+        lo += vec4<f32>(q8_rows(n0, blk, d.x, xs), q8_rows(n0 + 16u, blk, d.y, xs));
+        hi += vec4<f32>(q8_rows(n0 + 32u, blk, d.z, xs), q8_rows(n0 + 48u, blk, d.w, xs));
+    }
+    return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+}
+
+// Rows n and n + 8's dot products with the block's activations xs, their scales the halves of d.
+fn q8_rows(n: u32, blk: u32, d: u32, xs: array<vec4<f32>, 8>) -> vec2<f32> {
+    let s = unpack2x16float(d);
+    let b0 = w_block(min(n, p.N - 1u), blk, p.K, vec2<f32>(s.x, 0.0));
+    let b1 = w_block(min(n + 8u, p.N - 1u), blk, p.K, vec2<f32>(s.y, 0.0));
+    return vec2<f32>(b0.dm.x * block_qx(b0, xs), b1.dm.x * block_qx(b1, xs));
+}
+#endif
+
+#if LANE_TILE_DOT && W_Q4_1
 // Decode (ROW_TILE 8): the lane's rows n0 + 8 r, each pair's blocks loaded just before use. The
 // pairs are written out: lavapipe did not unroll a loop over them, and indexing the sums by its
 // counter became a load and a store per lane.
@@ -188,7 +213,7 @@ fn lane_tile_dot(n0: u32) -> array<f32, 8> {
 }
 #endif
 
-#if LANE_TILE_BATCH
+#if LANE_TILE_BATCH && W_Q4_1
 // Several activation rows (ROW_TILE 4): rows n0 + 8 r, the first or second half of the lane's 8
 // (by n0's 32-row group); the 4 blocks are loaded once and serve every activation row.
 fn lane_tile_batch(n0: u32) -> array<f32, 4 * BATCH> {

@@ -14,8 +14,8 @@
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
 // of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
-// scales. With W_LANE_TILES (CPU adapters' Q4_1) binding 0 holds both, by lane tiles of 64 rows
-// (`w_lane_cell`). With W_U64 (decode mat-vec where SHADER_INT64 is granted) they are read as
+// scales. With W_LANE_TILES (CPU adapters) Q4_1's binding 0 holds both, by lane tiles of 64 rows
+// (`w_lane_cell`), and Q8_0's scales go by lane tiles (`w_scale_index`). With W_U64 (decode mat-vec where SHADER_INT64 is granted) they are read as
 // u64 components: the same bytes, a Q4 block one vec2<u64>, a Q8_0 block (or 32 int8 values of a
 // row, or two rows' Q4_1 blocks in a lane tile) one vec4<u64>; lavapipe pays per lane and
 // component.
@@ -34,12 +34,15 @@ enable f16;
 @group(1) @binding(0) var<storage, read> w: array<f16>;
 #elif W_F16 && F16_QUADS
 @group(1) @binding(0) var<storage, read> w: array<vec2<u32>>;
+#elif W_U64 && W_Q8_0 && W_LANE_TILES
+@group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
+@group(1) @binding(1) var<storage, read> w_dm: array<vec2<u64>>;
 #elif W_U64 && W_Q8_0
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
 @group(1) @binding(1) var<storage, read> w_dm: array<u32>;
-#elif W_U64 && W_LANE_TILES
+#elif W_U64 && W_Q4_1 && W_LANE_TILES
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
-#elif W_LANE_TILES
+#elif W_Q4_1 && W_LANE_TILES
 @group(1) @binding(0) var<storage, read> w: array<vec4<u32>>;
 #elif W_U64 && W_I8
 @group(1) @binding(0) var<storage, read> w: array<vec4<u64>>;
@@ -65,14 +68,14 @@ enable f16;
 fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
 #if W_I8
     return n * (K >> 5u) + blk;
-#elif W_LANE_TILES
+#elif W_Q4_1 && W_LANE_TILES
     return w_lane_cell(n, blk, K) * 10u + ((n >> 3u) & 7u);
 #else
     return ((n >> 3u) * (K >> 5u) + blk) * 8u + (n & 7u);
 #endif
 }
 
-#if W_LANE_TILES
+#if W_Q4_1 && W_LANE_TILES
 // The cell (160 bytes) of block blk in the lane tile that holds row n (kernels/src/weights.rs,
 // pack_lane_tiles): tiles of 64 rows, lane l owning rows l + 8 j, j < 8; for each tile and block
 // the 8 lanes' cells side by side, a cell the lane's 8 rows' quants (16 bytes each), then their
@@ -92,7 +95,7 @@ fn split64(a: vec2<u64>) -> vec4<u32> {
 
 // Quants i*16 .. i*16+16 of the part's bytes.
 fn w_vec4(i: u32) -> vec4<u32> {
-#if W_Q8_0 || W_I8 || W_LANE_TILES
+#if W_Q8_0 || W_I8 || W_Q4_1 && W_LANE_TILES
     let v = w[i >> 1u];
     return select(split64(v.xy), split64(v.zw), (i & 1u) == 1u);
 #else
@@ -121,22 +124,35 @@ fn w_word(i: u32) -> u32 {
 #endif
 
 #if !W_I8
-// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): as the quants,
-// or with W_LANE_TILES after the quants in their cell.
+// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): as the quants;
+// with W_LANE_TILES, Q4_1's after the quants in their cell, Q8_0's by tiles of 64 rows, block by
+// block, lane n % 8's 8 rows side by side (`w_lane_scales`).
 fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {
-#if W_LANE_TILES
+#if W_Q4_1 && W_LANE_TILES
     return w_lane_cell(n, blk, K) * 40u + 32u + ((n >> 3u) & 7u);
+#elif W_Q8_0 && W_LANE_TILES
+    return ((n >> 6u) * (K >> 5u) + blk) * 64u + ((n & 7u) << 3u) + ((n >> 3u) & 7u);
 #else
     return w_block_index(n, blk, K);
 #endif
 }
 
+#if W_Q8_0 && W_LANE_TILES && W_U64
+// The scales of block blk of the 8 rows n, n + 8, ... n + 56 (n % 64 < 8), two to a word.
+fn w_lane_scales(n: u32, blk: u32, K: u32) -> vec4<u32> {
+    return split64(w_dm[w_scale_index(n, blk, K) >> 3u]);
+}
+#endif
+
 // Scale d and minimum m (0 but for Q4_1) of the block whose scale sits at i.
 fn w_dm_of(i: u32) -> vec2<f32> {
-#if W_LANE_TILES && W_U64
+#if W_Q4_1 && W_LANE_TILES && W_U64
     return unpack2x16float(u32(w[i >> 3u][(i >> 1u) & 3u] >> (32u * (i & 1u))));
-#elif W_LANE_TILES
+#elif W_Q4_1 && W_LANE_TILES
     return unpack2x16float(w[i >> 2u][i & 3u]);
+#elif W_Q8_0 && W_LANE_TILES && W_U64
+    let v = w_dm[i >> 3u][(i >> 2u) & 1u] >> (16u * (i & 3u));
+    return vec2<f32>(unpack2x16float(u32(v & 0xfffflu)).x, 0.0);
 #elif W_Q4_1
     return unpack2x16float(w_dm[i]);
 #else

@@ -226,8 +226,10 @@ fn launch(
         defines = defines.flag("BLOCKWISE");
     }
     let int64 = rec.context().features.int64;
-    let lane_tiles =
-        layout == Layout::RowsShared && int64 && w.block_order() == BlockOrder::LaneTiles;
+    let lane_tiles = layout == Layout::RowsShared
+        && int64
+        && w.block_order() == BlockOrder::LaneTiles
+        && (batch == 1 || w.format == WeightFormat::Q4_1);
     let (rows, lanes, tile) = if lane_tiles {
         let (flag, shape) = lane_tile_shape(batch);
         defines = defines.flag(flag);
@@ -282,10 +284,11 @@ fn launch(
     Ok(())
 }
 
-/// The path and workgroup shape (as [`Layout::shape`]) for Q4_1 in lane tiles
+/// The path and workgroup shape (as [`Layout::shape`]) for blocks in lane tiles
 /// ([`BlockOrder::LaneTiles`]) read as `u64` by `batch` activation rows: 8 lanes, each owning
-/// its 8 rows of a 64-row tile in decode, and half of them with several rows, whose blocks serve
-/// every row (8 rows' sums for each of 8 activation rows would not fit in registers).
+/// its 8 rows of a 64-row tile in decode, and (Q4_1 only; Q8_0 takes the usual shape) half of
+/// them with several rows, whose blocks serve every row (8 rows' sums for each of 8 activation
+/// rows would not fit in registers).
 fn lane_tile_shape(batch: usize) -> (&'static str, (usize, usize, usize)) {
     if batch == 1 {
         ("LANE_TILE_DOT", (8, 1, 8))
@@ -375,11 +378,14 @@ pub fn shader_variants() -> ShaderVariants {
             }
         }
     }
-    // Q4_1 in lane tiles, read as u64 (its other reads are among the formats above).
-    for batch in 1..=MAX_BATCH {
+    // Lane tiles read as u64 (their other reads are among the formats above).
+    let lane_cases = (1..=MAX_BATCH)
+        .map(|b| ("W_Q4_1", b))
+        .chain([("W_Q8_0", 1)]);
+    for (format, batch) in lane_cases {
         let (flag, (rows, lanes, tile)) = lane_tile_shape(batch);
         let d = Defines::new()
-            .flag("W_Q4_1")
+            .flag(format)
             .flag("W_LANE_TILES")
             .flag("W_U64")
             .flag("X_U64")

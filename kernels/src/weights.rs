@@ -98,6 +98,7 @@ impl WeightFormat {
             Defines::new().flag("W_Q4_0"),
             Defines::new().flag("W_Q4_1"),
             Defines::new().flag("W_Q4_1").flag("W_LANE_TILES"),
+            Defines::new().flag("W_Q8_0").flag("W_LANE_TILES"),
             Defines::new().flag("W_I8"),
             Defines::new().flag("W_I8").flag("W_ZP"),
         ]
@@ -147,21 +148,24 @@ pub enum BlockOrder {
     /// scales apart in the same order ([`split_blocks`]). A GPU's lanes read a row tile's blocks
     /// together.
     Interleaved,
-    /// Q4_1 only: quants and scales in one buffer, by tiles of 64 rows ([`pack_lane_tiles`]).
-    /// Lane l of a tile owns rows l + 8j (j < 8): the rows one invocation of the `RowsShared`
-    /// mat-vec owns, whose blocks it reads two rows to a `vec4<u64>` and whose 8 scales it
-    /// reads in one more.
+    /// Q4_1 and Q8_0 only: by tiles of 64 rows, lane l of a tile owning rows l + 8j (j < 8), the
+    /// rows one invocation of the `RowsShared` mat-vec owns in decode. Q4_1's quants and scales
+    /// go in one buffer ([`pack_lane_tiles`]), so that the lane reads a block of its rows two
+    /// rows to a `vec4<u64>` and their 8 scales in one more; Q8_0 keeps its quants interleaved
+    /// (a block is one `vec4<u64>` already) and puts each lane's 8 scales side by side
+    /// ([`scale_slots`]), one load.
     LaneTiles,
 }
 
 impl BlockOrder {
-    /// Lane tiles for Q4_1 where the mat-vec reads them as `u64` (CPU adapters with the
-    /// `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, a lane's rows are
-    /// its workgroup's neighbours, not 8 rows apart.
+    /// Lane tiles for Q4_1 and Q8_0 where the mat-vec reads them as `u64` (CPU adapters with
+    /// the `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, a lane's rows
+    /// are its workgroup's neighbours, not 8 rows apart.
     pub fn for_device(ctx: &Context, format: WeightFormat) -> Self {
         let u64_reads = crate::matvec::Layout::for_device(ctx) == crate::matvec::Layout::RowsShared
             && ctx.features.int64;
-        if u64_reads && format == WeightFormat::Q4_1 {
+        let lane_format = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q8_0);
+        if u64_reads && lane_format {
             Self::LaneTiles
         } else {
             Self::Interleaved
@@ -398,7 +402,12 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
 /// of 8 rows, block by block, the 8 rows' blocks side by side ([`INTERLEAVE`]; rows past the end
 /// pad with zeros): neighbouring invocations read neighbouring bytes when each owns a row or a
 /// block of a tile's rows.
-fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Vec<u8>) {
+fn split_blocks(
+    format: WeightFormat,
+    order: BlockOrder,
+    bytes: &[u8],
+    rows: usize,
+) -> (Vec<u8>, Vec<u8>) {
     let (head, body) = block_split(format);
     let row_bytes = bytes.len() / rows.max(1);
     let blocks = row_bytes / (head + body);
@@ -416,7 +425,7 @@ fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Ve
             }
         }
     }
-    let slots = scale_slots(rows, blocks);
+    let slots = scale_slots(order, rows, blocks);
     let mut scales = vec![0u8; (slots.len() * head).next_multiple_of(4)];
     for (slot, at) in slots.into_iter().enumerate() {
         if let Some((row, blk)) = at {
@@ -427,14 +436,22 @@ fn split_blocks(format: WeightFormat, bytes: &[u8], rows: usize) -> (Vec<u8>, Ve
     (quants, scales)
 }
 
-/// The (row, block) whose scale each slot of the scale buffer holds (None: padding), in the
-/// quants' order (`w_scale_index` in `shaders/weights.wgsl`).
-fn scale_slots(rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
-    let padded = rows.next_multiple_of(INTERLEAVE);
+/// The (row, block) whose scale each slot of the scale buffer holds (None: padding), in
+/// `order` (`w_scale_index` in `shaders/weights.wgsl`): as the quants, or for Q8_0 in lane tiles
+/// by tiles of [`LANE_TILE`] rows, block by block, each lane's 8 rows side by side.
+fn scale_slots(order: BlockOrder, rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
+    let (group, row_of): (usize, fn(usize) -> usize) = match order {
+        BlockOrder::Interleaved => (INTERLEAVE, |s| s),
+        BlockOrder::LaneTiles => (LANE_TILE, |s| s / LANE_ROWS + 8 * (s % LANE_ROWS)),
+    };
+    let padded = rows.next_multiple_of(group);
     let mut slots = Vec::with_capacity(padded * blocks);
-    for first in (0..padded).step_by(INTERLEAVE) {
+    for first in (0..padded).step_by(group) {
         for blk in 0..blocks {
-            slots.extend((first..first + INTERLEAVE).map(|row| (row < rows).then_some((row, blk))));
+            slots.extend((0..group).map(|s| {
+                let row = first + row_of(s);
+                (row < rows).then_some((row, blk))
+            }));
         }
     }
     slots
@@ -443,6 +460,7 @@ fn scale_slots(rows: usize, blocks: usize) -> Vec<Option<(usize, usize)>> {
 /// The inverse of [`split_blocks`]: `rows` rows of `k` values as GGUF blocks.
 fn join_blocks(
     format: WeightFormat,
+    order: BlockOrder,
     quants: &[u8],
     scales: &[u8],
     rows: usize,
@@ -451,7 +469,7 @@ fn join_blocks(
     let (head, body) = block_split(format);
     let blocks = k / BLOCK;
     let mut scale_at = vec![0; rows * blocks];
-    for (slot, at) in scale_slots(rows, blocks).into_iter().enumerate() {
+    for (slot, at) in scale_slots(order, rows, blocks).into_iter().enumerate() {
         if let Some((row, blk)) = at {
             scale_at[row * blocks + blk] = slot;
         }
@@ -588,10 +606,11 @@ impl Weights {
                 ),
             });
         }
-        if order == BlockOrder::LaneTiles && host.format != WeightFormat::Q4_1 {
+        let lane_format = matches!(host.format, WeightFormat::Q4_1 | WeightFormat::Q8_0);
+        if order == BlockOrder::LaneTiles && !lane_format {
             return Err(KernelError::Shape {
                 kernel: "weights",
-                message: format!("lane tiles hold Q4_1 blocks, not {:?}", host.format),
+                message: format!("lane tiles hold Q4_1 or Q8_0 blocks, not {:?}", host.format),
             });
         }
         // Block rows are kept in groups (of INTERLEAVE, or of LANE_TILE): whole groups per part
@@ -622,7 +641,7 @@ impl Weights {
                     (ctx.upload_bytes(&pack_lane_tiles(bytes, n))?, None)
                 }
                 block => {
-                    let (quants, scales) = split_blocks(block, bytes, n);
+                    let (quants, scales) = split_blocks(block, order, bytes, n);
                     (ctx.upload_bytes(&quants)?, Some(ctx.upload_bytes(&scales)?))
                 }
             };
@@ -697,6 +716,7 @@ impl Weights {
                         .expect("block weights keep their scales");
                     data.extend(join_blocks(
                         block,
+                        self.block_order,
                         &ctx.read::<u8>(&part.data)?,
                         &ctx.read::<u8>(s)?,
                         part.n,

@@ -121,9 +121,10 @@ fn matmul_matches_reference_for_every_format() {
     }
 }
 
-/// Both block orders for Q4_1 (each device uses one of them), the device's for the rest.
+/// Both block orders for Q4_1 and Q8_0 (each device uses one of them), the device's for the
+/// rest.
 fn block_orders(format: WeightFormat) -> Vec<Option<BlockOrder>> {
-    if format == WeightFormat::Q4_1 {
+    if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q8_0) {
         vec![Some(BlockOrder::Interleaved), Some(BlockOrder::LaneTiles)]
     } else {
         vec![None]
@@ -472,10 +473,10 @@ fn bad_shapes_are_typed_errors() {
     // Q4 blocks need rows that are a multiple of 32.
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q4_1, 2, 48, vec![0; 60]).is_err());
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q8_0, 2, 64, vec![0; 135]).is_err());
-    // Lane tiles hold Q4_1 only.
-    let q8 = random_weights(&mut rng, WeightFormat::Q8_0, 3, 64);
+    // Lane tiles hold Q4_1 and Q8_0 only.
+    let q4_0 = random_weights(&mut rng, WeightFormat::Q4_0, 3, 64);
     assert!(matches!(
-        Weights::upload_ordered(ctx, &q8, 1 << 20, BlockOrder::LaneTiles),
+        Weights::upload_ordered(ctx, &q4_0, 1 << 20, BlockOrder::LaneTiles),
         Err(KernelError::Shape {
             kernel: "weights",
             ..

@@ -203,7 +203,7 @@ fn weights_download_round_trips() {
     for &(n, k, part_rows) in &shapes {
         for format in formats_for(k) {
             let mut orders = vec![BlockOrder::Interleaved];
-            if format == WeightFormat::Q4_1 {
+            if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q8_0) {
                 orders.push(BlockOrder::LaneTiles);
             }
             for order in orders {

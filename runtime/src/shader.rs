@@ -77,6 +77,20 @@ pub fn preprocess(shader: &Shader, defines: &Defines) -> Result<String> {
         line,
         message: message.to_string(),
     };
+    // Names joined by `&&` (binding first) and `||`, each maybe negated by `!`: nothing else, so
+    // that a parenthesis or a typo is an error rather than a name that is never defined.
+    let check = |line: usize, expr: &str| {
+        let names = expr.split("||").flat_map(|all| all.split("&&"));
+        let bad = names
+            .map(|t| t.trim().trim_start_matches('!').trim())
+            .find(|name| {
+                name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        match bad {
+            Some(name) => Err(err(line, &format!("bad name {name:?} in {expr:?}"))),
+            None => Ok(()),
+        }
+    };
     let eval = |expr: &str| -> bool {
         expr.split("||").any(|all| {
             all.split("&&").all(|term| {
@@ -98,6 +112,7 @@ pub fn preprocess(shader: &Shader, defines: &Defines) -> Result<String> {
         let active = stack.last().is_none_or(|f| f.active);
         let trimmed = line.trim_start();
         if let Some(expr) = trimmed.strip_prefix("#if ") {
+            check(number, expr)?;
             let on = active && eval(expr);
             stack.push(Frame {
                 parent_active: active,
@@ -105,6 +120,7 @@ pub fn preprocess(shader: &Shader, defines: &Defines) -> Result<String> {
                 taken: on,
             });
         } else if let Some(expr) = trimmed.strip_prefix("#elif ") {
+            check(number, expr)?;
             let frame = stack
                 .last_mut()
                 .ok_or_else(|| err(number, "#elif without #if"))?;
@@ -181,6 +197,18 @@ mod tests {
         };
         assert!(matches!(
             preprocess(&BAD2, &Defines::new()),
+            Err(RuntimeError::Preprocess { line: 2, .. })
+        ));
+        // Parentheses are not supported: an error, not a name never defined.
+        static BAD3: Shader = Shader {
+            name: "bad3",
+            parts: &["x
+#if (A || B) && C
+y
+#endif"],
+        };
+        assert!(matches!(
+            preprocess(&BAD3, &Defines::new()),
             Err(RuntimeError::Preprocess { line: 2, .. })
         ));
     }
