@@ -220,11 +220,11 @@ fn lane_tile_batch(n0: u32) -> array<f32, 4 * BATCH> {
     var acc: array<f32, 4 * BATCH>;
     let half = (n0 >> 5u) & 1u;
     for (var blk = 0u; blk < (p.K >> 5u); blk++) {
-        let cell = 5u * w_lane_cell(n0, blk, p.K) + 2u * half;
-        let dm = w[cell + 4u - 2u * half];
+        let cell = 5u * w_lane_cell(n0, blk, p.K);
+        let dm = w[cell + 4u];
         let d = select(dm.xy, dm.zw, half == 1u);
-        let b01 = lane_blocks(w[cell], d.x);
-        let b23 = lane_blocks(w[cell + 1u], d.y);
+        let b01 = lane_blocks(w[cell + 2u * half], d.x);
+        let b23 = lane_blocks(w[cell + 2u * half + 1u], d.y);
         let wb = array<Block, 4>(b01[0], b01[1], b23[0], b23[1]);
         for (var b = 0u; b < BATCH; b++) {
             let xs = block_x(b, blk * 32u);

@@ -14,11 +14,11 @@
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
 // of 8 rows, block by block, the 8 rows' blocks side by side (`w_block_index`), and so do the
-// scales. With W_LANE_TILES (CPU adapters) Q4_1's binding 0 holds both, by lane tiles of 64 rows
-// (`w_lane_cell`), and Q8_0's scales go by lane tiles (`w_scale_index`). With W_U64 (decode mat-vec where SHADER_INT64 is granted) they are read as
-// u64 components: the same bytes, a Q4 block one vec2<u64>, a Q8_0 block (or 32 int8 values of a
-// row, or two rows' Q4_1 blocks in a lane tile) one vec4<u64>; lavapipe pays per lane and
-// component.
+// scales. With W_LANE_TILES (CPU adapters) Q4_1's binding 0 holds both, by lane tiles of 64
+// rows (`w_lane_cell`), and Q8_0's scales go by lane tiles (`w_scale_index`). With W_U64 (decode
+// mat-vec where SHADER_INT64 is granted) they are read as u64 components: the same bytes, a Q4
+// block one vec2<u64>, a Q8_0 block (or 32 int8 values of a row, or two rows' Q4_1 blocks in a
+// lane tile) one vec4<u64>; lavapipe pays per lane and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -144,7 +144,9 @@ fn w_lane_scales(n: u32, blk: u32, K: u32) -> vec4<u32> {
 }
 #endif
 
-// Scale d and minimum m (0 but for Q4_1) of the block whose scale sits at i.
+// Scale d and minimum m (0 but for Q4_1) of the block whose scale sits at i (`w_scale_index`: a
+// word of the data for Q4_1 in lane tiles, else a slot of the scales, a word for Q4_1 and a half
+// for Q8_0 and Q4_0).
 fn w_dm_of(i: u32) -> vec2<f32> {
 #if W_Q4_1 && W_LANE_TILES && W_U64
     return unpack2x16float(u32(w[i >> 3u][(i >> 1u) & 3u] >> (32u * (i & 1u))));

@@ -29,8 +29,8 @@ pub enum Layout {
     /// 256-invocation workgroups with several lanes per row, summed in workgroup memory: on a
     /// GPU neighbouring lanes then read neighbouring weights.
     Lanes,
-    /// Each invocation owns 4 rows (2 for Q8_0 and int8 blocks) over all of K, with no workgroup
-    /// memory. For CPU adapters: lavapipe runs a subgroup as the lanes of a SIMD register and
+    /// Each invocation owns 4 rows (2 for Q8_0 and int8 blocks; 8 in decode over lane tiles,
+    /// `lane_tile_shape`) over all of K, with no workgroup memory. For CPU adapters: lavapipe runs a subgroup as the lanes of a SIMD register and
     /// splits every storage load into one bounds-checked scalar load per lane, so loads are what
     /// costs. Each activation load then serves 4 rows, and no barrier turns the workgroup into
     /// coroutines.
@@ -69,7 +69,7 @@ impl Layout {
         match (self, blockwise) {
             // 32 invocations of 4 rows (2 for Q8_0 and int8 blocks, which take twice the
             // registers; measured on lavapipe, 8 is slower): each activation load serves them all.
-            // Q4_1 in lane tiles takes its own shapes (`lane_tile_shape`).
+            // Blocks in lane tiles take their own shapes (`lane_tile_shape`).
             (Layout::Rows | Layout::RowsShared, _) if wide => (32, 1, 2),
             (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
             // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.

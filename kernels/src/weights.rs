@@ -396,12 +396,13 @@ fn block_split(format: WeightFormat) -> (usize, usize) {
     }
 }
 
-/// GGUF blocks as the device keeps them ([`BlockOrder::Interleaved`]): every block's quants,
-/// 16-byte aligned so that a block is whole vec4 loads, and the scales apart (f16 d, two blocks
-/// to a word; Q4_1's d and m, one block to a word), padded to a word. Both are ordered by groups
-/// of 8 rows, block by block, the 8 rows' blocks side by side ([`INTERLEAVE`]; rows past the end
-/// pad with zeros): neighbouring invocations read neighbouring bytes when each owns a row or a
-/// block of a tile's rows.
+/// GGUF blocks as the device keeps them (but Q4_1 in lane tiles, [`pack_lane_tiles`]): every
+/// block's quants, 16-byte aligned so that a block is whole vec4 loads, and the scales apart
+/// (f16 d, two blocks to a word; Q4_1's d and m, one block to a word), padded to a word. The
+/// quants are ordered by groups of 8 rows, block by block, the 8 rows' blocks side by side
+/// ([`INTERLEAVE`]; rows past the end pad with zeros): neighbouring invocations read
+/// neighbouring bytes when each owns a row or a block of a tile's rows. The scales go in the
+/// same order, or for Q8_0 in lane tiles by [`scale_slots`].
 fn split_blocks(
     format: WeightFormat,
     order: BlockOrder,
@@ -611,6 +612,20 @@ impl Weights {
             return Err(KernelError::Shape {
                 kernel: "weights",
                 message: format!("lane tiles hold Q4_1 or Q8_0 blocks, not {:?}", host.format),
+            });
+        }
+        // A tile pads to 64 rows: a part under a tile (in the tests' small parts) takes a tile's
+        // bytes, which the device's limit must hold.
+        let device_limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        if order == BlockOrder::LaneTiles && (LANE_TILE * row_bytes) as u64 > device_limit {
+            return Err(KernelError::Shape {
+                kernel: "weights",
+                message: format!(
+                    "a lane tile of {LANE_TILE} rows of {row_bytes} bytes is over the {device_limit}-byte binding limit"
+                ),
             });
         }
         // Block rows are kept in groups (of INTERLEAVE, or of LANE_TILE): whole groups per part

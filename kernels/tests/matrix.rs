@@ -28,7 +28,7 @@ struct Case {
     part_rows: Option<usize>,
     /// matvec's layout (`None`: the device's own).
     layout: Option<Layout>,
-    /// The order of a block format's scales (`None`: the device's own).
+    /// The order of a block format's quants and scales (`None`: the device's own).
     block_order: Option<BlockOrder>,
 }
 
@@ -73,7 +73,7 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, scales {block_order:?}"
+            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, block order {block_order:?}"
         ),
         &got,
         &want,
@@ -139,6 +139,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
         (7, 13),
         (37, 96),
         (9, 64),
+        (192, 64),
         (1000, 576),
         (129, 1031),
         (257, 1536),
@@ -311,22 +312,24 @@ fn matvec_matches_reference_without_int64() {
                         eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
                         continue;
                     }
-                    check(
-                        &ctx,
-                        500 + i as u64 * 10 + b as u64,
-                        Case {
-                            format,
-                            m: b,
-                            n,
-                            k,
-                            bias: b == 3,
-                            kernel: "matvec",
-                            f16_read: None,
-                            part_rows: None,
-                            layout: Some(layout),
-                            block_order: None,
-                        },
-                    );
+                    for block_order in block_orders(format) {
+                        check(
+                            &ctx,
+                            500 + i as u64 * 10 + b as u64,
+                            Case {
+                                format,
+                                m: b,
+                                n,
+                                k,
+                                bias: b == 3,
+                                kernel: "matvec",
+                                f16_read: None,
+                                part_rows: None,
+                                layout: Some(layout),
+                                block_order,
+                            },
+                        );
+                    }
                 }
             }
         }

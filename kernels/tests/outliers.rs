@@ -188,7 +188,7 @@ fn column_absmax_matches_reference() {
     assert_eq!(got, column_absmax_ref(&seen, k));
 }
 
-/// Weights read back from the device equal what was uploaded, for every format and scale
+/// Weights read back from the device equal what was uploaded, for every format and block
 /// order, split or not.
 #[test]
 fn weights_download_round_trips() {

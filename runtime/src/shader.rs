@@ -82,7 +82,8 @@ pub fn preprocess(shader: &Shader, defines: &Defines) -> Result<String> {
     let check = |line: usize, expr: &str| {
         let names = expr.split("||").flat_map(|all| all.split("&&"));
         let bad = names
-            .map(|t| t.trim().trim_start_matches('!').trim())
+            .map(|t| t.trim())
+            .map(|t| t.strip_prefix('!').unwrap_or(t).trim())
             .find(|name| {
                 name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             });
@@ -199,7 +200,15 @@ mod tests {
             preprocess(&BAD2, &Defines::new()),
             Err(RuntimeError::Preprocess { line: 2, .. })
         ));
-        // Parentheses are not supported: an error, not a name never defined.
+        // Parentheses and double negation are not supported: errors, not names never defined.
+        static BAD4: Shader = Shader {
+            name: "bad4",
+            parts: &["#if !!A\ny\n#endif"],
+        };
+        assert!(matches!(
+            preprocess(&BAD4, &Defines::new()),
+            Err(RuntimeError::Preprocess { line: 1, .. })
+        ));
         static BAD3: Shader = Shader {
             name: "bad3",
             parts: &["x
