@@ -213,19 +213,37 @@ fn lane_tile_dot(n0: u32) -> array<f32, 8> {
 }
 #endif
 
-#if LANE_TILE_BATCH && W_Q4_1
-// Several activation rows (ROW_TILE 4): rows n0 + 8 r, the first or second half of the lane's 8
-// (by n0's 32-row group); the 4 blocks are loaded once and serve every activation row.
+#if LANE_TILE_BATCH
+// The blocks blk of rows n0 + 8 r, r < 4, the first or second half of the lane's 8 rows (by
+// n0's 32-row group).
+fn lane_half_blocks(n0: u32, blk: u32) -> array<Block, 4> {
+    let half = (n0 >> 5u) & 1u;
+#if W_Q4_1
+    let cell = 5u * w_lane_cell(n0, blk, p.K);
+    let dm = w[cell + 4u];
+    let d = select(dm.xy, dm.zw, half == 1u);
+    let b01 = lane_blocks(w[cell + 2u * half], d.x);
+    let b23 = lane_blocks(w[cell + 2u * half + 1u], d.y);
+    return array<Block, 4>(b01[0], b01[1], b23[0], b23[1]);
+#else
+    // Q8_0: the lane's 8 rows' scales are one load.
+    let d = w_lane_scales(n0, blk, p.K);
+    let s01 = unpack2x16float(select(d.x, d.z, half == 1u));
+    let s23 = unpack2x16float(select(d.y, d.w, half == 1u));
+    return array<Block, 4>(
+        w_block(min(n0, p.N - 1u), blk, p.K, vec2<f32>(s01.x, 0.0)),
+        w_block(min(n0 + 8u, p.N - 1u), blk, p.K, vec2<f32>(s01.y, 0.0)),
+        w_block(min(n0 + 16u, p.N - 1u), blk, p.K, vec2<f32>(s23.x, 0.0)),
+        w_block(min(n0 + 24u, p.N - 1u), blk, p.K, vec2<f32>(s23.y, 0.0)));
+#endif
+}
+
+// Several activation rows (ROW_TILE 4): rows n0 + 8 r, half of the lane's 8; the 4 blocks are
+// loaded once and serve every activation row.
 fn lane_tile_batch(n0: u32) -> array<f32, 4 * BATCH> {
     var acc: array<f32, 4 * BATCH>;
-    let half = (n0 >> 5u) & 1u;
     for (var blk = 0u; blk < (p.K >> 5u); blk++) {
-        let cell = 5u * w_lane_cell(n0, blk, p.K);
-        let dm = w[cell + 4u];
-        let d = select(dm.xy, dm.zw, half == 1u);
-        let b01 = lane_blocks(w[cell + 2u * half], d.x);
-        let b23 = lane_blocks(w[cell + 2u * half + 1u], d.y);
-        let wb = array<Block, 4>(b01[0], b01[1], b23[0], b23[1]);
+        let wb = lane_half_blocks(n0, blk);
         for (var b = 0u; b < BATCH; b++) {
             let xs = block_x(b, blk * 32u);
             let sx = block_sum(xs);

@@ -138,7 +138,8 @@ fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {
 }
 
 #if W_Q8_0 && W_LANE_TILES && W_U64
-// The scales of block blk of the 8 rows n, n + 8, ... n + 56 (n % 64 < 8), two to a word.
+// The scales of block blk of the 8 rows of the lane that owns row n (n % 8 + 8 j in its tile),
+// two to a word.
 fn w_lane_scales(n: u32, blk: u32, K: u32) -> vec4<u32> {
     return split64(w_dm[w_scale_index(n, blk, K) >> 3u]);
 }

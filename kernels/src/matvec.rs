@@ -226,10 +226,8 @@ fn launch(
         defines = defines.flag("BLOCKWISE");
     }
     let int64 = rec.context().features.int64;
-    let lane_tiles = layout == Layout::RowsShared
-        && int64
-        && w.block_order() == BlockOrder::LaneTiles
-        && (batch == 1 || w.format == WeightFormat::Q4_1);
+    let lane_tiles =
+        layout == Layout::RowsShared && int64 && w.block_order() == BlockOrder::LaneTiles;
     let (rows, lanes, tile) = if lane_tiles {
         let (flag, shape) = lane_tile_shape(batch);
         defines = defines.flag(flag);
@@ -286,9 +284,8 @@ fn launch(
 
 /// The path and workgroup shape (as [`Layout::shape`]) for blocks in lane tiles
 /// ([`BlockOrder::LaneTiles`]) read as `u64` by `batch` activation rows: 8 lanes, each owning
-/// its 8 rows of a 64-row tile in decode, and (Q4_1 only; Q8_0 takes the usual shape) half of
-/// them with several rows, whose blocks serve every row (8 rows' sums for each of 8 activation
-/// rows would not fit in registers).
+/// its 8 rows of a 64-row tile in decode, and half of them with several rows, whose blocks serve
+/// every row (8 rows' sums for each of 8 activation rows would not fit in registers).
 fn lane_tile_shape(batch: usize) -> (&'static str, (usize, usize, usize)) {
     if batch == 1 {
         ("LANE_TILE_DOT", (8, 1, 8))
@@ -379,9 +376,7 @@ pub fn shader_variants() -> ShaderVariants {
         }
     }
     // Lane tiles read as u64 (their other reads are among the formats above).
-    let lane_cases = (1..=MAX_BATCH)
-        .map(|b| ("W_Q4_1", b))
-        .chain([("W_Q8_0", 1)]);
+    let lane_cases = (1..=MAX_BATCH).flat_map(|b| [("W_Q4_1", b), ("W_Q8_0", b)]);
     for (format, batch) in lane_cases {
         let (flag, (rows, lanes, tile)) = lane_tile_shape(batch);
         let d = Defines::new()
