@@ -166,22 +166,8 @@ fn lane_dots(q: vec4<u64>, d: u64, xs: array<vec4<f32>, 8>, sx: f32) -> vec2<f32
 #endif
 
 #if LANE_TILE_DOT && W_Q8_0
-// Q8_0 in lane tiles, decode (ROW_TILE 8, ROWS 8): the lane's rows n0 + 8 r (clamped to the last
-// row), their 8 scales one load per block; each row's block is one vec4<u64> already. The sums
-// are written out as for Q4_1 below.
-fn lane_tile_dot(n0: u32) -> array<f32, 8> {
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    for (var blk = 0u; blk < (p.K >> 5u); blk++) {
-        let xs = block_x(0u, blk * 32u);
-        let d = w_lane_scales(n0, blk, p.K);
-        lo += vec4<f32>(q8_rows(n0, blk, d.x, xs), q8_rows(n0 + 16u, blk, d.y, xs));
-        hi += vec4<f32>(q8_rows(n0 + 32u, blk, d.z, xs), q8_rows(n0 + 48u, blk, d.w, xs));
-    }
-    return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-}
-
-// Rows n and n + 8's dot products with the block's activations xs, their scales the halves of d.
+// Q8_0 rows n and n + 8's dot products with the block's activations xs, their scales the halves
+// of d; rows past the last read the last row.
 fn q8_rows(n: u32, blk: u32, d: u32, xs: array<vec4<f32>, 8>) -> vec2<f32> {
     let s = unpack2x16float(d);
     let b0 = w_block(min(n, p.N - 1u), blk, p.K, vec2<f32>(s.x, 0.0));
@@ -190,24 +176,29 @@ fn q8_rows(n: u32, blk: u32, d: u32, xs: array<vec4<f32>, 8>) -> vec2<f32> {
 }
 #endif
 
-#if LANE_TILE_DOT && W_Q4_1
-// Decode (ROW_TILE 8): the lane's rows n0 + 8 r, each pair's blocks loaded just before use. The
-// pairs are written out: lavapipe did not unroll a loop over them, and indexing the sums by its
-// counter became a load and a store per lane.
+#if LANE_TILE_DOT
+// Decode over lane tiles (ROW_TILE 8): the lane's rows n0 + 8 r, each pair's blocks loaded just
+// before use. Q4_1 reads a pair's quants in one load and the 8 scale words in one more; Q8_0's
+// block is one load already, and its 8 scales are one more. The pairs are written out: lavapipe
+// did not unroll a loop over them, and indexing the sums by its counter became a load and a
+// store per lane.
 fn lane_tile_dot(n0: u32) -> array<f32, 8> {
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     for (var blk = 0u; blk < (p.K >> 5u); blk++) {
         let xs = block_x(0u, blk * 32u);
+#if W_Q4_1
         let sx = block_sum(xs);
         let cell = 5u * w_lane_cell(n0, blk, p.K);
         let dm = w[cell + 4u];
-        let r01 = lane_dots(w[cell], dm.x, xs, sx);
-        let r23 = lane_dots(w[cell + 1u], dm.y, xs, sx);
-        lo += vec4<f32>(r01, r23);
-        let r45 = lane_dots(w[cell + 2u], dm.z, xs, sx);
-        let r67 = lane_dots(w[cell + 3u], dm.w, xs, sx);
-        hi += vec4<f32>(r45, r67);
+        lo += vec4<f32>(lane_dots(w[cell], dm.x, xs, sx), lane_dots(w[cell + 1u], dm.y, xs, sx));
+        hi += vec4<f32>(lane_dots(w[cell + 2u], dm.z, xs, sx),
+                        lane_dots(w[cell + 3u], dm.w, xs, sx));
+#else
+        let d = w_lane_scales(n0, blk, p.K);
+        lo += vec4<f32>(q8_rows(n0, blk, d.x, xs), q8_rows(n0 + 16u, blk, d.y, xs));
+        hi += vec4<f32>(q8_rows(n0 + 32u, blk, d.z, xs), q8_rows(n0 + 48u, blk, d.w, xs));
+#endif
     }
     return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
 }
