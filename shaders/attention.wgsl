@@ -304,6 +304,38 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 #endif
 }
 
+// q_sh . key: four dimensions a step with their loads independent of each other, so a GPU has
+// four in flight per thread instead of waiting on each.
+fn key_score(seq: u32, kvh: u32, key: u32) -> f32 {
+    var s = vec4<f32>(0.0);
+    var d = 0u;
+    for (; d + 4u <= p.D; d += 4u) {
+        let k = vec4<f32>(load_key(seq, kvh, key, d), load_key(seq, kvh, key, d + 1u),
+                          load_key(seq, kvh, key, d + 2u), load_key(seq, kvh, key, d + 3u));
+        s += vec4<f32>(q_sh[d], q_sh[d + 1u], q_sh[d + 2u], q_sh[d + 3u]) * k;
+    }
+    for (; d < p.D; d++) {
+        s.x += q_sh[d] * load_key(seq, kvh, key, d);
+    }
+    return s.x + s.y + s.z + s.w;
+}
+
+// sum over keys c0 .. c0 + count of prob[j] * V[key][d], four keys a step (as `key_score`).
+fn weighted_values(seq: u32, kvh: u32, c0: u32, count: u32, d: u32) -> f32 {
+    var a = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 4u <= count; j += 4u) {
+        let v = vec4<f32>(load_value(seq, kvh, c0 + j, d), load_value(seq, kvh, c0 + j + 1u, d),
+                          load_value(seq, kvh, c0 + j + 2u, d),
+                          load_value(seq, kvh, c0 + j + 3u, d));
+        a += vec4<f32>(prob[j], prob[j + 1u], prob[j + 2u], prob[j + 3u]) * v;
+    }
+    for (; j < count; j++) {
+        a.x += prob[j] * load_value(seq, kvh, c0 + j, d);
+    }
+    return a.x + a.y + a.z + a.w;
+}
+
 fn reduce(tid: u32, v: f32, take_max: bool) -> f32 {
     red[tid] = v;
     workgroupBarrier();
@@ -344,10 +376,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let key = c0 + tid;
         var score = NEG;
         if (key < end) {
-            score = 0.0;
-            for (var d = 0u; d < p.D; d++) {
-                score += q_sh[d] * load_key(seq, kvh, key, d);
-            }
+            score = key_score(seq, kvh, key);
         }
         let m_new = max(m, reduce(tid, score, true));
         var pj = 0.0;
@@ -360,13 +389,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         acc *= alpha;
         m = m_new;
         let count = min(WG, end - c0);
-        for (var j = 0u; j < count; j++) {
-            let pr = prob[j];
-            for (var i = 0u; i < 4u; i++) {
-                let d = tid + i * WG;
-                if (d < p.D) {
-                    acc[i] += pr * load_value(seq, kvh, c0 + j, d);
-                }
+        for (var i = 0u; i < 4u; i++) {
+            let d = tid + i * WG;
+            if (d < p.D) {
+                acc[i] += weighted_values(seq, kvh, c0, count, d);
             }
         }
         workgroupBarrier();
@@ -405,8 +431,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // (prefill rows); otherwise every lane loads whole keys itself. Each lane keeps its own online
 // softmax; lanes whose row has fewer keys mask the rest of the subgroup's span. HEAD_DIM is the
 // head size: with it fixed, the loops over dimensions unroll and the query and accumulator stay
-// in registers (read with the size from the parameters, lavapipe kept them in memory and a
-// 512-token SmolLM2 prefill ran 0.6x as fast).
+// in registers (docs/benchmarks/NOTES.md).
 #if ATTEND_ROWS
 const ROWS_WG: u32 = 32u;
 

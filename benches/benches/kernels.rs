@@ -94,7 +94,7 @@ fn matrices(c: &mut Criterion, b: &Bench) {
             let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
             g.throughput(Throughput::Bytes(w.size_bytes() + 4 * (n + k) as u64));
             // Both layouts side by side; the models use the device's own (Layout::for_device).
-            for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+            for layout in Layout::ALL {
                 if !layout.supported(&b.ctx) {
                     continue;
                 }

@@ -55,6 +55,8 @@ pub struct ModelResult {
     pub prefill: Vec<Prefill>,
     /// Batch-1 decode after the first prompt.
     pub decode_tokens_per_s: f64,
+    /// Median CPU time recording one of those steps up to its last submit (seconds).
+    pub decode_record_seconds: f64,
     /// Weights and KV read by one batch-1 decode step at the measured positions.
     pub bytes_per_token: u64,
     pub batches: Vec<Batch>,
@@ -161,18 +163,20 @@ pub fn measure(
     }
 
     // Batch-1 decode after the first prompt.
-    let mut rates = Vec::new();
+    let (mut rates, mut records) = (Vec::new(), Vec::new());
     for _ in 0..plan.reps {
         s.reset(0);
         timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
         timed_step(ctx, model, &mut s, 0, &[1])?;
         let t = Instant::now();
         for i in 0..plan.decode_steps {
-            s.step(ctx, model, &[(0, (i % vocab) as u32)], &[0], Output::Argmax)?;
+            let out = s.step(ctx, model, &[(0, (i % vocab) as u32)], &[0], Output::Argmax)?;
+            records.push(out.record_time.as_secs_f64());
         }
         rates.push(plan.decode_steps as f64 / t.elapsed().as_secs_f64());
     }
     let decode_tokens_per_s = median(rates);
+    let decode_record_seconds = median(records);
     // The same steps once more with every dispatch timed (slower end to end: see
     // kiln_runtime::profile), for the shares.
     let decode_profile = if ctx.features.timestamps {
@@ -260,6 +264,7 @@ pub fn measure(
         weight_bytes: model.weight_bytes(),
         prefill,
         decode_tokens_per_s,
+        decode_record_seconds,
         bytes_per_token,
         batches,
         kv_curve,

@@ -55,6 +55,7 @@ pub fn adapter_json(ctx: &Context) -> Value {
             "timestamp_queries": ctx.features.timestamps,
             "shader_int64": ctx.features.int64,
         },
+        "plan": kiln_kernels::DevicePlan::of(ctx).to_string(),
         "limits": {
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
             "max_buffer_size": l.max_buffer_size,
@@ -101,6 +102,7 @@ impl Report {
                     "prefill_tokens": longest.map(|p| p.tokens),
                     "prefill_tokens_per_s": longest.map(|p| p.tokens_per_s),
                     "decode_tokens_per_s": m.decode_tokens_per_s,
+                    "decode_record_seconds": m.decode_record_seconds,
                     "bytes_per_token": m.bytes_per_token,
                     "decode_gbps": m.bytes_per_token as f64 * m.decode_tokens_per_s / 1e9,
                     "decode_fraction_of_peak_bandwidth":
@@ -142,6 +144,7 @@ impl Report {
              | | |\n|---|---|\n\
              | adapter | {} ({}, {:?}) |\n| backend | {:?} |\n| driver | {} {} |\n\
              | features | f16 {}, subgroups {}, timestamps {}, int64 {} |\n\
+             | device plan | {} |\n\
              | storage binding / buffer limit | {} MiB / {} MiB |\n\
              | kernel clock | {} |\n| peak bandwidth (measured) | {:.2} GB/s (copy {:.2}, read {:.2}, {} MiB buffer; the better of two runs) |\n\n\
              Rerun: `{command}`\n\n",
@@ -156,6 +159,7 @@ impl Report {
             ctx.features.subgroups,
             ctx.features.timestamps,
             ctx.features.int64,
+            kiln_kernels::DevicePlan::of(ctx),
             ctx.limits.max_storage_buffer_binding_size >> 20,
             ctx.limits.max_buffer_size >> 20,
             ctx.clock().name(),
@@ -219,11 +223,13 @@ impl Report {
                 "\n## {}\n\nWeights {:.1} MB. Steps timed by the wall clock around one submit and its \
                  readback, medians.\n\n\
                  | | |\n|---|---|\n| decode (batch 1) | {:.2} tokens/s |\n\
+                 | recording one decode step (CPU, up to its last submit) | {:.3} ms |\n\
                  | bytes read per decoded token | {:.1} MB |\n\
                  | decode bandwidth | {:.2} GB/s ({:.1}% of peak) |\n",
                 m.name,
                 m.weight_bytes as f64 / 1e6,
                 m.decode_tokens_per_s,
+                m.decode_record_seconds * 1e3,
                 m.bytes_per_token as f64 / 1e6,
                 gbps,
                 100.0 * gbps / peak

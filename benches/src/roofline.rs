@@ -8,8 +8,9 @@
 use anyhow::Result;
 use half::f16;
 use kiln_kernels::argmax::argmax;
-use kiln_kernels::matmul::{linear, uses_matvec};
-use kiln_kernels::matvec::{Layout, matvec_in};
+use kiln_kernels::elementwise::silu;
+use kiln_kernels::matmul::{Store, linear, uses_matvec};
+use kiln_kernels::matvec::{Layout, matvec_in, matvec_rms_split};
 use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
@@ -287,7 +288,7 @@ pub fn layouts(
     let mut out = Vec::new();
     for &(name, format) in formats {
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+        for layout in Layout::ALL {
             if !layout.supported(ctx) {
                 continue;
             }
@@ -305,9 +306,40 @@ pub fn layouts(
                 )
             });
         }
+        // The RMSNorm before a projection, as its own launch and folded into the mat-vec's read
+        // (`DevicePlan::fold_norm` picks one), in the device's layout where it can fold.
+        let layout = Layout::for_device(ctx);
+        if layout.folds_norm() {
+            let (gamma, h) = (
+                ctx.upload_f32(&vec![1.5; k], &[k])?,
+                ctx.zeros(DType::F32, &[1, k])?,
+            );
+            let apart = peak.alongside(ctx, reps, |rec| {
+                rms_norm(rec, &x, &gamma, &h, 1e-5)?;
+                matvec_in(rec, &h, &w, &y, layout)
+            })?;
+            let folded = peak.alongside(ctx, reps, |rec| {
+                matvec_rms_split(rec, &x, (&gamma, 1e-5), &w, &[&y], layout, Store::Write)
+            })?;
+            for (how, (t, ceiling)) in [("then", apart), ("folded into", folded)] {
+                out.push(KernelResult {
+                    peak_alongside_gbps: Some(ceiling),
+                    ..result(
+                        &format!("rms_norm {how} matvec {name} {layout:?}"),
+                        &format!("{label} {n}x{k}, 1 row(s)"),
+                        w.size_bytes() + 4 * (n + 2 * k) as u64,
+                        (2 * n * k) as u64,
+                        &t,
+                    )
+                });
+            }
+        }
     }
     Ok(out)
 }
+
+/// Launches in the chain that measures the cost of one small launch.
+const CHAIN: usize = 64;
 
 /// Row kernels at SmolLM2 shapes: RMSNorm of `rows` rows, softmax and argmax over the vocabulary.
 pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>> {
@@ -324,6 +356,24 @@ pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>
         ctx.zeros(DType::F32, &[rows * d])?,
     );
     let norm = ctx.time(reps, |rec| rms_norm(rec, &x, &g, &h, 1e-5))?;
+    // The launch floor: a chain of one-row norms, each reading what the one before wrote, in
+    // one recording; its time per launch is what a small kernel costs in a decode step.
+    let (one, other) = (x.view(&[1, d])?, h.view(&[1, d])?);
+    let mut chain = ctx.time(reps, |rec| {
+        (0..CHAIN / 2).try_for_each(|_| {
+            rms_norm(rec, &one, &g, &other, 1e-5)?;
+            rms_norm(rec, &other, &g, &one, 1e-5)
+        })
+    })?;
+    chain.seconds.iter_mut().for_each(|t| *t /= CHAIN as f64);
+    // The same with a kernel that has no barrier: silu over 576 values.
+    let mut adds = ctx.time(reps, |rec| {
+        (0..CHAIN / 2).try_for_each(|_| {
+            silu(rec, &one, &other)?;
+            silu(rec, &other, &one)
+        })
+    })?;
+    adds.seconds.iter_mut().for_each(|t| *t /= CHAIN as f64);
     let logits = ramp(rows * vocab)?;
     let probs = ctx.zeros(DType::F32, &[rows * vocab])?;
     let best = ctx.zeros(DType::U32, &[rows])?;
@@ -337,6 +387,20 @@ pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>
             2 * a + 4 * d as u64,
             (4 * rows * d) as u64,
             &norm,
+        ),
+        result(
+            "rms_norm chain",
+            &format!("1x{d}, per launch of {CHAIN} dependent ones"),
+            (8 * d + 4 * d) as u64,
+            (4 * d) as u64,
+            &chain,
+        ),
+        result(
+            "silu chain",
+            &format!("1x{d}, per launch of {CHAIN} dependent ones"),
+            (8 * d) as u64,
+            (4 * d) as u64,
+            &adds,
         ),
         result(
             "softmax",

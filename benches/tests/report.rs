@@ -31,6 +31,7 @@ fn report() -> Report {
                 tokens_per_s: 5.0,
             }],
             decode_tokens_per_s: 2.0,
+            decode_record_seconds: 0.004,
             bytes_per_token: 100_000_000,
             batches: vec![Batch {
                 batch: 4,

@@ -19,7 +19,11 @@ pub fn device(backend: Option<&str>, adapter: Option<&str>) -> Result<Context> {
         options.adapter = Some(a.to_string());
     }
     let ctx = Context::new(&options)?;
-    eprintln!("kiln: {}", ctx.describe());
+    eprintln!(
+        "kiln: {}; {}",
+        ctx.describe(),
+        kiln_kernels::DevicePlan::of(&ctx)
+    );
     Ok(ctx)
 }
 

@@ -15,6 +15,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
+use crate::plan::DevicePlan;
 use crate::rope::{ROTARY_WGSL, Rope, RopeLayout};
 use crate::{Result, ShaderVariants, ensure, expect, groups_for};
 
@@ -25,8 +26,9 @@ pub const SHADER: Shader = Shader {
 
 /// Widest head the kernel holds in workgroup memory.
 pub const MAX_HEAD_DIM: usize = 256;
-/// Keys per split when a decode row's keys are spread over several workgroups.
-pub const DEFAULT_SPLIT: usize = 256;
+/// The fewest keys per split any device plan takes ([`DevicePlan::attention_split`]): scratch
+/// sized with [`scratch_len`] for it serves every plan.
+pub const MIN_SPLIT: usize = 64;
 /// Positions that share one int8 key scale per channel (KIVI's key group).
 pub const KEY_BLOCK: usize = 32;
 
@@ -367,12 +369,14 @@ fn store(
     Ok(())
 }
 
-/// How the keys of the longest row are split: (splits, keys per split).
+/// How the keys of the longest row are split: (splits, keys per split), `split_len` keys if
+/// given, else `default_split` when few (row, head) pairs would leave the device idle.
 pub fn split_plan(
     rows: usize,
     heads: usize,
     max_keys: usize,
     split_len: Option<usize>,
+    default_split: usize,
 ) -> (usize, usize) {
     let whole = max_keys.div_ceil(64).max(1) * 64;
     match split_len {
@@ -381,19 +385,19 @@ pub fn split_plan(
             (max_keys.div_ceil(len).max(1), len)
         }
         // Enough (row, head) pairs already fill the device, or the range is short: one split.
-        None if rows * heads >= 256 || max_keys <= DEFAULT_SPLIT => (1, whole),
-        None => (max_keys.div_ceil(DEFAULT_SPLIT), DEFAULT_SPLIT),
+        None if rows * heads >= 256 || max_keys <= default_split => (1, whole),
+        None => (max_keys.div_ceil(default_split), default_split),
     }
 }
 
-/// Elements of scratch [`attention`] needs for these arguments (0 when unsplit).
+/// Elements of scratch [`attention`] needs for these arguments (0 when unsplit), on any plan.
 pub fn scratch_len(
     shape: &AttnShape,
     rows: usize,
     max_keys: usize,
     split_len: Option<usize>,
 ) -> usize {
-    match split_plan(rows, shape.heads, max_keys, split_len) {
+    match split_plan(rows, shape.heads, max_keys, split_len, MIN_SPLIT) {
         (1, _) => 0,
         (splits, _) => rows * shape.heads * splits * (shape.head_dim + 2),
     }
@@ -416,46 +420,16 @@ pub enum Attend {
     Lanes,
 }
 
-/// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) take
-/// [`Attend::Lanes`], which splits long caches over the device.
-const ROWS_FROM: usize = 16;
-
 impl Attend {
-    /// On CPU adapters that run them, [`Attend::Rows`] for `rows` ≥ 16 query rows and
-    /// [`Attend::Lanes`] for fewer; [`Attend::Keys`] otherwise.
+    /// The device plan's kernel ([`DevicePlan::attend`]).
     pub fn for_device(ctx: &Context, cache: &KvCache, rows: usize) -> Self {
-        let pick = if rows >= ROWS_FROM {
-            Attend::Rows
-        } else {
-            Attend::Lanes
-        };
-        if ctx.is_cpu() && pick.supported(ctx, cache) {
-            pick
-        } else {
-            Attend::Keys
-        }
+        DevicePlan::of(ctx).attend(cache, rows)
     }
 
     /// Whether the device can run this kernel over `cache`.
     pub fn supported(self, ctx: &Context, cache: &KvCache) -> bool {
-        let d = cache.shape.head_dim;
-        match self {
-            Attend::Keys => true,
-            Attend::Rows => ctx.subgroups_of(8) && d.is_multiple_of(8),
-            Attend::Lanes => {
-                ctx.subgroups_of(8)
-                    && cache.format != KvFormat::Int8
-                    && d.is_multiple_of(lanes_item_values(ctx, cache.format))
-            }
-        }
+        DevicePlan::of(ctx).attend_supported(self, cache)
     }
-}
-
-/// Values of the cache one [`Attend::Lanes`] load reads: 16 bytes (32 with SHADER_INT64) of
-/// f32 or f16.
-fn lanes_item_values(ctx: &Context, format: KvFormat) -> usize {
-    let bytes = if ctx.features.int64 { 32 } else { 16 };
-    bytes / if format == KvFormat::F16 { 2 } else { 4 }
 }
 
 /// Softmax attention of query rows `q` (`[R, heads, head_dim]`) into `out` (same shape), with
@@ -519,7 +493,7 @@ pub fn attention_in(
             "{kernel:?} attention needs subgroups of at least 8 and, for its cache format {}, a head size divisible by {} (head size {})",
             cache.format,
             match kernel {
-                Attend::Lanes => lanes_item_values(rec.context(), cache.format),
+                Attend::Lanes => DevicePlan::of(rec.context()).lanes_item_values(cache.format),
                 _ => 8,
             },
             shape.head_dim
@@ -540,7 +514,9 @@ pub fn attention_in(
             )
         }
         Attend::Keys | Attend::Lanes => {
-            let (splits, split_len) = split_plan(rows, shape.heads, max_keys, split_len);
+            let default_split = DevicePlan::of(rec.context()).attention_split;
+            let (splits, split_len) =
+                split_plan(rows, shape.heads, max_keys, split_len, default_split);
             let need = scratch_len(shape, rows, max_keys, Some(split_len));
             ensure(
                 splits == 1 || (scratch.dtype() == DType::F32 && scratch.len() >= need),

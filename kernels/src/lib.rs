@@ -1,7 +1,7 @@
 //! Kiln kernels: one module per WGSL family in `shaders/`, each with a typed launcher that records
 //! into a [`Recorder`](kiln_runtime::Recorder) and a plain-loop CPU reference the tests compare
 //! against. Launchers check shapes and pick the shader variant (weight format, vec4 loads, native
-//! f16) from the tensors and the device's granted features.
+//! f16) from the tensors and the device's plan ([`DevicePlan`], every per-adapter choice).
 
 pub mod argmax;
 pub mod attention;
@@ -12,6 +12,7 @@ pub mod matvec;
 pub mod norm;
 pub mod outliers;
 pub mod outputs;
+pub mod plan;
 pub mod profile;
 pub mod rope;
 pub mod softmax;
@@ -22,6 +23,7 @@ use kiln_runtime::{DType, Defines, RuntimeError, Shader, Tensor};
 use thiserror::Error;
 
 pub use outputs::Outputs;
+pub use plan::DevicePlan;
 pub use weights::{BlockOrder, F16Read, HostWeights, WeightFormat, Weights};
 
 #[derive(Debug, Error)]
@@ -49,6 +51,7 @@ pub fn all_shader_variants() -> Vec<ShaderVariants> {
     vec![
         matmul::shader_variants(),
         matvec::shader_variants(),
+        matvec::gpu_shader_variants(),
         embedding::shader_variants(),
         norm::shader_variants(),
         softmax::shader_variants(),

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::outputs::{OUTPUTS_WGSL, Outputs};
+use crate::plan::DevicePlan;
 use crate::weights::{WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect, matvec};
 
@@ -137,6 +138,35 @@ pub fn linear_add(rec: &mut Recorder<'_>, x: &Tensor, w: &Weights, y: &Tensor) -
     linear_store(rec, x, w, y, Store::Add)
 }
 
+/// `Y_i = (rmsnorm(X) ⊙ gamma) · W_iᵀ (+ bias)` into the outputs `ys` of a matrix stacked by
+/// rows (one output for a plain one): the RMSNorm before a projection. Where the device plan
+/// folds norms ([`DevicePlan::fold_norm`]) and the mat-vec takes the rows, the norm is made as
+/// the kernel reads `x` ([`matvec::matvec_rms_split`]); otherwise it is written to `h`
+/// (`[M, K]`, f32) by a launch of its own first.
+pub fn linear_rms_split(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    (gamma, eps): (&Tensor, f32),
+    h: &Tensor,
+    w: &Weights,
+    ys: &[&Tensor],
+) -> Result<()> {
+    let ctx = rec.context();
+    let rows = rows_of(x, w, "linear")?;
+    let layout = matvec::Layout::for_device(ctx);
+    let fold = DevicePlan::of(ctx).fold_norm
+        && layout.folds_norm()
+        && uses_matvec(ctx, rows, w)
+        && w.outliers().is_none()
+        && w.probe().is_none();
+    if fold {
+        matvec::matvec_rms_split(rec, x, (gamma, eps), w, ys, layout, Store::Write)
+    } else {
+        crate::norm::rms_norm(rec, x, gamma, h, eps)?;
+        linear_split(rec, h, w, ys, Store::Write)
+    }
+}
+
 /// `Y (+)= (silu(gate) ⊙ up) · Wᵀ (+ bias)`, a gated MLP's down projection. Through the
 /// mat-vec the activation is made as the kernel reads it ([`matvec::matvec_glu_store`]);
 /// otherwise (the tiled matmul, or weights with outlier columns or a probe) it is written to
@@ -191,14 +221,14 @@ pub fn linear_split(
 
 /// Whether [`linear`] takes `rows` activation rows of `w` through the mat-vec kernel: up to
 /// [`matvec::MAX_BATCH`] rows (decode) on every device, and any number of rows of weights the
-/// mat-vec reads by blocks (GGUF blocks, int8 in groups of whole blocks) on CPU adapters, where
-/// the tiled matmul's shared-memory tiles and barriers cost more than one pass over the weights
-/// per 8 rows. On lavapipe, Q4_1 at SmolLM2's FFN shapes was 2.6-14x faster for 32 and 128 rows;
-/// f32 0.8-2.5x, so f32 stays on the matmul.
+/// mat-vec reads by blocks in the CPU plan's layouts, where the tiled matmul's shared-memory
+/// tiles and barriers cost more than one pass over the weights per 8 rows
+/// (docs/benchmarks/NOTES.md).
 pub fn uses_matvec(ctx: &Context, rows: usize, w: &Weights) -> bool {
     let layout = matvec::Layout::for_device(ctx);
     rows <= matvec::MAX_BATCH
-        || (layout != matvec::Layout::Lanes && matvec::blockwise(w.format, w.k, layout))
+        || (matches!(layout, matvec::Layout::Rows | matvec::Layout::RowsShared)
+            && matvec::blockwise(w.format, w.k, layout))
 }
 
 /// Rows of `x` for weights of width `w.k`.

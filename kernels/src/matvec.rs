@@ -8,15 +8,31 @@ use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader,
 
 use crate::matmul::{Store, rows_of};
 use crate::outputs::{OUTPUTS_WGSL, Outputs};
+use crate::plan::DevicePlan;
 use crate::weights::{BlockOrder, WEIGHTS_WGSL, WeightFormat, Weights};
 use crate::{Result, ShaderVariants, ensure, expect};
 
+const COMMON_WGSL: &str = include_str!("../../shaders/matvec_common.wgsl");
+
+/// The CPU-adapter layouts and [`Layout::Lanes`].
 pub const SHADER: Shader = Shader {
     name: "matvec",
     parts: &[
         WEIGHTS_WGSL,
         OUTPUTS_WGSL,
+        COMMON_WGSL,
         include_str!("../../shaders/matvec.wgsl"),
+    ],
+};
+
+/// [`Layout::RowGroups`] over weights read by blocks.
+pub const SHADER_GPU: Shader = Shader {
+    name: "matvec_gpu",
+    parts: &[
+        WEIGHTS_WGSL,
+        OUTPUTS_WGSL,
+        COMMON_WGSL,
+        include_str!("../../shaders/matvec_gpu.wgsl"),
     ],
 };
 
@@ -42,19 +58,30 @@ pub enum Layout {
     /// components: lavapipe's cost is per lane and component, so that halves the cost of a
     /// block's loads.
     RowsShared,
+    /// For GPUs: weights read by blocks go 8 rows to a 64-invocation workgroup, each
+    /// invocation striding along K over one row's blocks, so that a step's loads are one
+    /// contiguous run of the interleaved order (`shaders/matvec_gpu.wgsl`); other formats as
+    /// [`Layout::Lanes`].
+    RowGroups,
 }
 
 impl Layout {
-    /// [`Layout::RowsShared`] (or [`Layout::Rows`] without subgroups) on CPU adapters,
-    /// [`Layout::Lanes`] elsewhere.
+    /// Every layout (tests and benchmarks run them side by side).
+    pub const ALL: [Layout; 4] = [
+        Layout::Lanes,
+        Layout::Rows,
+        Layout::RowsShared,
+        Layout::RowGroups,
+    ];
+
+    /// The layout of the device's plan ([`DevicePlan::matvec`]).
     pub fn for_device(ctx: &Context) -> Self {
-        if !ctx.is_cpu() {
-            Layout::Lanes
-        } else if Layout::RowsShared.supported(ctx) {
-            Layout::RowsShared
-        } else {
-            Layout::Rows
-        }
+        DevicePlan::of(ctx).matvec
+    }
+
+    /// Whether its workgroups can fold an RMSNorm into the read ([`matvec_rms_split`]).
+    pub fn folds_norm(self) -> bool {
+        matches!(self, Layout::Lanes | Layout::RowGroups)
     }
 
     /// Whether the device can run this layout.
@@ -74,7 +101,9 @@ impl Layout {
             (Layout::Rows | Layout::RowsShared, _) => (32, 1, 4),
             // A lane takes whole 32-value blocks, so fewer lanes per row: K = 576 is 18 blocks.
             (Layout::Lanes, true) => (32, 8, 1),
-            (Layout::Lanes, false) => (8, 32, 1),
+            (Layout::Lanes | Layout::RowGroups, false) => (8, 32, 1),
+            // 8 rows of 8 invocations each; the launcher widens it (`row_group_lanes`).
+            (Layout::RowGroups, true) => (8, 8, 1),
         }
     }
 }
@@ -97,7 +126,9 @@ struct Params {
     /// First columns of outputs 1 and 2 of a stacked matrix
     cut1: u32,
     cut2: u32,
-    _pad: [u32; 3],
+    /// The folded RMSNorm's epsilon (`X_RMS`)
+    eps: f32,
+    _pad: [u32; 2],
 }
 
 /// `x` (`[M, K]`, f32) times the weights into `y` (`[M, N]`), in the device's [`Layout`].
@@ -149,7 +180,7 @@ pub fn matvec_split(
         launch(
             rec,
             x,
-            None,
+            Extra::None,
             w,
             &ys,
             (layout, store),
@@ -187,7 +218,7 @@ pub fn matvec_glu_store(
         launch(
             rec,
             gate,
-            Some(up),
+            Extra::Up(up),
             w,
             &ys,
             (layout, store),
@@ -197,12 +228,64 @@ pub fn matvec_glu_store(
     Ok(())
 }
 
-/// Activation rows `x_rows` (one pass over the weights); with `up`, the input is
-/// silu(x) ⊙ up.
+/// `Y (+)= (rmsnorm(X) ⊙ gamma) · Wᵀ (+ bias)` into the outputs `ys` of a stacked matrix (one
+/// output for a plain one): the RMSNorm before a projection folded into the mat-vec. Every
+/// workgroup first takes the RMS of the activation rows (K values each, cheap beside the
+/// weights), so the norm has no launch or tensor of its own. Layouts whose workgroups cooperate
+/// ([`Layout::Lanes`], [`Layout::RowGroups`]) only; the weights may not carry outlier columns
+/// or an activation probe, which need the normed input as a tensor.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_rms_split(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    (gamma, eps): (&Tensor, f32),
+    w: &Weights,
+    ys: &[&Tensor],
+    layout: Layout,
+    store: Store,
+) -> Result<()> {
+    let m = rows_of(x, w, "matvec")?;
+    expect(gamma, "matvec", "gamma", DType::F32, w.k)?;
+    ensure(layout.folds_norm(), "matvec", || {
+        format!("layout {layout:?} cannot fold a norm into its read")
+    })?;
+    ensure(
+        w.outliers().is_none() && w.probe().is_none(),
+        "matvec",
+        || "a normed input cannot feed weights with outlier columns or a probe".into(),
+    )?;
+    let ys = Outputs::split("matvec", ys, m, w.n)?;
+    for m0 in (0..m).step_by(MAX_BATCH) {
+        let rows = m0..m.min(m0 + MAX_BATCH);
+        launch(
+            rec,
+            x,
+            Extra::Rms(gamma, eps),
+            w,
+            &ys,
+            (layout, store),
+            rows,
+        )?;
+    }
+    Ok(())
+}
+
+/// What the mat-vec makes of its input `x` as it reads it.
+#[derive(Clone, Copy)]
+enum Extra<'a> {
+    /// x as it is.
+    None,
+    /// silu(x) ⊙ up.
+    Up(&'a Tensor),
+    /// rmsnorm(x) ⊙ gamma with this epsilon.
+    Rms(&'a Tensor, f32),
+}
+
+/// Activation rows `x_rows` (one pass over the weights) of the input `x` made by `input`.
 fn launch(
     rec: &mut Recorder<'_>,
     x: &Tensor,
-    up: Option<&Tensor>,
+    input: Extra<'_>,
     w: &Weights,
     ys: &Outputs<'_>,
     (layout, store): (Layout, Store),
@@ -212,8 +295,10 @@ fn launch(
     let mut defines = ys
         .defines(store.apply(w.defines()))
         .set("BATCH", batch as u32);
-    if up.is_some() {
-        defines = defines.flag("X_GLU");
+    match input {
+        Extra::None => {}
+        Extra::Up(_) => defines = defines.flag("X_GLU"),
+        Extra::Rms(..) => defines = defines.flag("X_RMS"),
     }
     if w.has_bias() {
         defines = defines.flag("HAS_BIAS");
@@ -228,10 +313,13 @@ fn launch(
     let int64 = rec.context().features.int64;
     let lane_tiles =
         layout == Layout::RowsShared && int64 && w.block_order() == BlockOrder::LaneTiles;
+    let row_groups = layout == Layout::RowGroups && blockwise;
     let (rows, lanes, tile) = if lane_tiles {
         let (flag, shape) = lane_tile_shape(batch);
         defines = defines.flag(flag);
         shape
+    } else if row_groups {
+        (8, row_group_lanes(w.k), 1)
     } else {
         layout.shape(w.format, blockwise)
     };
@@ -239,7 +327,10 @@ fn launch(
         .set("ROWS", rows as u32)
         .set("LANES", lanes as u32)
         .set("ROW_TILE", tile as u32);
-    if layout != Layout::Lanes {
+    if let Extra::Rms(..) = input {
+        defines = defines.set("RMS_WG", (rows * lanes) as u32);
+    }
+    if matches!(layout, Layout::Rows | Layout::RowsShared) {
         defines = defines.flag("ROWWISE");
     }
     if layout == Layout::RowsShared && blockwise {
@@ -264,15 +355,28 @@ fn launch(
             m0: m0 as u32,
             cut1,
             cut2,
-            _pad: [0; 3],
+            eps: match input {
+                Extra::Rms(_, eps) => eps,
+                _ => 0.0,
+            },
+            _pad: [0; 2],
         };
         let mut bindings = vec![Binding::new(1, x)];
         bindings.extend(ys.bindings());
-        bindings.extend(up.map(|up| Binding::new(3, up)));
+        match input {
+            Extra::None => {}
+            Extra::Up(up) => bindings.push(Binding::new(3, up)),
+            Extra::Rms(gamma, _) => bindings.push(Binding::new(6, gamma)),
+        }
         bindings.extend(part.bindings());
+        let (shader, entry) = if row_groups {
+            (&SHADER_GPU, "matvec_gpu")
+        } else {
+            (&SHADER, "matvec")
+        };
         rec.dispatch(&Dispatch {
-            shader: &SHADER,
-            entry: "matvec",
+            shader,
+            entry,
             defines: &defines,
             params: bytemuck::bytes_of(&params),
             bindings: &bindings,
@@ -280,6 +384,12 @@ fn launch(
         })?;
     }
     Ok(())
+}
+
+/// Invocations per row of [`Layout::RowGroups`] over rows of `k` values: a power of two from 8
+/// to 32, so that each takes one or two of the row's blocks (K = 576 is 18 blocks: 32 lanes).
+fn row_group_lanes(k: usize) -> usize {
+    (k / 32).next_power_of_two().clamp(8, 32)
 }
 
 /// The path and workgroup shape (as [`Layout::shape`]) for blocks in lane tiles
@@ -295,8 +405,8 @@ fn lane_tile_shape(batch: usize) -> (&'static str, (usize, usize, usize)) {
 }
 
 /// Whether the mat-vec reads `format` by whole 32-value blocks with one scale each in `layout`:
-/// the GGUF block formats, and on CPU adapters' layouts int8 rows whose groups are whole blocks
-/// (GPUs keep int8's four-value steps until the block path is measured on one).
+/// the GGUF block formats, and outside [`Layout::Lanes`] int8 rows whose groups are whole
+/// blocks.
 pub(crate) fn blockwise(format: WeightFormat, k: usize, layout: Layout) -> bool {
     match format {
         WeightFormat::Int8 { group, .. } => {
@@ -399,6 +509,71 @@ pub fn shader_variants() -> ShaderVariants {
     }
     ShaderVariants {
         shader: SHADER,
+        variants,
+    }
+}
+
+/// [`Layout::RowGroups`] over every format read by blocks, batch, input and store.
+pub fn gpu_shader_variants() -> ShaderVariants {
+    let int8 = |zero_point| WeightFormat::Int8 {
+        group: 64,
+        zero_point,
+    };
+    let formats = [
+        WeightFormat::Q8_0,
+        WeightFormat::Q4_0,
+        WeightFormat::Q4_1,
+        int8(false),
+        int8(true),
+    ];
+    let mut variants = Vec::new();
+    for format in formats {
+        let mut w = Defines::new().flag(format.flag());
+        if matches!(
+            format,
+            WeightFormat::Int8 {
+                zero_point: true,
+                ..
+            }
+        ) {
+            w = w.flag("W_ZP");
+        }
+        for (batch, lanes) in (1..=MAX_BATCH as u32).flat_map(|b| [8, 16, 32].map(|l| (b, l))) {
+            for vec4 in [false, true] {
+                let mut d = w
+                    .clone()
+                    .flag("BLOCKWISE")
+                    .set("BATCH", batch)
+                    .set("ROWS", 8)
+                    .set("LANES", lanes)
+                    .set("ROW_TILE", 1);
+                if vec4 {
+                    d = d.flag("X_VEC4");
+                }
+                let split = d.clone().flag("SPLIT_Y");
+                let split3 = split.clone().flag("SPLIT_Y3");
+                let add = d.clone().flag("ACCUMULATE");
+                let split3_rms = split3.clone().flag("X_RMS").set("RMS_WG", 8 * lanes);
+                for v in [
+                    d.clone(),
+                    d.clone().flag("HAS_BIAS"),
+                    split,
+                    split3.clone(),
+                    split3.flag("HAS_BIAS"),
+                    add.clone(),
+                    add.clone().flag("HAS_BIAS"),
+                    add.flag("X_GLU"),
+                    d.clone().flag("X_GLU"),
+                    d.clone().flag("X_RMS").set("RMS_WG", 8 * lanes),
+                    split3_rms.clone(),
+                ] {
+                    variants.push((v, vec!["matvec_gpu"]));
+                }
+            }
+        }
+    }
+    ShaderVariants {
+        shader: SHADER_GPU,
         variants,
     }
 }

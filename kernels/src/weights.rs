@@ -11,6 +11,7 @@ use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Tensor};
 
 use crate::outliers::Outliers;
+use crate::plan::DevicePlan;
 use crate::{KernelError, Result};
 
 /// The weight-format WGSL, prepended to every family that reads weights.
@@ -112,23 +113,16 @@ pub enum F16Read {
     Native,
     /// One half at a time out of packed u32 words (any device, any K).
     Packed,
-    /// Four halves at a time as one `vec2<u32>` (K a multiple of 4). On lavapipe, whose cost is
-    /// per loaded component, 1.8–1.9× the native read in the mat-vec (one `u64` per quad was
-    /// slower than two `u32`: the split costs more than the component it saves).
+    /// Four halves at a time as one `vec2<u32>` (K a multiple of 4): for CPU adapters, whose
+    /// cost is per loaded component (docs/benchmarks/NOTES.md).
     Quads,
 }
 
 impl F16Read {
-    /// Quads on CPU adapters, whose cost is per loaded component; native halves where
-    /// SHADER_F16 is granted; otherwise packed words.
+    /// The device plan's read ([`DevicePlan::f16_read`]): quads on CPU adapters, whose cost is
+    /// per loaded component; native halves where SHADER_F16 is granted; otherwise packed words.
     pub fn for_device(ctx: &Context, k: usize) -> Self {
-        if ctx.is_cpu() && Self::Quads.supported(ctx, k) {
-            Self::Quads
-        } else if ctx.features.f16 {
-            Self::Native
-        } else {
-            Self::Packed
-        }
+        DevicePlan::of(ctx).f16_read(k)
     }
 
     /// Whether the device can read rows of `k` halves this way.
@@ -158,18 +152,11 @@ pub enum BlockOrder {
 }
 
 impl BlockOrder {
-    /// Lane tiles for Q4_1 and Q8_0 where the mat-vec reads them as `u64` (CPU adapters with
-    /// the `RowsShared` layout and SHADER_INT64); interleaved elsewhere: on a GPU, a lane's rows
-    /// are its workgroup's neighbours, not 8 rows apart.
+    /// The device plan's order ([`DevicePlan::block_order`]): lane tiles for Q4_1 and Q8_0
+    /// where the mat-vec reads them as `u64` (CPU adapters), interleaved elsewhere: on a GPU, a
+    /// workgroup's rows are neighbours, not 8 rows apart.
     pub fn for_device(ctx: &Context, format: WeightFormat) -> Self {
-        let u64_reads = crate::matvec::Layout::for_device(ctx) == crate::matvec::Layout::RowsShared
-            && ctx.features.int64;
-        let lane_format = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q8_0);
-        if u64_reads && lane_format {
-            Self::LaneTiles
-        } else {
-            Self::Interleaved
-        }
+        DevicePlan::of(ctx).block_order(format)
     }
 }
 

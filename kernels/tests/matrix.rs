@@ -7,9 +7,11 @@ mod common;
 use common::*;
 use kiln_kernels::elementwise::silu_ref;
 use kiln_kernels::matmul::{
-    Store, linear, linear_add, linear_swiglu, matmul, matmul_ref, matmul_store,
+    Store, linear, linear_add, linear_rms_split, linear_swiglu, matmul, matmul_ref, matmul_store,
 };
-use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_store};
+use kiln_kernels::matvec::{
+    Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_rms_split, matvec_store,
+};
 use kiln_kernels::{BlockOrder, F16Read, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
@@ -156,7 +158,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
         for format in formats {
             // Past MAX_BATCH rows the kernel takes 8 rows per launch.
             for b in [1, 3, MAX_BATCH, 2 * MAX_BATCH + 3] {
-                for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+                for layout in Layout::ALL {
                     if !layout.supported(ctx) {
                         eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
                         continue;
@@ -205,7 +207,7 @@ fn residual_add_stores_add_to_y() {
             let w = upload_weights(ctx, &host, None, Some(&bias));
             let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
             let mut kernels = vec!["linear_add".to_string(), "matmul".to_string()];
-            for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+            for layout in Layout::ALL {
                 if layout.supported(ctx) {
                     kernels.push(format!("{layout:?}"));
                 }
@@ -213,9 +215,7 @@ fn residual_add_stores_add_to_y() {
             for kernel in kernels {
                 let yt = ctx.upload_f32(&y0, &[m, n]).unwrap();
                 let mut rec = ctx.recorder();
-                let layout = [Layout::Lanes, Layout::Rows, Layout::RowsShared]
-                    .into_iter()
-                    .find(|l| format!("{l:?}") == kernel);
+                let layout = Layout::ALL.into_iter().find(|l| format!("{l:?}") == kernel);
                 match (kernel.as_str(), layout) {
                     ("linear_add", _) => linear_add(&mut rec, &xt, &w, &yt).unwrap(),
                     (_, Some(l)) => matvec_store(&mut rec, &xt, &w, &yt, l, Store::Add).unwrap(),
@@ -266,7 +266,7 @@ fn gated_input_matches_reference() {
                 ("linear_swiglu".into(), None, Store::Write),
                 ("linear_swiglu add".into(), None, Store::Add),
             ];
-            for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+            for layout in Layout::ALL {
                 if layout.supported(ctx) {
                     runs.push((format!("{layout:?} add"), Some(layout), Store::Add));
                 }
@@ -485,4 +485,126 @@ fn bad_shapes_are_typed_errors() {
             ..
         })
     ));
+}
+
+/// The RMSNorm folded into the mat-vec (`matvec_rms_split`, and `linear_rms_split` by the
+/// device plan's choice) against the reference norm then product, in every layout that folds,
+/// on rows that make the norm matter: zero-mean, tiny (where eps dominates) and large values,
+/// over batches that chunk (11 rows), into one output and into a stacked pair.
+#[test]
+fn folded_rms_norm_matches_norm_then_product() {
+    let Some(ctx) = test_context() else { return };
+    let eps = 1e-5;
+    for (i, &(m, n, k)) in [(1, 7, 32), (3, 129, 96), (11, 37, 576), (2, 1000, 576)]
+        .iter()
+        .enumerate()
+    {
+        let mut rng = rng(900 + i as u64);
+        // Row r: 0 zero-mean, 1 tiny (|x| ~ 1e-4, eps visible), 2 large (~30), the rest random.
+        let x: Vec<f32> = (0..m * k)
+            .map(|j| match (j / k) % 4 {
+                0 => {
+                    if j % 2 == 0 {
+                        1.5
+                    } else {
+                        -1.5
+                    }
+                }
+                1 => 1e-4 * ((j % 7) as f32 - 3.0),
+                2 => 30.0 + (j % 5) as f32,
+                _ => rng_value(j),
+            })
+            .collect();
+        let gamma = rand_vec(&mut rng, k, -2.0, 2.0);
+        let normed = kiln_kernels::norm::rms_norm_ref(&x, &gamma, eps);
+        let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
+        let gt = ctx.upload_f32(&gamma, &[k]).unwrap();
+        let h = ctx.zeros(DType::F32, &[m, k]).unwrap();
+        for format in formats_for(k) {
+            let host = random_weights(&mut rng, format, n, k);
+            let wf = host.dequantize();
+            let want = matmul_ref(&normed, &wf, None, m, n, k);
+            let w = upload_weights(ctx, &host, None, None);
+            let atol = 2e-6 * k as f32 * max_abs(&normed) * max_abs(&wf) + 1e-5;
+            let cut = n / 3;
+            let (y, y0, y1) = (
+                ctx.zeros(DType::F32, &[m, n]).unwrap(),
+                ctx.zeros(DType::F32, &[m, cut]).unwrap(),
+                ctx.zeros(DType::F32, &[m, n - cut]).unwrap(),
+            );
+            let mut runs: Vec<(String, Option<Layout>)> = vec![("linear_rms_split".into(), None)];
+            for layout in Layout::ALL.into_iter().filter(|l| l.folds_norm()) {
+                runs.push((format!("{layout:?}"), Some(layout)));
+            }
+            for (label, layout) in runs {
+                for split in [false, true] {
+                    let ys: Vec<&kiln_runtime::Tensor> =
+                        if split { vec![&y0, &y1] } else { vec![&y] };
+                    let mut rec = ctx.recorder();
+                    match layout {
+                        Some(l) => {
+                            matvec_rms_split(&mut rec, &xt, (&gt, eps), &w, &ys, l, Store::Write)
+                                .unwrap()
+                        }
+                        None => linear_rms_split(&mut rec, &xt, (&gt, eps), &h, &w, &ys).unwrap(),
+                    }
+                    rec.submit().unwrap();
+                    let got = if split {
+                        let (a, b) = (ctx.read::<f32>(&y0).unwrap(), ctx.read::<f32>(&y1).unwrap());
+                        (0..m)
+                            .flat_map(|r| {
+                                a[r * cut..(r + 1) * cut]
+                                    .iter()
+                                    .chain(&b[r * (n - cut)..(r + 1) * (n - cut)])
+                                    .copied()
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect()
+                    } else {
+                        ctx.read::<f32>(&y).unwrap()
+                    };
+                    assert_close(
+                        &format!("{label} split {split} {format:?} m{m} n{n} k{k}"),
+                        &got,
+                        &want,
+                        atol,
+                        0.0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A deterministic value in [-1, 1) for element j.
+fn rng_value(j: usize) -> f32 {
+    ((j * 7919) % 2003) as f32 / 1001.5 - 1.0
+}
+
+/// A layout whose workgroups do not cooperate cannot fold a norm: a typed error, no launch.
+#[test]
+fn folded_norm_in_a_rowwise_layout_is_an_error() {
+    let Some(ctx) = test_context() else { return };
+    let host = random_weights(&mut rng(950), WeightFormat::Q4_1, 8, 64);
+    let w = upload_weights(ctx, &host, None, None);
+    let (x, g) = (
+        ctx.zeros(DType::F32, &[1, 64]).unwrap(),
+        ctx.zeros(DType::F32, &[64]).unwrap(),
+    );
+    let y = ctx.zeros(DType::F32, &[1, 8]).unwrap();
+    let mut rec = ctx.recorder();
+    let err = matvec_rms_split(
+        &mut rec,
+        &x,
+        (&g, 1e-5),
+        &w,
+        &[&y],
+        Layout::Rows,
+        Store::Write,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, KernelError::Shape { message, .. } if message.contains("cannot fold")),
+        "{err}"
+    );
 }

@@ -257,3 +257,44 @@ fn oversized_binding_names_the_limit() {
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
 }
+
+/// A recording submitted in pieces as it is recorded (`Recorder::submit_every`, the GPU plan's
+/// decode step) computes what one submit does: softmaxes of one input, each with its own scale
+/// (so each launch reads its own parameters, and each run other scales than the run before,
+/// whose parameters the reused uniform chunks still hold), match the reference within 1e-6,
+/// also when the first half has run to its end before the second is recorded.
+#[test]
+fn recording_submitted_in_pieces_matches_one_submit() {
+    let Some(ctx) = test_context() else { return };
+    let (rows, len, steps) = (3, 37, 12);
+    let x = rand_vec(&mut rng(60), rows * len, -3.0, 3.0);
+    let xt = ctx.upload_f32(&x, &[rows, len]).unwrap();
+    for (run, every) in [None, Some(1), Some(2), Some(5)].into_iter().enumerate() {
+        let scale = |i: usize| 0.5 + 0.3 * i as f32 + 0.1 * run as f32;
+        let ys: Vec<_> = (0..steps)
+            .map(|_| ctx.zeros(DType::F32, &[rows, len]).unwrap())
+            .collect();
+        let mut rec = ctx.recorder();
+        if let Some(n) = every {
+            rec.submit_every(n);
+        }
+        for (i, y) in ys.iter().enumerate() {
+            if i == steps / 2 {
+                ctx.device
+                    .poll(kiln_runtime::wgpu::PollType::wait_indefinitely())
+                    .unwrap();
+            }
+            softmax(&mut rec, &xt, y, len, scale(i), None).unwrap();
+        }
+        rec.submit().unwrap();
+        for (i, y) in ys.iter().enumerate() {
+            assert_close(
+                &format!("launch {i} with a submit every {every:?} launches"),
+                &ctx.read::<f32>(y).unwrap(),
+                &softmax_ref(&x, len, scale(i), None),
+                1e-6,
+                0.0,
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ use kiln_runtime::{Context, DType};
 fn kernels(ctx: &Context, m: usize) -> Vec<String> {
     let mut all = vec!["linear".to_string(), "matmul".to_string()];
     if m <= 3 * MAX_BATCH {
-        for layout in [Layout::Lanes, Layout::Rows, Layout::RowsShared] {
+        for layout in Layout::ALL {
             if layout.supported(ctx) {
                 all.push(format!("{layout:?}"));
             }
@@ -97,9 +97,7 @@ fn check(ctx: &Context, seed: u64, format: WeightFormat, m: usize, k: usize, s: 
             .collect();
         let refs: Vec<_> = ys.iter().collect();
         let mut rec = ctx.recorder();
-        let layout = [Layout::Lanes, Layout::Rows, Layout::RowsShared]
-            .into_iter()
-            .find(|l| format!("{l:?}") == kernel);
+        let layout = Layout::ALL.into_iter().find(|l| format!("{l:?}") == kernel);
         match (kernel.as_str(), layout) {
             ("linear", _) => linear_split(&mut rec, &xt, &wt, &refs, s.store),
             (_, Some(l)) => matvec_split(&mut rec, &xt, &wt, &refs, l, s.store),

@@ -1,7 +1,12 @@
 //! Every shader variant a launcher can ask for is parsed and validated by naga, then translated to
 //! SPIR-V (Vulkan), MSL (Metal) and HLSL (DX12), so breakage on any backend shows on Linux CI
-//! without a GPU.
+//! without a GPU: the variants each family lists, and every variant a run of the suite really
+//! launched (recorded with `KILN_RECORD_VARIANTS`; `.ci/run` runs the suite under both device
+//! plans, then this file's ignored test).
 
+use std::collections::BTreeSet;
+
+use kiln_runtime::Defines;
 use kiln_runtime::shader::preprocess;
 
 fn translate(name: &str, variant: &str, wgsl: &str, entries: &[&str]) -> Result<(), String> {
@@ -70,4 +75,62 @@ fn every_variant_translates_for_vulkan_metal_and_dx12() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Parses `Defines`' display form (`NAME=1,OTHER=64`, or `default`).
+fn parse_defines(text: &str) -> Defines {
+    let mut d = Defines::new();
+    if text == "default" {
+        return d;
+    }
+    for pair in text.split(',') {
+        let (name, value) = pair.split_once('=').expect("NAME=VALUE");
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        d = d.set(name, value.parse().expect("a u32 value"));
+    }
+    d
+}
+
+/// Every (shader, entry, defines) the suite launched, as recorded in `KILN_RECORD_VARIANTS`,
+/// translates for every backend. Ignored in a plain `cargo test`: it needs the file a run of the
+/// suite writes (`.ci/run` runs it after the suite with `--ignored`).
+#[test]
+#[ignore = "needs KILN_RECORD_VARIANTS written by a run of the suite (.ci/run)"]
+fn every_launched_variant_translates() {
+    let path = std::env::var("KILN_RECORD_VARIANTS").expect("KILN_RECORD_VARIANTS names the file");
+    let text = std::fs::read_to_string(&path).expect("the recorded variants");
+    let launched: BTreeSet<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?.into(), f.next()?.into(), f.next()?.into()))
+        })
+        .collect();
+    assert!(!launched.is_empty(), "{path} records no variant");
+    let families = kiln_kernels::all_shader_variants();
+    let (mut failures, mut unlisted) = (Vec::new(), 0);
+    for (shader, entry, defines) in &launched {
+        let family = families
+            .iter()
+            .find(|f| f.shader.name == shader)
+            .unwrap_or_else(|| panic!("{shader} is not among kiln_kernels::all_shader_variants"));
+        let d = parse_defines(defines);
+        let listed = family
+            .variants
+            .iter()
+            .any(|(v, entries)| *v == d && entries.contains(&entry.as_str()));
+        unlisted += usize::from(!listed);
+        let entry: &'static str = Box::leak(entry.clone().into_boxed_str());
+        let result = preprocess(&family.shader, &d)
+            .map_err(|e| e.to_string())
+            .and_then(|wgsl| translate(shader, defines, &wgsl, &[entry]));
+        if let Err(e) = result {
+            failures.push(format!("{shader}:{entry} [{defines}]: {e}"));
+        }
+    }
+    eprintln!(
+        "translated {} launched variants ({unlisted} not in the families' lists)",
+        launched.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

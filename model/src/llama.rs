@@ -204,8 +204,9 @@ impl Architecture for Llama {
         embedding::embedding(rec, &io.ids, &self.tok_embd, &io.x)?;
         for (b, cache) in self.blocks.iter().zip(caches) {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
-            norm::rms_norm(rec, &io.x, &b.attn_norm, &io.h, c.eps)?;
-            b.qkv.record(rec, &io.h, &[&io.q, &io.k, &io.v])?;
+            let attn_norm = (&b.attn_norm, c.eps);
+            b.qkv
+                .record_normed(rec, &io.x, attn_norm, &io.h, &[&io.q, &io.k, &io.v])?;
             // RoPE at each row's cache position, folded into the store of k and v.
             let (qk, rope) = ((&io.q, &io.k), c.rope(c.n_head));
             attention::kv_store_rope(rec, &io.shape, qk, &io.v, &io.slots, cache, &rope)?;
@@ -223,8 +224,9 @@ impl Architecture for Llama {
             )?;
             matmul::linear_add(rec, &io.att, &b.wo, &io.x)?;
             // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
-            norm::rms_norm(rec, &io.x, &b.ffn_norm, &io.h, c.eps)?;
-            b.gate_up.record(rec, &io.h, &[&io.gate, &io.up])?;
+            let ffn_norm = (&b.ffn_norm, c.eps);
+            b.gate_up
+                .record_normed(rec, &io.x, ffn_norm, &io.h, &[&io.gate, &io.up])?;
             let glu = (&io.gate, &io.up);
             matmul::linear_swiglu(rec, glu, &io.act, &b.down, &io.x, matmul::Store::Add)?;
         }

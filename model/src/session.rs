@@ -4,7 +4,7 @@
 //! the whole model, and the copy of its result, in a single submit.
 
 use kiln_kernels::attention::{self, AttnShape, KvCache, KvFormat};
-use kiln_kernels::{Weights, argmax, matmul};
+use kiln_kernels::{DevicePlan, Weights, argmax, matmul};
 use kiln_runtime::{BindGroupCache, Context, DType, Readback, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -328,7 +328,11 @@ impl Session {
         ctx.write(&io.slots, &slots)?;
         ctx.write(&io.meta, &meta)?;
 
+        let recording = std::time::Instant::now();
         let mut rec = ctx.recorder_cached(&self.bind_groups);
+        if let Some(n) = DevicePlan::of(ctx).submit_every {
+            rec.submit_every(n);
+        }
         model.record_blocks(&mut rec, &io, &self.caches)?;
         let (x, h) = (&io.x, &io.h);
         let m = select.len();
@@ -353,12 +357,14 @@ impl Session {
             } else {
                 rec.read_back(&logits, &self.readback)?;
             }
+            result.record_time = recording.elapsed();
             rec.submit()?;
             match output {
                 Output::Argmax => result.tokens = ctx.map_read(&self.readback, m)?,
                 Output::Logits => result.logits = ctx.map_read(&self.readback, m * c.n_vocab)?,
             }
         } else {
+            result.record_time = recording.elapsed();
             rec.submit()?;
         }
         self.lens = lens;
@@ -373,4 +379,7 @@ pub struct StepOutput {
     pub tokens: Vec<u32>,
     /// `[selected, n_vocab]` logits.
     pub logits: Vec<f32>,
+    /// CPU time spent recording the step's launches up to its last submit (where the device
+    /// plan submits as it records, the GPU works through most of it).
+    pub record_time: std::time::Duration,
 }

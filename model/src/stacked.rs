@@ -97,6 +97,26 @@ impl Stacked {
         Ok(())
     }
 
+    /// [`Stacked::record`] of `rmsnorm(x) ⊙ gamma` (epsilon `eps`): folded into the projection's
+    /// read where the device plan does that, else normed into `h` first.
+    pub fn record_normed(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        norm: (&Tensor, f32),
+        h: &Tensor,
+        ys: &[&Tensor],
+    ) -> Result<()> {
+        match self {
+            Self::One { w, .. } => matmul::linear_rms_split(rec, x, norm, h, w, ys)?,
+            Self::Apart(_) => {
+                kiln_kernels::norm::rms_norm(rec, x, norm.0, h, norm.1)?;
+                self.record(rec, h, ys)?
+            }
+        }
+        Ok(())
+    }
+
     pub fn matrices(&self) -> Vec<&Weights> {
         match self {
             Self::One { w, .. } => vec![w],

@@ -32,6 +32,47 @@ pub struct DeviceOptions {
     /// Refuse TIMESTAMP_QUERY_INSIDE_PASSES even where granted (profiles then time each
     /// dispatch in a pass of its own, as on devices without it).
     pub disable_pass_timestamps: bool,
+    /// Which family of kernels to run (`None`: the adapter's own, [`PlanKind::for_adapter`]).
+    /// Forcing [`PlanKind::Gpu`] on a CPU adapter checks the GPU kernels where no GPU exists.
+    pub plan: Option<PlanKind>,
+}
+
+/// Which family of kernels a device runs: those written for CPU adapters (lavapipe, WARP), whose
+/// SIMD lanes pay per load, or those written for GPUs, whose threads want coalesced reads and
+/// many workgroups. The kernel crate's `DevicePlan` turns this into every per-adapter choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlanKind {
+    Cpu,
+    Gpu,
+}
+
+impl PlanKind {
+    /// The plan an adapter gets unless told otherwise: CPU kernels on CPU adapters.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        if info.device_type == wgpu::DeviceType::Cpu {
+            PlanKind::Cpu
+        } else {
+            PlanKind::Gpu
+        }
+    }
+
+    /// `cpu` or `gpu`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim().to_lowercase().as_str() {
+            "cpu" => Ok(PlanKind::Cpu),
+            "gpu" => Ok(PlanKind::Gpu),
+            _ => Err(RuntimeError::UnknownPlan(text.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for PlanKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlanKind::Cpu => "cpu",
+            PlanKind::Gpu => "gpu",
+        })
+    }
 }
 
 impl DeviceOptions {
@@ -40,7 +81,8 @@ impl DeviceOptions {
     /// - `KILN_ADAPTER`: adapter name substring;
     /// - `KILN_FORCE_FALLBACK=1`: software adapters only;
     /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`,
-    ///   `pass-timestamps`.
+    ///   `pass-timestamps`;
+    /// - `KILN_PLAN`: `cpu` or `gpu`, the kernels to run whatever the adapter.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let backends = match var("KILN_BACKEND").or_else(|| var("WGPU_BACKEND")) {
@@ -58,6 +100,7 @@ impl DeviceOptions {
             disable_timestamps: disabled.contains(&"timestamps"),
             disable_int64: disabled.contains(&"int64"),
             disable_pass_timestamps: disabled.contains(&"pass-timestamps"),
+            plan: var("KILN_PLAN").map(|v| PlanKind::parse(&v)).transpose()?,
         })
     }
 }
@@ -102,6 +145,8 @@ pub struct Context {
     /// The limits the device was created with (the adapter's own, not wgpu's defaults).
     pub limits: wgpu::Limits,
     pub features: GrantedFeatures,
+    /// The kernels this device runs: forced by [`DeviceOptions::plan`], else the adapter's own.
+    pub plan: PlanKind,
     pub(crate) pipelines: PipelineCache,
     /// Uniform-buffer chunks for kernel parameters, reused across recordings.
     pub(crate) param_chunks: Mutex<Vec<wgpu::Buffer>>,
@@ -177,8 +222,9 @@ impl Context {
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
             ),
         };
+        let plan = options.plan.unwrap_or(PlanKind::for_adapter(&info));
         log::info!(
-            "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}",
+            "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}, plan {plan}",
             info.name,
             info.device_type,
             info.backend,
@@ -191,6 +237,7 @@ impl Context {
             info,
             limits,
             features,
+            plan,
             pipelines: PipelineCache::default(),
             param_chunks: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
@@ -202,12 +249,6 @@ impl Context {
     /// [`Context::new`] with [`DeviceOptions::from_env`].
     pub fn from_env() -> Result<Self> {
         Self::new(&DeviceOptions::from_env()?)
-    }
-
-    /// Whether the adapter runs on the CPU (lavapipe, WARP): kernels then pick layouts suited to
-    /// SIMD lanes rather than to GPU threads.
-    pub fn is_cpu(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Whether subgroups were granted and always hold at least `n` invocations.

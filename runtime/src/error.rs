@@ -19,6 +19,8 @@ pub enum RuntimeError {
         "unknown backend {0:?} in KILN_BACKEND / DeviceOptions (expected vulkan, metal, dx12, gl or a comma list)"
     )]
     UnknownBackend(String),
+    #[error("unknown device plan {0:?} (KILN_PLAN takes cpu or gpu)")]
+    UnknownPlan(String),
     #[error("requesting a device from adapter {adapter:?} failed: {source}")]
     RequestDevice {
         adapter: String,

@@ -1,7 +1,7 @@
 //! Kiln runtime: everything between a kernel launcher and wgpu.
 //!
 //! - [`device`]: adapter selection (backend, name filter, software fallback), real limits, the
-//!   optional features that were granted.
+//!   optional features that were granted, and the kernel family the device runs ([`PlanKind`]).
 //! - [`tensor`]: typed storage buffers with upload / download.
 //! - [`shader`]: WGSL sources and the small `#if` preprocessor that makes variants.
 //! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
@@ -23,7 +23,7 @@ pub mod testing;
 pub mod timing;
 
 pub use bind_cache::BindGroupCache;
-pub use device::{Context, DeviceOptions, GrantedFeatures};
+pub use device::{Context, DeviceOptions, GrantedFeatures, PlanKind};
 pub use error::{Result, RuntimeError};
 pub use pipeline::PipelineKey;
 pub use profile::{KernelTime, Profile};

@@ -1,4 +1,8 @@
 //! The pipeline cache: one compiled pipeline per (shader family, variant, entry point).
+//!
+//! With `KILN_RECORD_VARIANTS=FILE` every variant compiled is appended to FILE as
+//! `shader<TAB>entry<TAB>defines`, so the translation test can check each variant a run of the
+//! suite really launched (kernels/tests/translate.rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -61,6 +65,7 @@ impl Context {
                 message: error.to_string(),
             });
         }
+        record_variant(&key);
         let pipeline = Arc::new(pipeline);
         pipelines.insert(key, pipeline.clone());
         Ok(pipeline)
@@ -93,5 +98,30 @@ impl Context {
         let module = Arc::new(module);
         modules.insert((shader.name, defines.clone()), module.clone());
         Ok(module)
+    }
+}
+
+/// Appends `key` to the file `KILN_RECORD_VARIANTS` names, if any. A failed write is logged, not
+/// raised: recording serves the tests and must never stop a launch.
+fn record_variant(key: &PipelineKey) {
+    static FILE: std::sync::OnceLock<Option<Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::env::var_os("KILN_RECORD_VARIANTS").filter(|p| !p.is_empty())?;
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        opened
+            .map_err(|e| log::warn!("KILN_RECORD_VARIANTS {path:?}: {e}"))
+            .ok()
+            .map(Mutex::new)
+    });
+    if let Some(file) = file {
+        use std::io::Write;
+        let line = format!("{}\t{}\t{}\n", key.shader, key.entry, key.defines);
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            log::warn!("KILN_RECORD_VARIANTS: {e}");
+        }
     }
 }

@@ -64,7 +64,12 @@ pub struct Recorder<'c> {
     chunks: Vec<wgpu::Buffer>,
     /// Bytes staged for each used chunk.
     staged: Vec<Vec<u8>>,
+    /// Bytes of each chunk already written to the GPU (by an earlier [`Recorder::flush`]).
+    written: Vec<usize>,
     dispatches: usize,
+    /// Dispatches since the last submit, and how many to record before submitting on.
+    unsubmitted: usize,
+    submit_every: Option<usize>,
     bind_groups: Option<&'c BindGroupCache>,
     /// Timestamps around each dispatch while the context has a profile open.
     marks: Option<Marks>,
@@ -105,7 +110,10 @@ impl Context {
             pass: None,
             chunks,
             staged: Vec::new(),
+            written: Vec::new(),
             dispatches: 0,
+            unsubmitted: 0,
+            submit_every: None,
             bind_groups,
             marks: (profiled && self.profiling()).then(Marks::new),
         }
@@ -255,7 +263,51 @@ impl<'c> Recorder<'c> {
             self.mark(m.set, m.index + 2);
         }
         self.dispatches += 1;
+        self.unsubmitted += 1;
+        // Profiled recordings resolve their timestamps in one command buffer: never split them.
+        let due = self.submit_every.is_some_and(|n| self.unsubmitted >= n);
+        if due && self.marks.is_none() {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Submits every `n` dispatches from now on (and the rest at [`Recorder::submit`]): the GPU
+    /// starts on the first launches of a long recording, such as a decode step, while the CPU
+    /// records the others, instead of waiting for all of them.
+    pub fn submit_every(&mut self, n: usize) {
+        self.submit_every = Some(n.max(1));
+    }
+
+    /// Submits what is recorded so far and goes on recording into a new command buffer.
+    pub fn flush(&mut self) -> Result<()> {
+        self.pass = None;
+        self.write_params();
+        if let Some(encoder) = self.encoder.take() {
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        self.encoder = Some(self.ctx.device.create_command_encoder(
+            &wgpu::CommandEncoderDescriptor {
+                label: Some("kiln step"),
+            },
+        ));
+        self.unsubmitted = 0;
+        self.ctx.check_device_error()
+    }
+
+    /// Writes the parameters staged since the last write (they take effect before the next
+    /// submit, after the earlier ones).
+    fn write_params(&mut self) {
+        self.written.resize(self.staged.len(), 0);
+        for ((chunk, bytes), written) in self.chunks.iter().zip(&self.staged).zip(&mut self.written)
+        {
+            if bytes.len() > *written {
+                self.ctx
+                    .queue
+                    .write_buffer(chunk, *written as u64, &bytes[*written..]);
+                *written = bytes.len();
+            }
+        }
     }
 
     /// Writes profile timestamp `index` (see [`crate::profile`]): inside the pass where the
@@ -374,14 +426,10 @@ impl<'c> Recorder<'c> {
         self.dispatches == 0
     }
 
-    /// Writes the staged parameters and submits everything recorded, as one command buffer.
+    /// Writes the staged parameters and submits everything recorded since the last flush.
     pub fn submit(mut self) -> Result<()> {
         self.pass = None;
-        for (chunk, bytes) in self.chunks.iter().zip(&self.staged) {
-            if !bytes.is_empty() {
-                self.ctx.queue.write_buffer(chunk, 0, bytes);
-            }
-        }
+        self.write_params();
         if let Some(mut encoder) = self.encoder.take() {
             if let Some(marks) = &self.marks {
                 marks.resolve(&mut encoder);

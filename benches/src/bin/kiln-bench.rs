@@ -60,9 +60,10 @@ fn main() -> Result<()> {
     }
     let ctx = Context::new(&options)?;
     eprintln!(
-        "kiln-bench: {} (kernel clock: {})",
+        "kiln-bench: {} (kernel clock: {}; {})",
         ctx.describe(),
-        ctx.clock()
+        ctx.clock(),
+        kiln_kernels::DevicePlan::of(&ctx)
     );
 
     let quick = args.quick;
