@@ -176,17 +176,7 @@ pub fn matvec_split(
     ensure(layout.supported(rec.context()), "matvec", || {
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
-    for m0 in (0..m).step_by(MAX_BATCH) {
-        launch(
-            rec,
-            x,
-            Extra::None,
-            w,
-            &ys,
-            (layout, store),
-            m0..m.min(m0 + MAX_BATCH),
-        )?;
-    }
+    launches(rec, x, Extra::None, w, &ys, (layout, store), m)?;
     crate::outliers::finish(rec, x, w, &ys)
 }
 
@@ -208,24 +198,8 @@ pub fn matvec_glu_store(
     ensure(layout.supported(rec.context()), "matvec", || {
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
-    ensure(
-        w.outliers().is_none() && w.probe().is_none(),
-        "matvec",
-        || "a gated input cannot feed weights with outlier columns or a probe".into(),
-    )?;
     let ys = Outputs::split("matvec", &[y], m, w.n)?;
-    for m0 in (0..m).step_by(MAX_BATCH) {
-        launch(
-            rec,
-            gate,
-            Extra::Up(up),
-            w,
-            &ys,
-            (layout, store),
-            m0..m.min(m0 + MAX_BATCH),
-        )?;
-    }
-    Ok(())
+    launches(rec, gate, Extra::Up(up), w, &ys, (layout, store), m)
 }
 
 /// `Y (+)= (rmsnorm(X) ⊙ gamma) · Wᵀ (+ bias)` into the outputs `ys` of a stacked matrix (one
@@ -249,23 +223,28 @@ pub fn matvec_rms_split(
     ensure(layout.folds_norm(), "matvec", || {
         format!("layout {layout:?} cannot fold a norm into its read")
     })?;
-    ensure(
-        w.outliers().is_none() && w.probe().is_none(),
-        "matvec",
-        || "a normed input cannot feed weights with outlier columns or a probe".into(),
-    )?;
     let ys = Outputs::split("matvec", ys, m, w.n)?;
+    launches(rec, x, Extra::Rms(gamma, eps), w, &ys, (layout, store), m)
+}
+
+/// Every launch of `m` activation rows, [`MAX_BATCH`] at a time. An input made as it is read
+/// cannot feed weights with outlier columns or an activation probe, which need it as a tensor.
+fn launches(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    input: Extra<'_>,
+    w: &Weights,
+    ys: &Outputs<'_>,
+    how: (Layout, Store),
+    m: usize,
+) -> Result<()> {
+    ensure(
+        matches!(input, Extra::None) || w.outliers().is_none() && w.probe().is_none(),
+        "matvec",
+        || "an input made as it is read cannot feed weights with outlier columns or a probe".into(),
+    )?;
     for m0 in (0..m).step_by(MAX_BATCH) {
-        let rows = m0..m.min(m0 + MAX_BATCH);
-        launch(
-            rec,
-            x,
-            Extra::Rms(gamma, eps),
-            w,
-            &ys,
-            (layout, store),
-            rows,
-        )?;
+        launch(rec, x, input, w, ys, how, m0..m.min(m0 + MAX_BATCH))?;
     }
     Ok(())
 }

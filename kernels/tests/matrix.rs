@@ -156,8 +156,14 @@ fn matvec_matches_reference_for_every_format_and_batch() {
             });
         }
         for format in formats {
-            // Past MAX_BATCH rows the kernel takes 8 rows per launch.
-            for b in [1, 3, MAX_BATCH, 2 * MAX_BATCH + 3] {
+            // Every batch size a launch takes on the smaller shapes, and past MAX_BATCH rows
+            // (8 rows per launch) on all.
+            let batches: Vec<usize> = if n * k <= 37 * 96 {
+                (1..=MAX_BATCH).chain([2 * MAX_BATCH + 3]).collect()
+            } else {
+                vec![1, 3, MAX_BATCH, 2 * MAX_BATCH + 3]
+            };
+            for b in batches {
                 for layout in Layout::ALL {
                     if !layout.supported(ctx) {
                         eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
@@ -370,9 +376,38 @@ fn f16_weights_match_through_every_read() {
     );
 }
 
+/// `linear` takes decode rows (≤ 8) through a mat-vec kernel on every plan, and more rows of a
+/// block format through the row-wise mat-vec on the CPU plan and the tiled matmul on the GPU plan:
+/// the kernels each recording launched say which ran. Then the values at SmolLM2's decode shape.
 #[test]
 fn linear_routes_by_row_count_and_large_decode_shape_matches() {
     let Some(ctx) = test_context() else { return };
+    let plan = kiln_kernels::DevicePlan::of(ctx);
+    let w = upload_weights(
+        ctx,
+        &random_weights(&mut rng(402), WeightFormat::Q8_0, 96, 576),
+        None,
+        None,
+    );
+    for m in [1, MAX_BATCH, MAX_BATCH + 1, 40] {
+        let (x, y) = (
+            ctx.zeros(DType::F32, &[m, 576]).unwrap(),
+            ctx.zeros(DType::F32, &[m, 96]).unwrap(),
+        );
+        let mut rec = ctx.recorder();
+        linear(&mut rec, &x, &w, &y).unwrap();
+        let want = match (m <= MAX_BATCH, plan.kind) {
+            (true, kiln_runtime::PlanKind::Gpu) => "matvec_gpu:matvec_gpu",
+            (false, kiln_runtime::PlanKind::Gpu) => "matmul:matmul",
+            (_, kiln_runtime::PlanKind::Cpu) => "matvec:matvec",
+        };
+        assert!(
+            !rec.launched().is_empty() && rec.launched().iter().all(|k| k == want),
+            "{m} rows on the {} plan launched {:?}, not {want}",
+            plan.kind,
+            rec.launched()
+        );
+    }
     // SmolLM2's FFN down projection at decode (Q4_1, 576 x 1536) and a prefill-sized batch.
     check(
         ctx,

@@ -12,17 +12,26 @@ use kiln_kernels::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
 use kiln_kernels::softmax::{Causal, softmax, softmax_ref};
 use kiln_runtime::DType;
 
-/// Norms: |gpu − ref| ≤ 1e-5 + 1e-4 · |ref| (f32 statistics over up to 3072 values).
+/// Norms: |gpu − ref| ≤ 1e-5 + 1e-4 · |ref| (f32 statistics over up to 3072 values). Rows by
+/// turns: an offset mean of 30 (layer norm's variance must be taken around the mean), zero mean
+/// (RMS and standard deviation agree), and values near 1e-4, where eps = 1e-5 outweighs the mean
+/// square (a norm that drops eps is off by ~30×).
 #[test]
 fn rms_and_layer_norm_match_reference() {
     let Some(ctx) = test_context() else { return };
     let mut rng = rng(1);
     for (rows, d) in [(1, 1), (3, 7), (2, 256), (5, 257), (4, 576), (3, 3072)] {
-        // An offset mean checks that layer norm's variance is taken around the mean.
-        let x: Vec<f32> = rand_vec(&mut rng, rows * d, -2.0, 2.0)
-            .iter()
-            .map(|v| v + 30.0)
-            .collect();
+        let mut x = rand_vec(&mut rng, rows * d, -2.0, 2.0);
+        for (r, row) in x.chunks_mut(d).enumerate() {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            for v in row.iter_mut() {
+                *v = match r % 3 {
+                    0 => *v + 30.0,
+                    1 => *v - mean,
+                    _ => *v * 1e-4,
+                };
+            }
+        }
         let g = rand_vec(&mut rng, d, 0.5, 1.5);
         let b = rand_vec(&mut rng, d, -0.5, 0.5);
         let (xt, gt, bt) = (
@@ -235,12 +244,15 @@ fn embedding_gathers_every_format() {
 /// the limit is small enough to allocate past it, as on lavapipe's 128 MiB).
 #[test]
 fn oversized_binding_names_the_limit() {
-    let Some(ctx) = test_context() else { return };
-    let max = ctx.limits.max_storage_buffer_binding_size;
-    if max > 512 << 20 || max >= ctx.limits.max_buffer_size {
-        eprintln!("binding limit {max} B is too large to exceed in a test here; not checked");
+    if test_context().is_none() {
         return;
     }
+    // A device asked for a 1 MiB binding limit, which every adapter can give.
+    let mut options = kiln_runtime::DeviceOptions::from_env().unwrap();
+    options.max_storage_binding = Some(1 << 20);
+    let ctx = &kiln_runtime::Context::new(&options).unwrap();
+    let max = ctx.limits.max_storage_buffer_binding_size;
+    assert_eq!(max, 1 << 20);
     let len = (max / 4 + 1) as usize;
     let x = ctx.zeros(DType::F32, &[len]).unwrap();
     let out = ctx.zeros(DType::U32, &[1]).unwrap();

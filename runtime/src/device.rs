@@ -32,6 +32,9 @@ pub struct DeviceOptions {
     /// Refuse TIMESTAMP_QUERY_INSIDE_PASSES even where granted (profiles then time each
     /// dispatch in a pass of its own, as on devices without it).
     pub disable_pass_timestamps: bool,
+    /// Ask for at most this storage binding size (bytes), below the adapter's own: tests reach a
+    /// limit with small buffers this way on any device.
+    pub max_storage_binding: Option<u64>,
     /// Which family of kernels to run (`None`: the adapter's own, [`PlanKind::for_adapter`]).
     /// Forcing [`PlanKind::Gpu`] on a CPU adapter checks the GPU kernels where no GPU exists.
     pub plan: Option<PlanKind>,
@@ -101,6 +104,7 @@ impl DeviceOptions {
             disable_int64: disabled.contains(&"int64"),
             disable_pass_timestamps: disabled.contains(&"pass-timestamps"),
             plan: var("KILN_PLAN").map(|v| PlanKind::parse(&v)).transpose()?,
+            max_storage_binding: None,
         })
     }
 }
@@ -187,7 +191,11 @@ impl Context {
             }
         }
         let required_features = adapter.features() & wanted;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(max) = options.max_storage_binding {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(max);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features,

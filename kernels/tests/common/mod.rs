@@ -47,10 +47,16 @@ pub fn random_weights(rng: &mut StdRng, format: WeightFormat, n: usize, k: usize
         }
         WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
             let mut data = Vec::new();
-            for _ in 0..n * k / 32 {
-                data.extend(half(rng.random_range(0.002..0.05)));
+            for b in 0..n * k / 32 {
+                // Scales of either sign, and now and then one of f16's subnormals (< 6.1e-5).
+                let d = match b % 11 {
+                    3 => -rng.random_range(0.002..0.05),
+                    7 => rng.random_range(1e-6..5e-5),
+                    _ => rng.random_range(0.002..0.05),
+                };
+                data.extend(half(d));
                 if format == WeightFormat::Q4_1 {
-                    data.extend(half(rng.random_range(-0.4..0.0)));
+                    data.extend(half(rng.random_range(-0.4..0.1)));
                 }
                 let quant_bytes = if format == WeightFormat::Q8_0 { 32 } else { 16 };
                 data.extend((0..quant_bytes).map(|_| rng.random::<u8>()));
