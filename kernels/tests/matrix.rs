@@ -397,13 +397,13 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
         let mut rec = ctx.recorder();
         linear(&mut rec, &x, &w, &y).unwrap();
         let want = match (m <= MAX_BATCH, plan.kind) {
-            (true, kiln_runtime::PlanKind::Gpu) => "matvec_gpu:matvec_gpu",
-            (false, kiln_runtime::PlanKind::Gpu) => "matmul:matmul",
-            (_, kiln_runtime::PlanKind::Cpu) => "matvec:matvec",
+            (true, kiln_runtime::PlanKind::Gpu) => ("matvec_gpu", "matvec_gpu"),
+            (false, kiln_runtime::PlanKind::Gpu) => ("matmul", "matmul"),
+            (_, kiln_runtime::PlanKind::Cpu) => ("matvec", "matvec"),
         };
         assert!(
-            !rec.launched().is_empty() && rec.launched().iter().all(|k| k == want),
-            "{m} rows on the {} plan launched {:?}, not {want}",
+            !rec.launched().is_empty() && rec.launched().iter().all(|&k| k == want),
+            "{m} rows on the {} plan launched {:?}, not {want:?}",
             plan.kind,
             rec.launched()
         );

@@ -67,8 +67,8 @@ pub struct Recorder<'c> {
     /// Bytes of each chunk already written to the GPU (by an earlier [`Recorder::flush`]).
     written: Vec<usize>,
     dispatches: usize,
-    /// `shader:entry` of each dispatch, in order (tests check which kernel a launcher chose).
-    launched: Vec<String>,
+    /// (shader, entry) of each dispatch, in order (tests check which kernel a launcher chose).
+    launched: Vec<(&'static str, &'static str)>,
     /// Dispatches since the last submit, and how many to record before submitting on.
     unsubmitted: usize,
     submit_every: Option<usize>,
@@ -266,7 +266,7 @@ impl<'c> Recorder<'c> {
             self.mark(m.set, m.index + 2);
         }
         self.dispatches += 1;
-        self.launched.push(format!("{}:{}", d.shader.name, d.entry));
+        self.launched.push((d.shader.name, d.entry));
         self.unsubmitted += 1;
         // Profiled recordings resolve their timestamps in one command buffer: never split them.
         let due = self.submit_every.is_some_and(|n| self.unsubmitted >= n);
@@ -421,8 +421,8 @@ impl<'c> Recorder<'c> {
             .ok_or_else(|| RuntimeError::Device("recorder already submitted".into()))
     }
 
-    /// `shader:entry` of every dispatch recorded so far, in order.
-    pub fn launched(&self) -> &[String] {
+    /// (shader, entry) of every dispatch recorded so far, in order.
+    pub fn launched(&self) -> &[(&'static str, &'static str)] {
         &self.launched
     }
 
