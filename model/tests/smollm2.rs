@@ -17,6 +17,15 @@ use serde_json::Value;
 /// Largest |kiln − reference| allowed on a logit: f32 GPU arithmetic against float64 over 30 layers.
 const LOGIT_TOL: f32 = 0.02;
 
+/// Largest logit change allowed against the unquantized model, per scheme: about 3x the largest
+/// measured on lavapipe (`int8_schemes_stay_close_to_unquantized` prints them): int8-channel
+/// 2.51, int8-zp-g64 1.50, int8-channel with f32 outlier columns 1.94, KV f16 0.041, KV int8 0.56.
+const TOL_INT8_CHANNEL: f32 = 7.5;
+const TOL_INT8_ZP: f32 = 4.5;
+const TOL_INT8_OUTLIERS: f32 = 6.0;
+const TOL_KV_F16: f32 = 0.12;
+const TOL_KV_INT8: f32 = 1.7;
+
 fn fixture() -> Value {
     let text = include_str!("fixtures/smollm2_reference.json");
     let v: Value = serde_json::from_str(text).unwrap();
@@ -292,31 +301,85 @@ fn truncated_model_and_wrong_architecture_are_named_errors() {
     assert!(e.to_string().contains("mamba"), "{e}");
 }
 
-/// Largest |quantized − reference| allowed on a logit: the float64 reference is of the GGUF's own
-/// weights and an f32 cache, so this bounds the added quantization error. Measured on lavapipe:
-/// int8-channel 0.82, int8-zp-g64 0.78 (Q4_1/Q8_0 blocks requantized), int8-channel with f32
-/// outlier columns (threshold 6) 0.81, KV f16 0.013, KV int8 0.17.
-const INT8_LOGIT_TOL: f32 = 1.5;
+/// Logits of `model` with a `kv` cache at every position of `prompt` and after each of `steps`
+/// decode steps, fed `feed`'s tokens, or its own greedy ones without; and the tokens fed.
+fn logits_through(
+    ctx: &kiln_runtime::Context,
+    model: &dyn kiln_model::session::Architecture,
+    kv: KvFormat,
+    prompt: &[u32],
+    steps: usize,
+    feed: Option<&[u32]>,
+) -> (Vec<Vec<f32>>, Vec<u32>) {
+    let vocab = model.dims().n_vocab;
+    let mut s =
+        Session::with_kv(ctx, model, 1, prompt.len() + steps + 1, prompt.len(), kv).unwrap();
+    let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let out = s.step(ctx, model, &rows, &all, Output::Logits).unwrap();
+    let mut logits: Vec<Vec<f32>> = out.logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+    let mut fed = Vec::new();
+    for i in 0..steps {
+        let last = logits.last().unwrap();
+        let t = feed.map_or_else(|| argmax(last) as u32, |f| f[i]);
+        fed.push(t);
+        logits.push(
+            s.step(ctx, model, &[(0, t)], &[0], Output::Logits)
+                .unwrap()
+                .logits,
+        );
+    }
+    (logits, fed)
+}
 
-/// Matrices requantized to int8 (from Q4_1/Q8_0 blocks), and KV caches in f16 or int8, keep the
-/// model's predictions: logits of the first prompt near the reference's, and the same top token
-/// wherever the reference's top-2 gap exceeds twice that tolerance; so does the outlier
-/// decomposition, which must keep some columns in f32. (Each int8 weight kernel, and the
-/// decomposition's choice of columns, is checked exactly against the GPT-2 reference in
-/// `tests/gpt2.rs`, and each KV format against its rounding bound in the kernel tests.)
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b })
+}
+
+/// Decode steps after the prompt in `int8_schemes_stay_close_to_unquantized`.
+const STEPS: usize = 8;
+
+/// Matrices requantized to int8 (from Q4_1/Q8_0 blocks), the outlier decomposition, and KV
+/// caches in f16 or int8 keep the model's predictions: at every position of a 41-token prompt
+/// (past a sealed int8 key block) and at 8 decode steps, logits stay within each case's tolerance
+/// (about 3x the largest change measured on lavapipe, in the table below) of the unquantized
+/// model's, and the top token is the same wherever the unquantized top-2 gap exceeds twice it.
+/// Every case is fed the unquantized model's greedy tokens, so all see the same sequence. (Each
+/// int8 weight kernel, and the decomposition's choice of columns, is checked exactly against the
+/// GPT-2 reference in `tests/gpt2.rs`, and each KV format against its rounding bound in the
+/// kernel tests.)
 #[test]
-fn int8_schemes_stay_close_to_reference() {
+fn int8_schemes_stay_close_to_unquantized() {
     let Some(ctx) = test_context() else { return };
     let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
     let fx = fixture();
-    let p = &fx["prompts"][0];
-    let prompt = ids(&p["ids"]);
-    for (quant, kv, outliers) in [
-        ("int8-channel", KvFormat::F32, false),
-        ("int8-zp-g64", KvFormat::F32, false),
-        ("int8-channel", KvFormat::F32, true),
-        ("none", KvFormat::F16, false),
-        ("none", KvFormat::Int8, false),
+    // The reference prompts one after another, again from the first once they run out.
+    let all: Vec<u32> = fx["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| ids(&p["ids"]))
+        .collect();
+    let prompt: Vec<u32> = all.iter().cycle().take(41).copied().collect();
+    assert!(
+        prompt.len() > 32,
+        "a prompt past one key block: {}",
+        prompt.len()
+    );
+    let base = loader::load(ctx, &path, Quant::None, |_, _| {})
+        .unwrap()
+        .model;
+    let vocab = base.dims().n_vocab;
+    // The unquantized model's logits and greedy tokens; every case is fed the same tokens.
+    let (want, feed) = logits_through(ctx, base.as_ref(), KvFormat::F32, &prompt, STEPS, None);
+    drop(base);
+    // (weights, KV, outlier columns, tolerance)
+    for (quant, kv, outliers, tol) in [
+        ("int8-channel", KvFormat::F32, false, TOL_INT8_CHANNEL),
+        ("int8-zp-g64", KvFormat::F32, false, TOL_INT8_ZP),
+        ("int8-channel", KvFormat::F32, true, TOL_INT8_OUTLIERS),
+        ("none", KvFormat::F16, false, TOL_KV_F16),
+        ("none", KvFormat::Int8, false, TOL_KV_INT8),
     ] {
         let quant: Quant = quant.parse().unwrap();
         let model = if outliers {
@@ -332,45 +395,31 @@ fn int8_schemes_stay_close_to_reference() {
         } else {
             loader::load(ctx, &path, quant, |_, _| {}).unwrap().model
         };
-        let quant = if outliers {
-            format!("{quant} + f32 outliers")
-        } else {
-            quant.to_string()
-        };
-        let mut s = Session::with_kv(ctx, model.as_ref(), 1, 64, 16, kv).unwrap();
-        let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
-        let all: Vec<usize> = (0..rows.len()).collect();
-        let out = s
-            .step(ctx, model.as_ref(), &rows, &all, Output::Logits)
-            .unwrap();
-        let vocab = model.dims().n_vocab;
+        let name = format!(
+            "{quant}{}, KV {kv}",
+            if outliers { " + f32 outliers" } else { "" }
+        );
+        let (got, _) = logits_through(ctx, model.as_ref(), kv, &prompt, STEPS, Some(&feed));
+        assert_eq!(got.len(), want.len());
         let mut worst = 0f32;
-        for pos in p["logits"].as_array().unwrap() {
-            let at = pos["position"].as_u64().unwrap() as usize;
-            let row = &out.logits[at * vocab..][..vocab];
-            let mut reference: Vec<(u32, f32)> = pos["indices"]
-                .as_array()
-                .unwrap()
+        for (at, (g, w)) in got.iter().zip(&want).enumerate() {
+            worst = g
                 .iter()
-                .zip(pos["values"].as_array().unwrap())
-                .map(|(i, v)| (i.as_u64().unwrap() as u32, v.as_f64().unwrap() as f32))
-                .collect();
-            for &(i, want) in &reference {
-                worst = worst.max((row[i as usize] - want).abs());
-            }
-            reference.sort_by(|a, b| b.1.total_cmp(&a.1));
-            if reference[0].1 - reference[1].1 > 2.0 * INT8_LOGIT_TOL {
-                let top = (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b });
-                assert_eq!(
-                    top as u32, reference[0].0,
-                    "{quant}, KV {kv}: top token at {at}"
-                );
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+            let mut order: Vec<usize> = (0..vocab).collect();
+            order.select_nth_unstable_by(1, |&a, &b| w[b].total_cmp(&w[a]));
+            let (top, second) = if w[order[0]] >= w[order[1]] {
+                (order[0], order[1])
+            } else {
+                (order[1], order[0])
+            };
+            if w[top] - w[second] > 2.0 * tol {
+                assert_eq!(argmax(g), top, "{name}: top token at position {at}");
             }
         }
-        eprintln!("{quant}, KV {kv}: largest logit change against the float64 reference: {worst}");
-        assert!(
-            worst <= INT8_LOGIT_TOL,
-            "{quant}, KV {kv}: logit error {worst}"
-        );
+        eprintln!("{name}: largest logit change against the unquantized model: {worst}");
+        assert!(worst <= tol, "{name}: logit change {worst} over {tol}");
     }
 }
