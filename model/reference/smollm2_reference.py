@@ -7,7 +7,8 @@ byte-level BPE tokenizer is a plain Python implementation over the GGUF vocabula
 
 Writes model/tests/fixtures/smollm2_reference.json:
   - tokenizer cases: text -> ids
-  - prompts: ids, greedy continuation (N_GREEDY tokens) and sampled logits of the first positions
+  - prompts: ids, greedy continuation (N_GREEDY tokens), sampled logits of every prompt position,
+    and sampled logits after each greedy token is fed back (every decode step)
 
 Regenerate:  python3 -m pip install numpy gguf regex
              python3 model/reference/smollm2_reference.py PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -23,8 +24,8 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 N_GREEDY = 32
-N_LOGIT_POSITIONS = 4
 N_SAMPLED_LOGITS = 256
+N_STEP_SAMPLED = 32  # logits kept per decode step (besides its top 16)
 
 PROMPTS = [
     "The capital of France is",
@@ -221,18 +222,23 @@ def main():
         logits = run.forward(ids)
         sampled = sorted(set(rng.choice(logits.shape[1], N_SAMPLED_LOGITS, replace=False).tolist()))
         first = []
-        for p in range(min(N_LOGIT_POSITIONS, len(ids))):
+        for p in range(len(ids)):
             top = np.argsort(-logits[p])[:16].tolist()
             idx = sorted(set(sampled) | set(top))
             first.append({"position": p, "indices": idx, "values": [float(logits[p, i]) for i in idx]})
-        greedy, gaps = [], []
+        greedy, gaps, steps = [], [], []
         row = logits[-1]
+        step_sampled = set(rng.choice(logits.shape[1], N_STEP_SAMPLED, replace=False).tolist())
         for _ in range(N_GREEDY):
             order = np.argsort(-row)
             greedy.append(int(order[0]))
             gaps.append(float(row[order[0]] - row[order[1]]))
             row = run.forward([greedy[-1]])[-1]
-        result["prompts"].append({"text": text, "ids": ids, "greedy": greedy, "top2_gaps": gaps, "logits": first})
+            # The logits after feeding this greedy token back (a decode step).
+            idx = sorted(step_sampled | set(np.argsort(-row)[:16].tolist()))
+            steps.append({"indices": idx, "values": [float(row[i]) for i in idx]})
+        result["prompts"].append({"text": text, "ids": ids, "greedy": greedy, "top2_gaps": gaps,
+                                  "logits": first, "step_logits": steps})
         print(f"{text!r}: {len(ids)} ids, greedy {greedy[:8]}..., min top-2 gap {min(gaps):.4f}", flush=True)
     ids = tok.encode(PERPLEXITY_TEXT)
     logits = Runner(m).forward(ids)

