@@ -173,9 +173,6 @@ pub fn matvec_split(
 ) -> Result<()> {
     let m = rows_of(x, w, "matvec")?;
     let ys = Outputs::split("matvec", ys, m, w.n)?;
-    ensure(layout.supported(rec.context()), "matvec", || {
-        format!("layout {layout:?} needs subgroups of at least 8 invocations")
-    })?;
     launches(rec, x, Extra::None, w, &ys, (layout, store), m)?;
     crate::outliers::finish(rec, x, w, &ys)
 }
@@ -195,9 +192,6 @@ pub fn matvec_glu_store(
     let m = rows_of(gate, w, "matvec")?;
     expect(up, "matvec", "up", DType::F32, m * w.k)?;
     expect(y, "matvec", "y", DType::F32, m * w.n)?;
-    ensure(layout.supported(rec.context()), "matvec", || {
-        format!("layout {layout:?} needs subgroups of at least 8 invocations")
-    })?;
     let ys = Outputs::split("matvec", &[y], m, w.n)?;
     launches(rec, gate, Extra::Up(up), w, &ys, (layout, store), m)
 }
@@ -238,6 +232,10 @@ fn launches(
     how: (Layout, Store),
     m: usize,
 ) -> Result<()> {
+    let layout = how.0;
+    ensure(layout.supported(rec.context()), "matvec", || {
+        format!("layout {layout:?} needs subgroups of at least 8 invocations")
+    })?;
     ensure(
         matches!(input, Extra::None) || w.outliers().is_none() && w.probe().is_none(),
         "matvec",

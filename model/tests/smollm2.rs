@@ -45,6 +45,16 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// The ids of every reference prompt, one after another.
+fn all_prompt_ids(fx: &Value) -> Vec<u32> {
+    fx["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| ids(&p["ids"]))
+        .collect()
+}
+
 fn model_file() -> GgufFile {
     let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
     GgufFile::open(path).unwrap()
@@ -370,13 +380,12 @@ fn int8_schemes_stay_close_to_unquantized() {
     let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
     let fx = fixture();
     // The reference prompts one after another, again from the first once they run out.
-    let all: Vec<u32> = fx["prompts"]
-        .as_array()
-        .unwrap()
+    let prompt: Vec<u32> = all_prompt_ids(&fx)
         .iter()
-        .flat_map(|p| ids(&p["ids"]))
+        .cycle()
+        .take(41)
+        .copied()
         .collect();
-    let prompt: Vec<u32> = all.iter().cycle().take(41).copied().collect();
     assert!(
         prompt.len() > 32,
         "a prompt past one key block: {}",
@@ -455,13 +464,7 @@ fn cached_steps_match_recomputed_prefixes() {
         .model;
     let model = model.as_ref();
     let vocab = model.dims().n_vocab;
-    let fx = fixture();
-    let all: Vec<u32> = fx["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| ids(&p["ids"]))
-        .collect();
+    let all = all_prompt_ids(&fixture());
     let (prompt, feed) = (&all[..12], &all[12..18]);
     let tol = 5e-3;
     let close = |what: String, got: &[f32], want: &[f32]| {
