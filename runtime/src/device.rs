@@ -1,145 +1,20 @@
-//! Device and adapter selection.
+//! The device context: a device and queue with everything cached for them.
 //!
-//! Adapters are chosen explicitly: by backend (`KILN_BACKEND` or [`DeviceOptions::backends`]), by a
-//! name substring (`KILN_ADAPTER`), or restricted to software adapters (`KILN_FORCE_FALLBACK=1`).
-//! Without a backend, only the primary backends (Vulkan, Metal, DX12) are searched, so wgpu never
-//! lands on the GL backend by accident. The device is requested with the adapter's real limits,
-//! and with every optional feature Kiln can use that the adapter offers (unless disabled), so
-//! kernels can pick their fast variant or fall back.
+//! [`Context::new`] selects an adapter ([`DeviceOptions`]) and requests the device with the
+//! adapter's real limits, and with every optional feature Kiln can use that the adapter offers
+//! (unless disabled), so kernels can pick their fast variant or fall back. Its methods hand
+//! tensors, pipelines and profiles to the modules below; [`crate::recorder`] and
+//! [`crate::timing`] build on it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::error::{Result, RuntimeError};
+use crate::adapter::pick_adapter;
+pub use crate::adapter::{DeviceOptions, GrantedFeatures, PlanKind, parse_backends};
+use crate::error::{DeviceError, Result, RuntimeError, check_limit};
 use crate::pipeline::PipelineCache;
-
-/// How to pick the adapter and which optional features to refuse.
-#[derive(Clone, Debug, Default)]
-pub struct DeviceOptions {
-    /// Backends to search; `None` means the primary ones (Vulkan, Metal, DX12), never GL.
-    pub backends: Option<wgpu::Backends>,
-    /// Case-insensitive substring of the adapter name (as `wgpu::AdapterInfo::name`).
-    pub adapter: Option<String>,
-    /// Only accept software (CPU) adapters such as lavapipe or WARP.
-    pub force_fallback: bool,
-    /// Refuse SHADER_F16 even where granted, to exercise the fallback kernels.
-    pub disable_f16: bool,
-    /// Refuse SUBGROUP even where granted.
-    pub disable_subgroups: bool,
-    /// Refuse TIMESTAMP_QUERY even where granted.
-    pub disable_timestamps: bool,
-    /// Refuse SHADER_INT64 even where granted.
-    pub disable_int64: bool,
-    /// Refuse TIMESTAMP_QUERY_INSIDE_PASSES even where granted (profiles then time each
-    /// dispatch in a pass of its own, as on devices without it).
-    pub disable_pass_timestamps: bool,
-    /// Ask for at most this storage binding size (bytes), below the adapter's own: tests reach a
-    /// limit with small buffers this way on any device.
-    pub max_storage_binding: Option<u64>,
-    /// Which family of kernels to run (`None`: the adapter's own, [`PlanKind::for_adapter`]).
-    /// Forcing [`PlanKind::Gpu`] on a CPU adapter checks the GPU kernels where no GPU exists.
-    pub plan: Option<PlanKind>,
-}
-
-/// Which family of kernels a device runs: those written for CPU adapters (lavapipe, WARP), whose
-/// SIMD lanes pay per load, or those written for GPUs, whose threads want coalesced reads and
-/// many workgroups. The kernel crate's `DevicePlan` turns this into every per-adapter choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PlanKind {
-    Cpu,
-    Gpu,
-}
-
-impl PlanKind {
-    /// The plan an adapter gets unless told otherwise: CPU kernels on CPU adapters.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        if info.device_type == wgpu::DeviceType::Cpu {
-            PlanKind::Cpu
-        } else {
-            PlanKind::Gpu
-        }
-    }
-
-    /// `cpu` or `gpu`.
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.trim().to_lowercase().as_str() {
-            "cpu" => Ok(PlanKind::Cpu),
-            "gpu" => Ok(PlanKind::Gpu),
-            _ => Err(RuntimeError::UnknownPlan(text.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for PlanKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PlanKind::Cpu => "cpu",
-            PlanKind::Gpu => "gpu",
-        })
-    }
-}
-
-impl DeviceOptions {
-    /// Options from the environment:
-    /// - `KILN_BACKEND` (or `WGPU_BACKEND`): `vulkan`, `metal`, `dx12`, `gl`, or a comma list;
-    /// - `KILN_ADAPTER`: adapter name substring;
-    /// - `KILN_FORCE_FALLBACK=1`: software adapters only;
-    /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`,
-    ///   `pass-timestamps`;
-    /// - `KILN_PLAN`: `cpu` or `gpu`, the kernels to run whatever the adapter.
-    pub fn from_env() -> Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let backends = match var("KILN_BACKEND").or_else(|| var("WGPU_BACKEND")) {
-            Some(text) => Some(parse_backends(&text)?),
-            None => None,
-        };
-        let disabled = var("KILN_DISABLE").unwrap_or_default().to_lowercase();
-        let disabled: Vec<&str> = disabled.split(',').map(str::trim).collect();
-        Ok(Self {
-            backends,
-            adapter: var("KILN_ADAPTER"),
-            force_fallback: var("KILN_FORCE_FALLBACK").is_some_and(|v| v != "0"),
-            disable_f16: disabled.contains(&"f16"),
-            disable_subgroups: disabled.contains(&"subgroups"),
-            disable_timestamps: disabled.contains(&"timestamps"),
-            disable_int64: disabled.contains(&"int64"),
-            disable_pass_timestamps: disabled.contains(&"pass-timestamps"),
-            plan: var("KILN_PLAN").map(|v| PlanKind::parse(&v)).transpose()?,
-            max_storage_binding: None,
-        })
-    }
-}
-
-/// Parses `vulkan`, `metal`, `dx12`, `gl` (or `opengl`), `primary`, `all`, or a comma list.
-pub fn parse_backends(text: &str) -> Result<wgpu::Backends> {
-    let mut backends = wgpu::Backends::empty();
-    for name in text.split(',').map(|s| s.trim().to_lowercase()) {
-        backends |= match name.as_str() {
-            "vulkan" | "vk" => wgpu::Backends::VULKAN,
-            "metal" | "mtl" => wgpu::Backends::METAL,
-            "dx12" | "d3d12" => wgpu::Backends::DX12,
-            "gl" | "opengl" | "gles" => wgpu::Backends::GL,
-            "primary" => wgpu::Backends::PRIMARY,
-            "all" => wgpu::Backends::all(),
-            _ => return Err(RuntimeError::UnknownBackend(text.to_string())),
-        };
-    }
-    Ok(backends)
-}
-
-/// Optional features the device was granted; kernels choose variants from these.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GrantedFeatures {
-    pub f16: bool,
-    pub subgroups: bool,
-    /// Timestamp queries, also between passes inside an encoder (what [`Context::time`] uses).
-    pub timestamps: bool,
-    /// 64-bit integers in shaders. lavapipe loads storage words one lane and one component at
-    /// a time, so there a `u64` component moves twice the bytes of a `u32` for the same cost.
-    pub int64: bool,
-    /// Timestamp queries between dispatches inside a compute pass (profiles use them to time
-    /// launches without ending the pass around each).
-    pub pass_timestamps: bool,
-}
+use crate::profile::{Profile, Profiler};
+use crate::shader::{Defines, Shader};
+use crate::tensor::{DType, Readback, Tensor};
 
 /// A device, its queue and everything cached for it. Create once, reuse for every launch.
 pub struct Context {
@@ -155,11 +30,10 @@ pub struct Context {
     /// Uniform-buffer chunks for kernel parameters, reused across recordings.
     pub(crate) param_chunks: Mutex<Vec<wgpu::Buffer>>,
     /// The first error wgpu reported outside an error scope (validation, out of memory).
-    pub(crate) device_error: std::sync::Arc<Mutex<Option<String>>>,
-    /// The open profile, if any ([`Context::profile_begin`]).
-    pub(crate) profile: Mutex<Option<crate::profile::Profile>>,
-    /// Query sets and buffers of submitted profiled recordings, for the next ones.
-    pub(crate) profile_sets: Mutex<Vec<crate::profile::QuerySet>>,
+    pub(crate) device_error: DeviceError,
+    /// The open profile, if any ([`Context::profile_begin`]), and the query sets of submitted
+    /// profiled recordings, for the next ones.
+    pub(crate) profiler: Profiler,
 }
 
 impl Context {
@@ -211,12 +85,11 @@ impl Context {
 
         // Uncaptured errors would otherwise panic inside wgpu; keep the first one and report it as a
         // typed error at the next submit or readback.
-        let device_error = std::sync::Arc::new(Mutex::new(None));
+        let device_error = DeviceError::default();
         let sink = device_error.clone();
         device.on_uncaptured_error(std::sync::Arc::new(move |error: wgpu::Error| {
             log::error!("wgpu: {error}");
-            let mut slot = sink.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert_with(|| error.to_string());
+            sink.keep(|| error.to_string());
         }));
 
         let features = GrantedFeatures {
@@ -248,9 +121,8 @@ impl Context {
             plan,
             pipelines: PipelineCache::default(),
             param_chunks: Mutex::new(Vec::new()),
-            profile: Mutex::new(None),
-            profile_sets: Mutex::new(Vec::new()),
             device_error,
+            profiler: Profiler::default(),
         })
     }
 
@@ -275,11 +147,7 @@ impl Context {
 
     /// Returns the first error wgpu reported outside an error scope, if any, as a typed error.
     pub fn check_device_error(&self) -> Result<()> {
-        let slot = self.device_error.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(message) => Err(RuntimeError::Device(message.clone())),
-            None => Ok(()),
-        }
+        self.device_error.check()
     }
 
     /// Errors unless `requested <= max`, naming the limit.
@@ -290,55 +158,81 @@ impl Context {
         requested: u64,
         max: u64,
     ) -> Result<()> {
-        if requested > max {
-            return Err(RuntimeError::LimitExceeded {
-                what: what.into(),
-                limit,
-                requested,
-                max,
-            });
+        check_limit(what, limit, requested, max)
+    }
+
+    /// The pipeline for `entry` of `shader` under `defines`, compiled on first use.
+    pub fn pipeline(
+        &self,
+        shader: &Shader,
+        entry: &'static str,
+        defines: &Defines,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipelines.get(&self.device, shader, entry, defines)
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+        Tensor::zeros(&self.device, &self.limits, dtype, shape)
+    }
+
+    /// A tensor holding `data`, whose byte length must match `shape` and `dtype`.
+    pub fn upload<T: bytemuck::Pod>(
+        &self,
+        data: &[T],
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let tensor = self.zeros(dtype, shape)?;
+        self.write(&tensor, data)?;
+        Ok(tensor)
+    }
+
+    /// An f32 tensor.
+    pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        self.upload(data, DType::F32, shape)
+    }
+
+    /// A `U8` tensor of packed bytes.
+    pub fn upload_bytes(&self, bytes: &[u8]) -> Result<Tensor> {
+        self.upload(bytes, DType::U8, &[bytes.len()])
+    }
+
+    /// Overwrites the whole tensor with `data`.
+    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+        tensor.write(&self.queue, data)
+    }
+
+    /// A staging buffer for reading back up to `bytes` bytes, to keep and reuse.
+    pub fn readback(&self, bytes: u64) -> Result<Readback> {
+        Readback::new(&self.device, &self.limits, bytes)
+    }
+
+    /// Waits for submitted work and returns the first `len` elements copied into `staging`.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &Readback, len: usize) -> Result<Vec<T>> {
+        staging.map_read(&self.device, &self.device_error, len)
+    }
+
+    /// Opens a profile: from now on recorders time each dispatch. An open profile is restarted.
+    pub fn profile_begin(&self) -> Result<()> {
+        if !self.features.timestamps {
+            return Err(RuntimeError::Device(format!(
+                "profiling needs timestamp queries inside encoders, which {} does not grant",
+                self.info.name
+            )));
         }
+        self.profiler.begin();
         Ok(())
     }
-}
 
-fn pick_adapter(
-    adapters: Vec<wgpu::Adapter>,
-    options: &DeviceOptions,
-    backends: wgpu::Backends,
-) -> Result<wgpu::Adapter> {
-    let filter = options.adapter.as_ref().map(|f| f.to_lowercase());
-    let available = adapters
-        .iter()
-        .map(|a| {
-            let i = a.get_info();
-            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Prefer real GPUs over virtual and software ones unless told otherwise.
-    let rank = |t: wgpu::DeviceType| match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    };
-    adapters
-        .into_iter()
-        .filter(|a| {
-            let info = a.get_info();
-            let name_ok = filter
-                .as_ref()
-                .is_none_or(|f| info.name.to_lowercase().contains(f));
-            let type_ok = !options.force_fallback || info.device_type == wgpu::DeviceType::Cpu;
-            name_ok && type_ok
-        })
-        .min_by_key(|a| rank(a.get_info().device_type))
-        .ok_or_else(|| RuntimeError::NoAdapter {
-            backends: format!("{backends:?}"),
-            filter: options.adapter.clone(),
-            fallback: options.force_fallback,
-            available,
-        })
+    /// Closes the profile and returns it (empty when none was open). Recorders made while it
+    /// was open and submitted after this add nothing.
+    pub fn profile_end(&self) -> Profile {
+        self.profiler.end()
+    }
+
+    /// Whether a profile is open.
+    pub(crate) fn profiling(&self) -> bool {
+        self.profiler.profiling()
+    }
 }

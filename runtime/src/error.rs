@@ -1,5 +1,7 @@
 //! The runtime's error type: every variant names the limit, value or shader that caused it.
 
+use std::sync::{Arc, Mutex};
+
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -54,3 +56,43 @@ pub enum RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Errors unless `requested <= max`, naming the limit.
+pub(crate) fn check_limit(
+    what: impl Into<String>,
+    limit: &'static str,
+    requested: u64,
+    max: u64,
+) -> Result<()> {
+    if requested > max {
+        return Err(RuntimeError::LimitExceeded {
+            what: what.into(),
+            limit,
+            requested,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The first error wgpu reported outside an error scope (validation, out of memory), shared
+/// between the device's uncaptured-error handler and everything that waits on the device.
+#[derive(Clone, Default)]
+pub(crate) struct DeviceError(Arc<Mutex<Option<String>>>);
+
+impl DeviceError {
+    /// Keeps `message` unless an earlier error is kept already.
+    pub(crate) fn keep(&self, message: impl FnOnce() -> String) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(message);
+    }
+
+    /// The kept error, if any, as a typed error.
+    pub(crate) fn check(&self) -> Result<()> {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(message) => Err(RuntimeError::Device(message.clone())),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Kiln runtime: everything between a kernel launcher and wgpu.
 //!
-//! - [`device`]: adapter selection (backend, name filter, software fallback), real limits, the
-//!   optional features that were granted, and the kernel family the device runs ([`PlanKind`]).
+//! - [`device`]: the [`Context`] every launch goes through; adapter selection (backend, name
+//!   filter, software fallback), real limits, the optional features that were granted, and the
+//!   kernel family the device runs ([`PlanKind`]).
 //! - [`tensor`]: typed storage buffers with upload / download.
 //! - [`shader`]: WGSL sources and the small `#if` preprocessor that makes variants.
 //! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
@@ -11,6 +12,7 @@
 //!
 //! A kernel crate describes *what* to run (a [`Dispatch`]); this crate decides *how*.
 
+mod adapter;
 pub mod bind_cache;
 pub mod device;
 pub mod error;

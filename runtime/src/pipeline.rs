@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::shader::{Defines, Shader, preprocess};
 
@@ -19,16 +18,18 @@ pub struct PipelineKey {
     pub defines: Defines,
 }
 
+/// Shader modules and pipelines compiled on one device, kept for the device's lifetime.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Defines), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
 
-impl Context {
-    /// The pipeline for `entry` of `shader` under `defines`, compiled on first use.
-    pub fn pipeline(
+impl PipelineCache {
+    /// The pipeline for `entry` of `shader` under `defines`, compiled on `device` on first use.
+    pub(crate) fn get(
         &self,
+        device: &wgpu::Device,
         shader: &Shader,
         entry: &'static str,
         defines: &Defines,
@@ -38,26 +39,20 @@ impl Context {
             entry,
             defines: defines.clone(),
         };
-        let mut pipelines = self
-            .pipelines
-            .pipelines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pipeline) = pipelines.get(&key) {
             return Ok(pipeline.clone());
         }
-        let module = self.shader_module(shader, defines)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
-                cache: None,
-            });
+        let module = self.shader_module(device, shader, defines)?;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
         if let Some(error) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Shader {
                 shader: shader.name,
@@ -71,23 +66,22 @@ impl Context {
         Ok(pipeline)
     }
 
-    fn shader_module(&self, shader: &Shader, defines: &Defines) -> Result<Arc<wgpu::ShaderModule>> {
-        let mut modules = self
-            .pipelines
-            .modules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    fn shader_module(
+        &self,
+        device: &wgpu::Device,
+        shader: &Shader,
+        defines: &Defines,
+    ) -> Result<Arc<wgpu::ShaderModule>> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(module) = modules.get(&(shader.name, defines.clone())) {
             return Ok(module.clone());
         }
         let source = preprocess(shader, defines)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
         if let Some(error) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Shader {
                 shader: shader.name,

@@ -17,9 +17,15 @@
 //! nothing (or to the next profile, if one was opened since). [`Context::time`] records
 //! unprofiled. A recorder whose timestamps cannot be read back counts its dispatches in
 //! [`Profile::unmeasured`] rather than failing its submit.
+//!
+//! [`Context`]: crate::Context
+//! [`Context::profile_begin`]: crate::Context::profile_begin
+//! [`Context::profile_end`]: crate::Context::profile_end
+//! [`Context::time`]: crate::Context::time
 
-use crate::device::Context;
-use crate::error::{Result, RuntimeError};
+use std::sync::Mutex;
+
+use crate::error::DeviceError;
 use crate::shader::Defines;
 use crate::tensor::Readback;
 
@@ -56,7 +62,8 @@ impl KernelTime {
     }
 }
 
-/// Everything measured between [`Context::profile_begin`] and [`Context::profile_end`].
+/// Everything measured between [`Context::profile_begin`](crate::Context::profile_begin) and
+/// [`Context::profile_end`](crate::Context::profile_end).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
     /// In order of first launch.
@@ -94,35 +101,33 @@ impl Profile {
     }
 }
 
-impl Context {
-    /// Opens a profile: from now on recorders time each dispatch. An open profile is restarted.
-    pub fn profile_begin(&self) -> Result<()> {
-        if !self.features.timestamps {
-            return Err(RuntimeError::Device(format!(
-                "profiling needs timestamp queries inside encoders, which {} does not grant",
-                self.info.name
-            )));
-        }
-        *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(Profile::default());
-        Ok(())
+/// A device's profiling state: the open profile, if any, and the query sets of submitted
+/// profiled recordings, kept for the next ones.
+#[derive(Default)]
+pub(crate) struct Profiler {
+    open: Mutex<Option<Profile>>,
+    sets: Mutex<Vec<QuerySet>>,
+}
+
+impl Profiler {
+    /// Opens a profile (restarting an open one).
+    pub(crate) fn begin(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(Profile::default());
     }
 
-    /// Closes the profile and returns it (empty when none was open). Recorders made while it
-    /// was open and submitted after this add nothing.
-    pub fn profile_end(&self) -> Profile {
-        self.profile_sets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.profile
+    /// Closes the profile and returns it (empty when none was open).
+    pub(crate) fn end(&self) -> Profile {
+        self.sets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or_default()
     }
 
+    /// Whether a profile is open.
     pub(crate) fn profiling(&self) -> bool {
-        self.profile
+        self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
@@ -165,7 +170,9 @@ impl Marks {
     /// every set is full.
     pub(crate) fn open(
         &mut self,
-        ctx: &Context,
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        profiler: &Profiler,
         shader: &str,
         entry: &str,
         defines: &Defines,
@@ -173,7 +180,7 @@ impl Marks {
         let full = |q: &QuerySet| PER_DISPATCH * (q.dispatches + 1) > MARKS;
         if self.sets.last().is_none_or(full) {
             let Some(q) = (self.sets.len() < SETS)
-                .then(|| QuerySet::take(ctx))
+                .then(|| QuerySet::take(device, limits, profiler))
                 .flatten()
             else {
                 self.unmeasured += 1;
@@ -203,17 +210,24 @@ impl Marks {
         }
     }
 
-    /// Waits for the submitted marks and adds them to the context's open profile; the query
-    /// sets go back to the context for the next recorder.
-    pub(crate) fn collect(mut self, ctx: &Context) {
+    /// Waits for the marks submitted to `device` and adds them to `profiler`'s open profile; the
+    /// query sets go back to `profiler` for the next recorder.
+    pub(crate) fn collect(
+        mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        device_error: &DeviceError,
+        profiler: &Profiler,
+    ) {
         let mut ticks: Vec<u64> = Vec::with_capacity(PER_DISPATCH as usize * self.labels.len());
         for q in &self.sets {
-            match ctx.map_read::<u64>(&q.staging, (PER_DISPATCH * q.dispatches) as usize) {
+            let len = (PER_DISPATCH * q.dispatches) as usize;
+            match q.staging.map_read::<u64>(device, device_error, len) {
                 Ok(t) => ticks.extend(t),
                 Err(e) => {
                     log::warn!("kiln profile: timestamps not read back: {e}");
-                    if let Some(profile) = ctx
-                        .profile
+                    if let Some(profile) = profiler
+                        .open
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .as_mut()
@@ -224,14 +238,14 @@ impl Marks {
                 }
             }
         }
-        let mut pool = ctx.profile_sets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = profiler.sets.lock().unwrap_or_else(|e| e.into_inner());
         pool.extend(self.sets.drain(..).map(|mut q| {
             q.dispatches = 0;
             q
         }));
         drop(pool);
-        let period = ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let mut open = ctx.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let period = queue.get_timestamp_period() as f64 * 1e-9;
+        let mut open = profiler.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(profile) = open.as_mut() {
             for ((kernel, variant), t) in self
                 .labels
@@ -248,10 +262,11 @@ impl Marks {
 }
 
 impl QuerySet {
-    /// A set from the context's pool, or a new one (None if its staging buffer cannot be made).
-    fn take(ctx: &Context) -> Option<Self> {
-        let pooled = ctx
-            .profile_sets
+    /// A set from `profiler`'s pool, or a new one on `device` (None if its staging buffer cannot
+    /// be made).
+    fn take(device: &wgpu::Device, limits: &wgpu::Limits, profiler: &Profiler) -> Option<Self> {
+        let pooled = profiler
+            .sets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
@@ -260,18 +275,18 @@ impl QuerySet {
         }
         let bytes = 8 * MARKS as u64;
         Some(Self {
-            set: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("kiln profile"),
                 ty: wgpu::QueryType::Timestamp,
                 count: MARKS,
             }),
-            resolve: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln profile resolve"),
                 size: bytes,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             }),
-            staging: ctx.readback(bytes).ok()?,
+            staging: Readback::new(device, limits, bytes).ok()?,
             dispatches: 0,
         })
     }

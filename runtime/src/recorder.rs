@@ -122,6 +122,16 @@ impl Context {
         }
     }
 
+    /// Copies the tensor back to the CPU (waits for all submitted work). For repeated reads, use
+    /// a [`Readback`] recorded into the step's own submit.
+    pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+        let staging = self.readback(tensor.size_bytes())?;
+        let mut rec = self.recorder();
+        rec.read_back(tensor, &staging)?;
+        rec.submit()?;
+        self.map_read(&staging, tensor.len())
+    }
+
     /// Records one dispatch and submits it.
     pub fn run(&self, dispatch: &Dispatch<'_>) -> Result<()> {
         let mut recorder = self.recorder();
@@ -234,10 +244,16 @@ impl<'c> Recorder<'c> {
             });
         }
 
-        let mark = self
-            .marks
-            .as_mut()
-            .and_then(|m| m.open(ctx, d.shader.name, d.entry, d.defines));
+        let mark = self.marks.as_mut().and_then(|m| {
+            m.open(
+                &ctx.device,
+                &ctx.limits,
+                &ctx.profiler,
+                d.shader.name,
+                d.entry,
+                d.defines,
+            )
+        });
         if let (Some(m), false) = (mark, ctx.features.pass_timestamps) {
             self.mark(m.set, m.index);
         }
@@ -447,7 +463,8 @@ impl<'c> Recorder<'c> {
         }
         self.ctx.check_device_error()?;
         if let Some(marks) = self.marks.take() {
-            marks.collect(self.ctx);
+            let ctx = self.ctx;
+            marks.collect(&ctx.device, &ctx.queue, &ctx.device_error, &ctx.profiler);
         }
         Ok(())
     }

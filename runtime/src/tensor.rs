@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::device::Context;
-use crate::error::{Result, RuntimeError};
+use crate::error::{DeviceError, Result, RuntimeError, check_limit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -89,11 +88,16 @@ pub(crate) fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
 }
 
-impl Context {
-    /// A zero-filled tensor.
-    pub fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Tensor> {
+impl Tensor {
+    /// A zero-filled tensor on `device`.
+    pub(crate) fn zeros(
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor> {
         let bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
-        let buffer = self.create_storage_buffer(padded(bytes), "tensor")?;
+        let buffer = create_storage_buffer(device, limits, padded(bytes), "tensor")?;
         Ok(Tensor {
             buffer: Arc::new(buffer),
             dtype,
@@ -101,71 +105,41 @@ impl Context {
         })
     }
 
-    /// A tensor holding `data`, whose byte length must match `shape` and `dtype`.
-    pub fn upload<T: bytemuck::Pod>(
-        &self,
-        data: &[T],
-        dtype: DType,
-        shape: &[usize],
-    ) -> Result<Tensor> {
-        let tensor = self.zeros(dtype, shape)?;
-        self.write(&tensor, data)?;
-        Ok(tensor)
-    }
-
-    /// An f32 tensor.
-    pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        self.upload(data, DType::F32, shape)
-    }
-
-    /// A `U8` tensor of packed bytes.
-    pub fn upload_bytes(&self, bytes: &[u8]) -> Result<Tensor> {
-        self.upload(bytes, DType::U8, &[bytes.len()])
-    }
-
     /// Overwrites the whole tensor with `data`.
-    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+    pub(crate) fn write<T: bytemuck::Pod>(&self, queue: &wgpu::Queue, data: &[T]) -> Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() as u64 != tensor.size_bytes() {
+        if bytes.len() as u64 != self.size_bytes() {
             return Err(RuntimeError::Shape {
-                what: format!("{:?}{:?}", tensor.dtype, tensor.shape),
+                what: format!("{:?}{:?}", self.dtype, self.shape),
                 message: format!(
                     "holds {} bytes, data has {}",
-                    tensor.size_bytes(),
+                    self.size_bytes(),
                     bytes.len()
                 ),
             });
         }
         if bytes.len().is_multiple_of(4) {
-            self.queue.write_buffer(&tensor.buffer, 0, bytes);
+            queue.write_buffer(&self.buffer, 0, bytes);
         } else {
             let mut aligned = bytes.to_vec();
             aligned.resize(padded(bytes.len() as u64) as usize, 0);
-            self.queue.write_buffer(&tensor.buffer, 0, &aligned);
+            queue.write_buffer(&self.buffer, 0, &aligned);
         }
         Ok(())
     }
+}
 
-    /// Copies the tensor back to the CPU (waits for all submitted work). For repeated reads, use
-    /// a [`Readback`] recorded into the step's own submit.
-    pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
-        let staging = self.readback(tensor.size_bytes())?;
-        let mut rec = self.recorder();
-        rec.read_back(tensor, &staging)?;
-        rec.submit()?;
-        self.map_read(&staging, tensor.len())
-    }
-
-    /// A staging buffer for reading back up to `bytes` bytes, to keep and reuse.
-    pub fn readback(&self, bytes: u64) -> Result<Readback> {
+impl Readback {
+    /// A staging buffer on `device` for reading back up to `bytes` bytes.
+    pub(crate) fn new(device: &wgpu::Device, limits: &wgpu::Limits, bytes: u64) -> Result<Self> {
         let size = padded(bytes);
-        self.check_limit(
+        check_limit(
             "a readback buffer",
             "max_buffer_size",
             size,
-            self.limits.max_buffer_size,
+            limits.max_buffer_size,
         )?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -174,23 +148,28 @@ impl Context {
         Ok(Readback { buffer })
     }
 
-    /// Waits for submitted work and returns the first `len` elements copied into `staging`.
-    pub fn map_read<T: bytemuck::Pod>(&self, staging: &Readback, len: usize) -> Result<Vec<T>> {
+    /// Waits for work submitted to `device` and returns the first `len` elements copied here;
+    /// fails with the device's kept error, if any, once the wait is over.
+    pub(crate) fn map_read<T: bytemuck::Pod>(
+        &self,
+        device: &wgpu::Device,
+        device_error: &DeviceError,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         let what = || format!("{len} x {}", std::any::type_name::<T>());
-        if bytes > staging.buffer.size() {
+        if bytes > self.buffer.size() {
             return Err(RuntimeError::Readback {
                 what: what(),
-                message: format!("the staging buffer holds {} bytes", staging.buffer.size()),
+                message: format!("the staging buffer holds {} bytes", self.buffer.size()),
             });
         }
         let (sender, receiver) = std::sync::mpsc::channel();
-        staging
-            .buffer
+        self.buffer
             .map_async(wgpu::MapMode::Read, ..padded(bytes), move |r| {
                 let _ = sender.send(r);
             });
-        self.device
+        device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| RuntimeError::Readback {
                 what: what(),
@@ -206,34 +185,39 @@ impl Context {
                 what: what(),
                 message: e.to_string(),
             })?;
-        self.check_device_error()?;
-        let view = staging
-            .buffer
-            .get_mapped_range(..padded(bytes))
-            .map_err(|e| RuntimeError::Readback {
-                what: what(),
-                message: e.to_string(),
-            })?;
+        device_error.check()?;
+        let view =
+            self.buffer
+                .get_mapped_range(..padded(bytes))
+                .map_err(|e| RuntimeError::Readback {
+                    what: what(),
+                    message: e.to_string(),
+                })?;
         let out = bytemuck::pod_collect_to_vec(&view[..bytes as usize]);
         drop(view);
-        staging.buffer.unmap();
+        self.buffer.unmap();
         Ok(out)
     }
+}
 
-    pub(crate) fn create_storage_buffer(&self, size: u64, label: &str) -> Result<wgpu::Buffer> {
-        self.check_limit(
-            format!("a {label} buffer"),
-            "max_buffer_size",
-            size,
-            self.limits.max_buffer_size,
-        )?;
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
-    }
+fn create_storage_buffer(
+    device: &wgpu::Device,
+    limits: &wgpu::Limits,
+    size: u64,
+    label: &str,
+) -> Result<wgpu::Buffer> {
+    check_limit(
+        format!("a {label} buffer"),
+        "max_buffer_size",
+        size,
+        limits.max_buffer_size,
+    )?;
+    Ok(device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    }))
 }

@@ -5,8 +5,10 @@
 
 use std::time::Instant;
 
+use crate::device::Context;
+use crate::error::{Result, RuntimeError};
 use crate::recorder::Recorder;
-use crate::{Context, Readback, Result, RuntimeError};
+use crate::tensor::Readback;
 
 /// How a [`Timings`] was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
