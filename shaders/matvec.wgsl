@@ -11,9 +11,9 @@
 // dm.x * sum(v x) + dm.y * sum(x) (`w_block` in weights.wgsl).
 //
 // The launcher picks the shape per device. GPUs get 256-invocation groups of many lanes per row
-// and ROW_TILE 1, so that neighbouring lanes read neighbouring weights. CPU adapters (lavapipe)
-// get ROWWISE: one lane per ROW_TILE rows over all of K, no workgroup memory and no barrier.
-// lavapipe runs a subgroup as SIMD lanes and splits every storage load into a bounds-checked
+// and ROW_TILE 1, so that neighbouring lanes read neighbouring weights. CPU adapters get
+// ROWWISE: one lane per ROW_TILE rows over all of K, no workgroup memory and no barrier. A CPU
+// adapter runs a subgroup as SIMD lanes and splits every storage load into a bounds-checked
 // scalar load per lane, so there the number of loads is the cost: each activation load serves
 // ROW_TILE rows, and with SHARE_X a block's 32 activations are 8 loads per subgroup, not 32 per lane.
 // With W_U64 and X_U64 (set together where SHADER_INT64 is granted) weights and activations are
@@ -26,8 +26,8 @@ var<workgroup> partial: array<f32, ROWS * LANES * BATCH>;
 #if LANE_TILE_DOT && W_Q4_1 || LANE_TILE_BATCH && W_Q4_1
 // Q4_1 in lane tiles (W_LANE_TILES with W_U64, ROWS 8): a lane's cell holds two rows' blocks to a
 // vec4<u64> and its 8 rows' scale words in one more (`w_lane_cell`), so that a block of 8 rows
-// is 5 loads where loading each row's block and a scale word per 4 rows took 10 (lavapipe pays
-// per load and per lane; docs/benchmarks/README.md).
+// is 5 loads where loading each row's block and a scale word per 4 rows would be 10 (CPU adapters
+// pay per load and per lane).
 
 // The two rows of a lane's cell whose blocks are q (two vec4s of quants, as u64) and whose
 // scale words are d's halves.
@@ -62,9 +62,8 @@ fn q8_rows(n: u32, blk: u32, d: u32, xs: array<vec4<f32>, 8>) -> vec2<f32> {
 #if LANE_TILE_DOT
 // Decode over lane tiles (ROW_TILE 8): the lane's rows n0 + 8 r, each pair's blocks loaded just
 // before use. Q4_1 reads a pair's quants in one load and the 8 scale words in one more; Q8_0's
-// block is one load already, and its 8 scales are one more. The pairs are written out: lavapipe
-// did not unroll a loop over them, and indexing the sums by its counter became a load and a
-// store per lane.
+// block is one load already, and its 8 scales are one more. The pairs are written out: a loop over
+// them, left rolled, would index the sums by its counter, a load and a store per lane.
 fn lane_tile_dot(n0: u32) -> array<f32, 8> {
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);

@@ -1,8 +1,7 @@
 // LLM.int8()-style outlier decomposition (Dettmers et al. 2022): a few input columns of a matrix
 // are kept in f32 beside the main (int8) part, which holds zeros there, so the inputs that carry
 // large activations meet exact weights.
-//   outlier_add:   Y[m, r] += sum_j Wo[r, j] * X[m, cols[j]]; runs after the main matrix kernel.
-//   column_absmax: probe[c] = max(probe[c], max_m |X[m, c]|); the calibration that picks columns.
+//   outlier_add: Y[m, r] += sum_j Wo[r, j] * X[m, cols[j]]; runs after the main matrix kernel.
 
 struct Params {
     M: u32,  // rows of X
@@ -17,7 +16,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-// y (outputs.wgsl): Y for outlier_add, the probe for column_absmax.
+// y (outputs.wgsl): Y.
 @group(1) @binding(0) var<storage, read> cols: array<u32>;
 @group(1) @binding(1) var<storage, read> wo: array<f32>;
 
@@ -41,18 +40,4 @@ fn outlier_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         s += wo[r * p.C + j] * x[m * p.K + cols[j]];
     }
     y_put(m, r, s, true);
-}
-
-@compute @workgroup_size(256)
-fn column_absmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let c = index(wid, nwg, lid);
-    if (c >= p.K) {
-        return;
-    }
-    var v = y[c];
-    for (var m = 0u; m < p.M; m++) {
-        v = max(v, abs(x[m * p.K + c]));
-    }
-    y[c] = v;
 }

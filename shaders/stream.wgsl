@@ -4,7 +4,7 @@
 //         cannot be optimized away.
 // Threads stride over the whole grid, so a fixed number of workgroups covers any length.
 // With VEC4 the arrays are vec4<f32> (n counts vec4s); otherwise scalars. WIDE (copy only, where
-// SHADER_INT64 is granted) moves vec4<u64> items: lavapipe loads and stores one lane and one
+// SHADER_INT64 is granted) moves vec4<u64> items: CPU adapters load and store one lane and one
 // component at a time, so there the widest components stream fastest.
 
 struct Params {

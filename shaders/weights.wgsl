@@ -2,7 +2,7 @@
 //
 // A weight matrix W has N rows of K values (row-major, K contiguous, the GGUF / PyTorch layout).
 // `w_load4(n, k, K, G)` returns W[n, k..k+4] as f32 for k a multiple of 4; values past K read as 0.
-// The format is chosen by one flag (see kernels/src/weights.rs) and dequantized here:
+// The format is chosen by one flag (see kernels/src/weights/format.rs) and dequantized here:
 //   W_F32   array<f32> (array<vec4<f32>> when W_VEC4: K % 4 == 0)
 //   W_F16   array<f16> when F16_NATIVE (SHADER_F16 granted), else halves packed in array<u32>;
 //           with F16_QUADS four halves per vec2<u32>, K % 4 == 0 (CPU adapters)
@@ -18,7 +18,7 @@
 // rows (`w_lane_cell`), and Q8_0's scales go by lane tiles (`w_scale_index`). With W_U64 (decode
 // mat-vec where SHADER_INT64 is granted) they are read as u64 components: the same bytes, a Q4
 // block one vec2<u64>, a Q8_0 block (or 32 int8 values of a row, or two rows' Q4_1 blocks in a
-// lane tile) one vec4<u64>; lavapipe pays per lane and component.
+// lane tile) one vec4<u64>; CPU adapters pay per lane and component.
 // Group 1 holds the weight buffers: 0 = data, 1 = scales (I8 and blocks), 2 = zero points
 // (I8 + W_ZP), 3 = bias (when HAS_BIAS; used by the matrix kernels).
 
@@ -63,7 +63,7 @@ enable f16;
 #endif
 
 #if W_Q8_0 || W_Q4_0 || W_Q4_1 || W_I8
-// Where block blk of row n sits among the blocks (kernels/src/weights.rs, split_blocks); int8
+// Where block blk of row n sits among the blocks (kernels/src/weights/packing.rs, split_blocks); int8
 // rows are not split, a block is 32 values of a row (K a multiple of 32).
 fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
 #if W_I8
@@ -76,7 +76,7 @@ fn w_block_index(n: u32, blk: u32, K: u32) -> u32 {
 }
 
 #if W_Q4_1 && W_LANE_TILES
-// The cell (160 bytes) of block blk in the lane tile that holds row n (kernels/src/weights.rs,
+// The cell (160 bytes) of block blk in the lane tile that holds row n (kernels/src/weights/packing.rs,
 // pack_lane_tiles): tiles of 64 rows, lane l owning rows l + 8 j, j < 8; for each tile and block
 // the 8 lanes' cells side by side, a cell the lane's 8 rows' quants (16 bytes each), then their
 // 8 scale words.
@@ -124,7 +124,7 @@ fn w_word(i: u32) -> u32 {
 #endif
 
 #if !W_I8
-// Where the scale of block blk of row n sits (kernels/src/weights.rs, scale_slots): as the quants;
+// Where the scale of block blk of row n sits (kernels/src/weights/packing.rs, scale_slots): as the quants;
 // with W_LANE_TILES, Q4_1's after the quants in their cell, Q8_0's by tiles of 64 rows, block by
 // block, lane n % 8's 8 rows side by side (`w_lane_scales`).
 fn w_scale_index(n: u32, blk: u32, K: u32) -> u32 {

@@ -21,11 +21,11 @@ use kiln_benches::roofline::{
 use kiln_kernels::attention::{
     AttnShape, KvCache, KvFormat, attention, kv_store, kv_store_rope, scratch_len,
 };
-use kiln_kernels::matvec::Layout;
+use kiln_kernels::linear::{Input, Kernel, Layout, Output, Store, linear, linear_by};
 use kiln_kernels::rope::{Rope, RopeLayout, rope};
 use kiln_kernels::{
-    HostWeights, KernelError, WeightFormat, Weights, argmax, elementwise, embedding, matmul,
-    matvec, norm, outliers, softmax, stream,
+    DevicePlan, HostWeights, KernelError, WeightFormat, Weights, argmax, elementwise, embedding,
+    norm, probe, softmax, stream,
 };
 use kiln_runtime::{Context, DType, Recorder, Stopwatch, Tensor};
 
@@ -93,7 +93,7 @@ fn matrices(c: &mut Criterion, b: &Bench) {
         for (name, format) in formats() {
             let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
             g.throughput(Throughput::Bytes(w.size_bytes() + 4 * (n + k) as u64));
-            // Both layouts side by side; the models use the device's own (Layout::for_device).
+            // Every layout side by side; the models use the device plan's (DevicePlan::matvec).
             for layout in Layout::ALL {
                 if !layout.supported(&b.ctx) {
                     continue;
@@ -102,7 +102,10 @@ fn matrices(c: &mut Criterion, b: &Bench) {
                     BenchmarkId::new(format!("{name} {layout:?}"), format!("{label} {n}x{k}")),
                     |bench| {
                         bench.iter_custom(|iters| {
-                            b.time(iters, &mut |rec| matvec::matvec_in(rec, &x, &w, &y, layout))
+                            b.time(iters, &mut |rec| {
+                                let out = Output::write(&y);
+                                linear_by(rec, Input::Rows(&x), &w, out, matvec_in(layout))
+                            })
                         })
                     },
                 );
@@ -114,7 +117,7 @@ fn matrices(c: &mut Criterion, b: &Bench) {
     // Projections of one input stacked into one launch (the models' q|k|v and gate|up) against
     // the same matrices launched apart, in the device's layout.
     let mut g = c.benchmark_group("stacked");
-    let layout = Layout::for_device(&b.ctx);
+    let layout = DevicePlan::of(&b.ctx).matvec;
     for (label, widths) in [
         ("SmolLM2 q|k|v", vec![576usize, 192, 192]),
         ("SmolLM2 gate|up", vec![1536, 1536]),
@@ -141,7 +144,8 @@ fn matrices(c: &mut Criterion, b: &Bench) {
             g.bench_function(id("stacked"), |bench| {
                 bench.iter_custom(|iters| {
                     b.time(iters, &mut |rec| {
-                        matvec::matvec_split(rec, &x, &w, &ys, layout, matmul::Store::Write)
+                        let out = Output::split(&ys, Store::Write);
+                        linear_by(rec, Input::Rows(&x), &w, out, matvec_in(layout))
                     })
                 })
             });
@@ -149,7 +153,8 @@ fn matrices(c: &mut Criterion, b: &Bench) {
                 bench.iter_custom(|iters| {
                     b.time(iters, &mut |rec| {
                         for (w, y) in apart.iter().zip(&ys) {
-                            matvec::matvec_in(rec, &x, w, y, layout)?;
+                            let out = Output::write(y);
+                            linear_by(rec, Input::Rows(&x), w, out, matvec_in(layout))?;
                         }
                         Ok(())
                     })
@@ -174,7 +179,10 @@ fn matrices(c: &mut Criterion, b: &Bench) {
                 BenchmarkId::new(name, format!("{label} {m}x{n}x{k}")),
                 |bench| {
                     bench.iter_custom(|iters| {
-                        b.time(iters, &mut |rec| matmul::matmul(rec, &x, &w, &y))
+                        b.time(iters, &mut |rec| {
+                            let out = Output::write(&y);
+                            linear_by(rec, Input::Rows(&x), &w, out, Kernel::Matmul)
+                        })
                     })
                 },
             );
@@ -463,9 +471,7 @@ fn glue(c: &mut Criterion, b: &Bench) {
             BenchmarkId::new("column_absmax", format!("SmolLM2 {rows}x{k}")),
             |bench| {
                 bench.iter_custom(|iters| {
-                    b.time(iters, &mut |rec| {
-                        outliers::column_absmax(rec, &x, k, &probe)
-                    })
+                    b.time(iters, &mut |rec| probe::column_absmax(rec, &x, k, &probe))
                 })
             },
         );
@@ -479,7 +485,11 @@ fn glue(c: &mut Criterion, b: &Bench) {
                 format!("SmolLM2 ffn_up {rows}x{n}x{k}"),
             ),
             |bench| {
-                bench.iter_custom(|iters| b.time(iters, &mut |rec| matmul::linear(rec, &x, &w, &y)))
+                bench.iter_custom(|iters| {
+                    b.time(iters, &mut |rec| {
+                        linear(rec, Input::Rows(&x), &w, Output::write(&y))
+                    })
+                })
             },
         );
     }
@@ -504,3 +514,11 @@ criterion_group! {
     targets = all
 }
 criterion_main!(kernels);
+
+/// The mat-vec in `layout` (norms are not folded: these inputs are plain rows).
+fn matvec_in(layout: Layout) -> Kernel {
+    Kernel::Matvec {
+        layout,
+        fold_norm: false,
+    }
+}

@@ -7,10 +7,10 @@
 
 use anyhow::Result;
 use half::f16;
+use kiln_kernels::DevicePlan;
 use kiln_kernels::argmax::argmax;
 use kiln_kernels::elementwise::silu;
-use kiln_kernels::matmul::{Store, linear, uses_matvec};
-use kiln_kernels::matvec::{Layout, matvec_in, matvec_rms_split};
+use kiln_kernels::linear::{Input, Kernel, Layout, Output, linear, linear_by};
 use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
@@ -241,7 +241,7 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
 }
 
 /// `rows` activation rows times weights of each format at `shape`, through the kernel the models
-/// use for that many rows on this device ([`uses_matvec`]), timed alongside `peak`.
+/// use for that many rows on this device ([`Kernel::pick`]), timed alongside `peak`.
 pub fn matrix(
     ctx: &Context,
     peak: &PeakStream,
@@ -256,13 +256,14 @@ pub fn matrix(
     let mut out = Vec::new();
     for &(name, format) in formats {
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        let kernel = if uses_matvec(ctx, rows, &w) {
-            "matvec"
-        } else {
-            "matmul"
+        let kernel = match Kernel::pick(ctx, rows, &w) {
+            Kernel::Matvec { .. } => "matvec",
+            Kernel::Matmul => "matmul",
         };
         let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
-        let (t, ceiling) = peak.alongside(ctx, reps, |rec| linear(rec, &x, &w, &y))?;
+        let (t, ceiling) = peak.alongside(ctx, reps, |rec| {
+            linear(rec, Input::Rows(&x), &w, Output::write(&y))
+        })?;
         let shape = format!("{label} {n}x{k}, {rows} row(s)");
         let flops = (2 * rows * n * k) as u64;
         out.push(KernelResult {
@@ -274,7 +275,7 @@ pub fn matrix(
 }
 
 /// One activation row times weights of each format at `shape` through every mat-vec layout the
-/// device runs (the models use [`Layout::for_device`]), side by side, timed alongside `peak`.
+/// device runs (the models use [`DevicePlan::matvec`]), side by side, timed alongside `peak`.
 pub fn layouts(
     ctx: &Context,
     peak: &PeakStream,
@@ -293,8 +294,13 @@ pub fn layouts(
                 continue;
             }
             let bytes = w.size_bytes() + 4 * (n + k) as u64;
-            let (t, ceiling) =
-                peak.alongside(ctx, reps, |rec| matvec_in(rec, &x, &w, &y, layout))?;
+            let kernel = Kernel::Matvec {
+                layout,
+                fold_norm: false,
+            };
+            let (t, ceiling) = peak.alongside(ctx, reps, |rec| {
+                linear_by(rec, Input::Rows(&x), &w, Output::write(&y), kernel)
+            })?;
             out.push(KernelResult {
                 peak_alongside_gbps: Some(ceiling),
                 ..result(
@@ -308,18 +314,24 @@ pub fn layouts(
         }
         // The RMSNorm before a projection, as its own launch and folded into the mat-vec's read
         // (`DevicePlan::fold_norm` picks one), in the device's layout where it can fold.
-        let layout = Layout::for_device(ctx);
+        let layout = DevicePlan::of(ctx).matvec;
         if layout.folds_norm() {
             let (gamma, h) = (
                 ctx.upload_f32(&vec![1.5; k], &[k])?,
                 ctx.zeros(DType::F32, &[1, k])?,
             );
+            let input = Input::RmsNorm {
+                x: &x,
+                gamma: &gamma,
+                eps: 1e-5,
+                normed: &h,
+            };
+            let by = |fold_norm| Kernel::Matvec { layout, fold_norm };
             let apart = peak.alongside(ctx, reps, |rec| {
-                rms_norm(rec, &x, &gamma, &h, 1e-5)?;
-                matvec_in(rec, &h, &w, &y, layout)
+                linear_by(rec, input, &w, Output::write(&y), by(false))
             })?;
             let folded = peak.alongside(ctx, reps, |rec| {
-                matvec_rms_split(rec, &x, (&gamma, 1e-5), &w, &[&y], layout, Store::Write)
+                linear_by(rec, input, &w, Output::write(&y), by(true))
             })?;
             for (how, (t, ceiling)) in [("then", apart), ("folded into", folded)] {
                 out.push(KernelResult {

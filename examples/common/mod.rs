@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use kiln::model::fetch::ensure_default_model;
 use kiln::model::loader::{Loaded, load};
-use kiln::model::outliers;
 use kiln::model::quantize::Quant;
 use kiln::runtime::{Context, DeviceOptions, device::parse_backends};
 
@@ -61,7 +60,8 @@ pub fn open(
     .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
     if let Some((scheme, threshold)) = scheme {
-        let d = outliers::apply(ctx, &mut loaded, scheme, threshold)
+        let d = loaded
+            .decompose_outliers(ctx, scheme, threshold)
             .with_context(|| format!("decomposing {}", path.display()))?;
         eprintln!("kiln: {}", d.summary());
         loaded.outliers = Some(d);

@@ -15,13 +15,32 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
+use crate::error::{Result, ensure, expect, groups_for};
+pub use crate::plan::Attend;
 use crate::plan::DevicePlan;
 use crate::rope::{ROTARY_WGSL, Rope, RopeLayout};
-use crate::{Result, ShaderVariants, ensure, expect, groups_for};
+use crate::variants::ShaderVariants;
 
+const COMMON_WGSL: &str = include_str!("../../shaders/attention_common.wgsl");
+
+/// The KV store, attention over key chunks per workgroup ([`Attend::Keys`]) and the merge of
+/// split key ranges.
 pub const SHADER: Shader = Shader {
     name: "attention",
-    parts: &[ROTARY_WGSL, include_str!("../../shaders/attention.wgsl")],
+    parts: &[
+        ROTARY_WGSL,
+        COMMON_WGSL,
+        include_str!("../../shaders/attention.wgsl"),
+    ],
+};
+
+/// The CPU-adapter kernels: [`Attend::Rows`] and [`Attend::Lanes`].
+pub const SHADER_CPU: Shader = Shader {
+    name: "attention_cpu",
+    parts: &[
+        COMMON_WGSL,
+        include_str!("../../shaders/attention_cpu.wgsl"),
+    ],
 };
 
 /// Widest head the kernel holds in workgroup memory.
@@ -87,6 +106,17 @@ pub enum KvFormat {
     /// int8 with f32 scales (keys per channel and block, values per position); the head dim must
     /// be a multiple of 4.
     Int8,
+}
+
+impl KvFormat {
+    /// Bytes one cached value takes (int8's scales aside).
+    pub fn value_bytes(self) -> usize {
+        match self {
+            KvFormat::F32 => 4,
+            KvFormat::F16 => 2,
+            KvFormat::Int8 => 1,
+        }
+    }
 }
 
 impl fmt::Display for KvFormat {
@@ -403,37 +433,19 @@ pub fn scratch_len(
     }
 }
 
-/// Which kernel attends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attend {
-    /// A workgroup per (row, head, key split), its threads taking 64 keys at a time (GPUs).
-    Keys,
-    /// A query row per invocation, the keys shared round a subgroup (`attend_rows`): prefill
-    /// on CPU adapters, where every load is one scalar load per SIMD lane. Needs subgroups of
-    /// at least 8 and a head size that is a multiple of 8.
-    Rows,
-    /// A subgroup of 8 per (row, head, key split), each lane taking every 8th key with its own
-    /// online softmax, merged round the subgroup (`attend_lanes`): decode on CPU adapters. Each
-    /// lane reads its key rows in the widest items the device has (32 bytes with SHADER_INT64),
-    /// and there is no workgroup memory or barrier. Needs subgroups of at least 8, an f32 or
-    /// f16 cache, and a head size that is a multiple of the values one item holds (8 or 16).
-    Lanes,
+/// The device plan's kernel for `rows` query rows over `cache` ([`DevicePlan::attend`]).
+pub fn attend_for(ctx: &Context, cache: &KvCache, rows: usize) -> Attend {
+    DevicePlan::of(ctx).attend(rows, cache.shape.head_dim, cache.format.value_bytes())
 }
 
-impl Attend {
-    /// The device plan's kernel ([`DevicePlan::attend`]).
-    pub fn for_device(ctx: &Context, cache: &KvCache, rows: usize) -> Self {
-        DevicePlan::of(ctx).attend(cache, rows)
-    }
-
-    /// Whether the device can run this kernel over `cache`.
-    pub fn supported(self, ctx: &Context, cache: &KvCache) -> bool {
-        DevicePlan::of(ctx).attend_supported(self, cache)
-    }
+/// Whether the device can run `kernel` over `cache`.
+pub fn attend_supported(ctx: &Context, kernel: Attend, cache: &KvCache) -> bool {
+    let plan = DevicePlan::of(ctx);
+    plan.attend_supported(kernel, cache.shape.head_dim, cache.format.value_bytes())
 }
 
 /// Softmax attention of query rows `q` (`[R, heads, head_dim]`) into `out` (same shape), with
-/// the device's kernel ([`Attend::for_device`]).
+/// the device's kernel ([`attend_for`]).
 ///
 /// `meta` (`[2R]`, u32) gives each row's sequence and key count (keys `0..count` of the cache;
 /// causal prefill passes `position + 1`); `max_keys` bounds the counts. `scratch` holds
@@ -451,7 +463,7 @@ pub fn attention(
     scale: f32,
     split_len: Option<usize>,
 ) -> Result<()> {
-    let kernel = Attend::for_device(rec.context(), cache, meta.len() / 2);
+    let kernel = attend_for(rec.context(), cache, meta.len() / 2);
     attention_in(
         rec, shape, q, meta, max_keys, cache, out, scratch, scale, split_len, kernel,
     )
@@ -488,17 +500,22 @@ pub fn attention_in(
             )
         },
     )?;
-    ensure(kernel.supported(rec.context(), cache), "attention", || {
-        format!(
-            "{kernel:?} attention needs subgroups of at least 8 and, for its cache format {}, a head size divisible by {} (head size {})",
-            cache.format,
-            match kernel {
-                Attend::Lanes => DevicePlan::of(rec.context()).lanes_item_values(cache.format),
-                _ => 8,
-            },
-            shape.head_dim
-        )
-    })?;
+    ensure(
+        attend_supported(rec.context(), kernel, cache),
+        "attention",
+        || {
+            format!(
+                "{kernel:?} attention needs subgroups of at least 8 and, for its cache format {}, a head size divisible by {} (head size {})",
+                cache.format,
+                match kernel {
+                    Attend::Lanes =>
+                        DevicePlan::of(rec.context()).lanes_item_values(cache.format.value_bytes()),
+                    _ => 8,
+                },
+                shape.head_dim
+            )
+        },
+    )?;
     let (entry, defines, splits, split_len, groups) = match kernel {
         Attend::Rows => {
             let defines = cache
@@ -559,8 +576,13 @@ pub fn attention_in(
         bindings.push(Binding::new(7, scratch));
     }
     bindings.extend(cache.bindings());
+    let shader = if kernel == Attend::Keys {
+        &SHADER
+    } else {
+        &SHADER_CPU
+    };
     rec.dispatch(&Dispatch {
-        shader: &SHADER,
+        shader,
         entry,
         defines: &defines,
         params: bytemuck::bytes_of(&params),
@@ -619,9 +641,9 @@ pub fn attention_ref(
     out
 }
 
-pub fn shader_variants() -> ShaderVariants {
+pub fn shader_variants() -> Vec<ShaderVariants> {
     let entries = || vec!["kv_store", "attend", "combine"];
-    let mut lanes = Vec::new();
+    let mut cpu = Vec::new();
     for f16 in [false, true] {
         for wide in [false, true] {
             let mut d = Defines::new().flag("ATTEND_LANES").set("HEAD_DIM", 80);
@@ -631,25 +653,32 @@ pub fn shader_variants() -> ShaderVariants {
             if wide {
                 d = d.flag("KV_WIDE");
             }
-            lanes.push((d, vec!["attend_lanes", "combine"]));
+            cpu.push((d, vec!["attend_lanes"]));
         }
     }
     let rows = |d: Defines| d.flag("ATTEND_ROWS").set("HEAD_DIM", 80);
-    ShaderVariants {
-        shader: SHADER,
-        variants: lanes
-            .into_iter()
-            .chain([
+    for kv in [
+        Defines::new(),
+        Defines::new().flag("KV_F16"),
+        Defines::new().flag("KV_I8"),
+    ] {
+        cpu.push((rows(kv), vec!["attend_rows"]));
+    }
+    vec![
+        ShaderVariants {
+            shader: SHADER,
+            variants: vec![
                 (Defines::new(), entries()),
                 (Defines::new().flag("KV_F16"), entries()),
                 (Defines::new().flag("KV_I8"), entries()),
                 (Defines::new().flag("ROPE"), vec!["kv_store"]),
                 (Defines::new().flag("KV_F16").flag("ROPE"), vec!["kv_store"]),
                 (Defines::new().flag("KV_I8").flag("ROPE"), vec!["kv_store"]),
-                (rows(Defines::new()), vec!["attend_rows"]),
-                (rows(Defines::new().flag("KV_F16")), vec!["attend_rows"]),
-                (rows(Defines::new().flag("KV_I8")), vec!["attend_rows"]),
-            ])
-            .collect(),
-    }
+            ],
+        },
+        ShaderVariants {
+            shader: SHADER_CPU,
+            variants: cpu,
+        },
+    ]
 }

@@ -3,8 +3,12 @@
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, DType, Dispatch, Recorder, Shader, Tensor};
 
-use crate::weights::{HostWeights, WEIGHTS_WGSL, WeightFormat, Weights};
-use crate::{Result, ShaderVariants, expect, groups_for};
+use crate::error::{Result, expect, groups_for};
+use crate::variants::ShaderVariants;
+use crate::weights::WEIGHTS_WGSL;
+use crate::weights::device::Weights;
+use crate::weights::format::WeightRead;
+use crate::weights::host::HostWeights;
 
 pub const SHADER: Shader = Shader {
     name: "embedding",
@@ -38,10 +42,10 @@ pub fn embedding(
     expect(ids, "embedding", "ids", DType::U32, t)?;
     expect(out, "embedding", "out", DType::F32, t * table.k)?;
     // The main part holds zeros in outlier columns; a gather would return them.
-    crate::ensure(table.outliers().is_none(), "embedding", || {
+    crate::error::ensure(table.outliers().is_none(), "embedding", || {
         "a table with outlier columns cannot be gathered from".into()
     })?;
-    let defines = table.defines();
+    let defines = table.read().defines();
     for part in table.parts() {
         let params = Params {
             t: t as u32,
@@ -81,10 +85,12 @@ pub fn embedding_ref(ids: &[u32], table: &HostWeights) -> Vec<f32> {
 }
 
 pub fn shader_variants() -> ShaderVariants {
-    let variants = WeightFormat::all_defines()
+    // Every weight read; those that differ only in the row width share defines here.
+    let mut variants: Vec<_> = WeightRead::all()
         .into_iter()
-        .map(|d| (d, vec!["embedding"]))
+        .map(|r| (r.defines(), vec!["embedding"]))
         .collect();
+    variants.dedup();
     ShaderVariants {
         shader: SHADER,
         variants,

@@ -12,13 +12,107 @@ use std::fmt;
 
 use kiln_runtime::{Context, PlanKind};
 
-use crate::attention::{Attend, KvCache, KvFormat};
-use crate::matvec::Layout;
-use crate::weights::{BlockOrder, F16Read, WeightFormat};
-
 /// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) take
 /// [`Attend::Lanes`], which splits long caches over the device.
 const CPU_ROWS_FROM: usize = 16;
+
+/// How the mat-vec spreads a matrix's rows over invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// 256-invocation workgroups with several lanes per row, summed in workgroup memory: on a
+    /// GPU neighbouring lanes then read neighbouring weights.
+    Lanes,
+    /// Each invocation owns 4 rows (2 for Q8_0 and int8 blocks; 8 in decode over lane tiles)
+    /// over all of K, with no workgroup memory. For CPU adapters, which run a subgroup as the
+    /// lanes of a SIMD register and pay per load: each activation load serves 4 rows, and no
+    /// barrier turns the workgroup into coroutines.
+    Rows,
+    /// [`Layout::Rows`], and for weights read by blocks (GGUF blocks, int8 in whole-block groups)
+    /// the lanes of a subgroup load one quad of a block's activations each and pass them round
+    /// instead of each loading all 32. Needs subgroups of at least 8 invocations. Where
+    /// SHADER_INT64 is granted, weights and activations are read as `u64` components, half the
+    /// loads.
+    RowsShared,
+    /// For GPUs: weights read by blocks go 8 rows to a workgroup, each row's invocations
+    /// striding along K over its blocks, so that a step's loads are one contiguous run of the
+    /// interleaved order (`shaders/matvec_gpu.wgsl`); other formats as [`Layout::Lanes`].
+    RowGroups,
+}
+
+impl Layout {
+    /// Every layout (tests and benchmarks run them side by side).
+    pub const ALL: [Layout; 4] = [
+        Layout::Lanes,
+        Layout::Rows,
+        Layout::RowsShared,
+        Layout::RowGroups,
+    ];
+
+    /// Whether its workgroups cooperate, so that they can fold an RMSNorm into the read.
+    pub fn folds_norm(self) -> bool {
+        matches!(self, Layout::Lanes | Layout::RowGroups)
+    }
+
+    /// Whether the device can run this layout.
+    pub fn supported(self, ctx: &Context) -> bool {
+        self != Layout::RowsShared || ctx.subgroups_of(8)
+    }
+}
+
+/// How kernels read f16 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum F16Read {
+    /// As `f16` values (SHADER_F16).
+    Native,
+    /// One half at a time out of packed u32 words (any device, any K).
+    Packed,
+    /// Four halves at a time as one `vec2<u32>` (K a multiple of 4): for CPU adapters, whose
+    /// cost is per loaded component.
+    Quads,
+}
+
+impl F16Read {
+    /// Every read mode.
+    pub const ALL: [F16Read; 3] = [F16Read::Native, F16Read::Packed, F16Read::Quads];
+
+    /// Whether the device can read rows of `k` halves this way.
+    pub fn supported(self, ctx: &Context, k: usize) -> bool {
+        match self {
+            Self::Native => ctx.features.f16,
+            Self::Packed => true,
+            Self::Quads => k.is_multiple_of(4),
+        }
+    }
+}
+
+/// How a block format's quants and scales are ordered on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockOrder {
+    /// Quants by groups of 8 rows, block by block, the 8 rows' blocks side by side, and the
+    /// scales apart in the same order. A GPU's lanes read a row tile's blocks together.
+    Interleaved,
+    /// Q4_1 and Q8_0 only: by tiles of 64 rows, lane l of a tile owning rows l + 8j (j < 8), the
+    /// rows one invocation of the [`Layout::RowsShared`] mat-vec owns in decode, so that it
+    /// reads a block of its rows two rows to a `vec4<u64>` and their 8 scales in one more.
+    LaneTiles,
+}
+
+/// Which kernel attends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attend {
+    /// A workgroup per (row, head, key split), its threads taking 64 keys at a time (GPUs).
+    Keys,
+    /// A query row per invocation, the keys shared round a subgroup (`attend_rows`): prefill
+    /// on CPU adapters, where every load is one scalar load per SIMD lane. Needs subgroups of
+    /// at least 8 and a head size that is a multiple of 8.
+    Rows,
+    /// A subgroup of 8 per (row, head, key split), each lane taking every 8th key with its own
+    /// online softmax, merged round the subgroup (`attend_lanes`): decode on CPU adapters. Each
+    /// lane reads its key rows in the widest items the device has (32 bytes with SHADER_INT64),
+    /// and there is no workgroup memory or barrier. Needs subgroups of at least 8, an f32 or
+    /// f16 cache, and a head size that is a multiple of the values one item holds (8 or 16).
+    Lanes,
+}
 
 /// The choices one device makes; see the module comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +120,10 @@ pub struct DevicePlan {
     pub kind: PlanKind,
     /// How the decode mat-vec spreads rows over invocations.
     pub matvec: Layout,
+    /// Whether the mat-vec also takes prefill's rows (8 per pass over the weights) of weights
+    /// it reads by blocks, where a CPU adapter pays more for the tiled matmul's shared-memory
+    /// tiles and barriers.
+    pub matvec_prefill: bool,
     /// Whether the mat-vec reads Q4_1 and Q8_0 as `u64` lane tiles (CPU plan with SHADER_INT64
     /// and subgroups of at least 8).
     pub lane_tiles: bool,
@@ -34,7 +132,7 @@ pub struct DevicePlan {
     /// Whether SHADER_F16 was granted (f16 rows read as `f16`).
     pub f16_native: bool,
     /// Whether the RMSNorm before a projection is folded into the mat-vec that reads it
-    /// (`matmul::linear_rms_split`): on GPUs a launch costs more than every workgroup taking
+    /// (`linear::Input::RmsNorm`): on GPUs a launch costs more than every workgroup taking
     /// the RMS of the activations itself (kiln-bench times both; docs/benchmarks/NOTES.md).
     pub fold_norm: bool,
     /// Launches a long recording (a decode step) submits at a time, so that the GPU starts while
@@ -61,6 +159,7 @@ impl DevicePlan {
                 } else {
                     Layout::Rows
                 },
+                matvec_prefill: true,
                 lane_tiles: subgroups8 && ctx.features.int64,
                 f16_quads: true,
                 f16_native: ctx.features.f16,
@@ -73,6 +172,7 @@ impl DevicePlan {
             PlanKind::Gpu => Self {
                 kind: PlanKind::Gpu,
                 matvec: Layout::RowGroups,
+                matvec_prefill: false,
                 lane_tiles: false,
                 f16_quads: false,
                 f16_native: ctx.features.f16,
@@ -85,10 +185,11 @@ impl DevicePlan {
         }
     }
 
-    /// How a block format's quants and scales are ordered on the device: lane tiles where the
-    /// mat-vec reads them ([`DevicePlan::lane_tiles`]), interleaved groups of 8 rows elsewhere.
-    pub fn block_order(&self, format: WeightFormat) -> BlockOrder {
-        if self.lane_tiles && matches!(format, WeightFormat::Q4_1 | WeightFormat::Q8_0) {
+    /// How the blocks of a format are ordered on the device: lane tiles where the mat-vec reads
+    /// them ([`DevicePlan::lane_tiles`]) and the format has them (`tileable`: Q4_1 and Q8_0),
+    /// interleaved groups of 8 rows elsewhere.
+    pub fn block_order(&self, tileable: bool) -> BlockOrder {
+        if self.lane_tiles && tileable {
             BlockOrder::LaneTiles
         } else {
             BlockOrder::Interleaved
@@ -106,38 +207,39 @@ impl DevicePlan {
         }
     }
 
-    /// Which kernel attends `rows` query rows over `cache`: on the CPU plan [`Attend::Rows`] for
-    /// prefill and [`Attend::Lanes`] for decode where they run, [`Attend::Keys`] otherwise.
-    pub fn attend(&self, cache: &KvCache, rows: usize) -> Attend {
+    /// Which kernel attends `rows` query rows over a cache of heads of `head_dim` values stored
+    /// in `value_bytes` each (4, 2, or 1 for int8): on the CPU plan [`Attend::Rows`] for prefill
+    /// and [`Attend::Lanes`] for decode where they run, [`Attend::Keys`] otherwise.
+    pub fn attend(&self, rows: usize, head_dim: usize, value_bytes: usize) -> Attend {
         let pick = if rows >= CPU_ROWS_FROM {
             Attend::Rows
         } else {
             Attend::Lanes
         };
-        if self.kind == PlanKind::Cpu && self.attend_supported(pick, cache) {
+        if self.kind == PlanKind::Cpu && self.attend_supported(pick, head_dim, value_bytes) {
             pick
         } else {
             Attend::Keys
         }
     }
 
-    /// Whether this device can run `kernel` over `cache` (tests pick kernels by hand).
-    pub fn attend_supported(&self, kernel: Attend, cache: &KvCache) -> bool {
-        let d = cache.shape.head_dim;
+    /// Whether this device can run `kernel` over a cache as [`DevicePlan::attend`] describes it
+    /// (tests pick kernels by hand).
+    pub fn attend_supported(&self, kernel: Attend, head_dim: usize, value_bytes: usize) -> bool {
         match kernel {
             Attend::Keys => true,
-            Attend::Rows => self.cpu_attention && d.is_multiple_of(8),
+            Attend::Rows => self.cpu_attention && head_dim.is_multiple_of(8),
             Attend::Lanes => {
                 self.cpu_attention
-                    && cache.format != KvFormat::Int8
-                    && d.is_multiple_of(self.lanes_item_values(cache.format))
+                    && value_bytes > 1
+                    && head_dim.is_multiple_of(self.lanes_item_values(value_bytes))
             }
         }
     }
 
-    /// Values of the cache one [`Attend::Lanes`] load reads.
-    pub fn lanes_item_values(&self, format: KvFormat) -> usize {
-        self.lanes_item_bytes / if format == KvFormat::F16 { 2 } else { 4 }
+    /// Values of a cache stored in `value_bytes` each that one [`Attend::Lanes`] load reads.
+    pub fn lanes_item_values(&self, value_bytes: usize) -> usize {
+        self.lanes_item_bytes / value_bytes
     }
 }
 

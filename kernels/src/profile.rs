@@ -3,7 +3,7 @@
 
 use kiln_runtime::Profile;
 
-use crate::WeightFormat;
+use crate::weights::format::WeightFormat;
 
 /// One kernel's launches over the weights of one format (or of none).
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
-use crate::{Result, ShaderVariants, ensure, expect, groups_for};
+use crate::error::{Result, ensure, expect, groups_for};
+use crate::variants::ShaderVariants;
 
 pub const SHADER: Shader = Shader {
     name: "rope",

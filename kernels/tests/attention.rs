@@ -94,7 +94,7 @@ fn run_attention(
     // Every kernel the device runs, whichever it would pick.
     let mut got = Vec::new();
     for kernel in [Attend::Keys, Attend::Rows, Attend::Lanes] {
-        if !kernel.supported(ctx, cache) {
+        if !kiln_kernels::attention::attend_supported(ctx, kernel, cache) {
             eprintln!(
                 "not run: {kernel:?} attention for {s:?} {} KV (needs subgroups of 8 and a head size it divides)",
                 cache.format

@@ -6,16 +6,13 @@ mod common;
 
 use common::*;
 use kiln_kernels::elementwise::silu_ref;
-use kiln_kernels::matmul::{
-    Store, linear, linear_add, linear_rms_split, linear_swiglu, matmul, matmul_ref, matmul_store,
+use kiln_kernels::linear::{
+    Input, Kernel, Layout, MAX_BATCH, Output, Store, linear, linear_by, matmul_ref,
 };
-use kiln_kernels::matvec::{
-    Layout, MAX_BATCH, matvec, matvec_glu_store, matvec_in, matvec_rms_split, matvec_store,
-};
-use kiln_kernels::{BlockOrder, F16Read, KernelError, WeightFormat, Weights};
+use kiln_kernels::{BlockOrder, DevicePlan, F16Read, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
-/// One comparison: `kernel` ("matmul", "matvec" or "linear") on an `m × k` input against
+/// One comparison: `kernel` (`None`: the one `linear` picks) on an `m × k` input against
 /// `n × k` random weights of `format`.
 struct Case {
     format: WeightFormat,
@@ -23,13 +20,11 @@ struct Case {
     n: usize,
     k: usize,
     bias: bool,
-    kernel: &'static str,
+    kernel: Option<Kernel>,
     /// How f16 weights are read (`None`: the device's own choice).
     f16_read: Option<F16Read>,
     /// Store the weights in parts of this many rows (as a matrix over the binding limit is).
     part_rows: Option<usize>,
-    /// matvec's layout (`None`: the device's own).
-    layout: Option<Layout>,
     /// The order of a block format's quants and scales (`None`: the device's own).
     block_order: Option<BlockOrder>,
 }
@@ -44,7 +39,6 @@ fn check(ctx: &Context, seed: u64, case: Case) {
         kernel,
         f16_read,
         part_rows,
-        layout,
         block_order,
     } = case;
 
@@ -62,20 +56,17 @@ fn check(ctx: &Context, seed: u64, case: Case) {
     let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
     let yt = ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap(); // poisoned: every element must be written
     let mut rec = ctx.recorder();
+    let (input, output) = (Input::Rows(&xt), Output::write(&yt));
     match kernel {
-        "matmul" => matmul(&mut rec, &xt, &w, &yt).unwrap(),
-        "matvec" => match layout {
-            Some(layout) => matvec_in(&mut rec, &xt, &w, &yt, layout).unwrap(),
-            None => matvec(&mut rec, &xt, &w, &yt).unwrap(),
-        },
-        _ => linear(&mut rec, &xt, &w, &yt).unwrap(),
+        Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
+        None => linear(&mut rec, input, &w, output).unwrap(),
     }
     rec.submit().unwrap();
     let got = ctx.read::<f32>(&yt).unwrap();
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
         &format!(
-            "{kernel} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, layout {layout:?}, block order {block_order:?}"
+            "{kernel:?} {format:?} m{m} n{n} k{k} bias {bias} f16 read {f16_read:?} parts of {part_rows:?} rows, block order {block_order:?}"
         ),
         &got,
         &want,
@@ -111,10 +102,9 @@ fn matmul_matches_reference_for_every_format() {
                         n,
                         k,
                         bias: i % 2 == 1,
-                        kernel: "matmul",
+                        kernel: Some(Kernel::Matmul),
                         f16_read: None,
                         part_rows: None,
-                        layout: None,
                         block_order,
                     },
                 );
@@ -179,10 +169,9 @@ fn matvec_matches_reference_for_every_format_and_batch() {
                                 n,
                                 k,
                                 bias: (i + b) % 2 == 0,
-                                kernel: "matvec",
+                                kernel: Some(matvec_in(layout)),
                                 f16_read: None,
                                 part_rows: None,
-                                layout: Some(layout),
                                 block_order,
                             },
                         );
@@ -193,7 +182,7 @@ fn matvec_matches_reference_for_every_format_and_batch() {
     }
 }
 
-/// `Store::Add` (`linear_add`, and the matmul and every mat-vec layout directly) adds the
+/// `Output::add` (through `linear`, and the matmul and every mat-vec layout directly) adds the
 /// product and bias to what y holds: the residual add fused into the store.
 #[test]
 fn residual_add_stores_add_to_y() {
@@ -212,26 +201,19 @@ fn residual_add_stores_add_to_y() {
             }
             let w = upload_weights(ctx, &host, None, Some(&bias));
             let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
-            let mut kernels = vec!["linear_add".to_string(), "matmul".to_string()];
-            for layout in Layout::ALL {
-                if layout.supported(ctx) {
-                    kernels.push(format!("{layout:?}"));
-                }
-            }
-            for kernel in kernels {
+            for kernel in kernels_of(ctx) {
                 let yt = ctx.upload_f32(&y0, &[m, n]).unwrap();
                 let mut rec = ctx.recorder();
-                let layout = Layout::ALL.into_iter().find(|l| format!("{l:?}") == kernel);
-                match (kernel.as_str(), layout) {
-                    ("linear_add", _) => linear_add(&mut rec, &xt, &w, &yt).unwrap(),
-                    (_, Some(l)) => matvec_store(&mut rec, &xt, &w, &yt, l, Store::Add).unwrap(),
-                    _ => matmul_store(&mut rec, &xt, &w, &yt, Store::Add).unwrap(),
+                let (input, output) = (Input::Rows(&xt), Output::add(&yt));
+                match kernel {
+                    Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
+                    None => linear(&mut rec, input, &w, output).unwrap(),
                 }
                 rec.submit().unwrap();
                 let got = ctx.read::<f32>(&yt).unwrap();
                 let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-5;
                 assert_close(
-                    &format!("{kernel} add {format:?} m{m} n{n} k{k}"),
+                    &format!("{kernel:?} add {format:?} m{m} n{n} k{k}"),
                     &got,
                     &want,
                     atol,
@@ -242,9 +224,9 @@ fn residual_add_stores_add_to_y() {
     }
 }
 
-/// `linear_swiglu` and the gated mat-vec in every layout: y (+)= (silu(gate) ⊙ up) · Wᵀ against
-/// the reference of the activation made on the CPU, over batches that chunk (19 rows) and, on
-/// CPU adapters, through the unfused path when the matmul takes the rows.
+/// A gated input (`Input::SwiGlu`) through `linear`, the matmul (made first) and the mat-vec in
+/// every layout (made as it reads): y (+)= (silu(gate) ⊙ up) · Wᵀ against the reference of the
+/// activation made on the CPU, over batches that chunk (19 rows).
 #[test]
 fn gated_input_matches_reference() {
     let Some(ctx) = test_context() else { return };
@@ -268,21 +250,20 @@ fn gated_input_matches_reference() {
                 ctx.upload_f32(&up, &[m, k]).unwrap(),
             );
             let scratch = ctx.zeros(DType::F32, &[m * k]).unwrap();
-            let mut runs: Vec<(String, Option<Layout>, Store)> = vec![
-                ("linear_swiglu".into(), None, Store::Write),
-                ("linear_swiglu add".into(), None, Store::Add),
-            ];
-            for layout in Layout::ALL {
-                if layout.supported(ctx) {
-                    runs.push((format!("{layout:?} add"), Some(layout), Store::Add));
-                }
-            }
-            for (label, layout, store) in runs {
+            let mut runs: Vec<(Option<Kernel>, Store)> = vec![(None, Store::Write)];
+            runs.extend(kernels_of(ctx).into_iter().map(|k| (k, Store::Add)));
+            for (kernel, store) in runs {
                 let yt = ctx.upload_f32(&y0, &[m, n]).unwrap();
                 let mut rec = ctx.recorder();
-                match layout {
-                    Some(l) => matvec_glu_store(&mut rec, &gt, &ut, &w, &yt, l, store).unwrap(),
-                    None => linear_swiglu(&mut rec, (&gt, &ut), &scratch, &w, &yt, store).unwrap(),
+                let input = Input::SwiGlu {
+                    gate: &gt,
+                    up: &ut,
+                    act: &scratch,
+                };
+                let output = Output::split(&[&yt], store);
+                match kernel {
+                    Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
+                    None => linear(&mut rec, input, &w, output).unwrap(),
                 }
                 rec.submit().unwrap();
                 let want: Vec<f32> = match store {
@@ -291,7 +272,7 @@ fn gated_input_matches_reference() {
                 };
                 let atol = 2e-6 * k as f32 * max_abs(&act) * max_abs(&wf) + 1e-5;
                 assert_close(
-                    &format!("{label} {format:?} m{m} n{n} k{k}"),
+                    &format!("{kernel:?} {store:?} {format:?} m{m} n{n} k{k}"),
                     &ctx.read::<f32>(&yt).unwrap(),
                     &want,
                     atol,
@@ -328,10 +309,9 @@ fn matvec_matches_reference_without_int64() {
                                 n,
                                 k,
                                 bias: b == 3,
-                                kernel: "matvec",
+                                kernel: Some(matvec_in(layout)),
                                 f16_read: None,
                                 part_rows: None,
-                                layout: Some(layout),
                                 block_order,
                             },
                         );
@@ -358,10 +338,9 @@ fn f16_weights_match_through_every_read() {
                     n,
                     k,
                     bias: false,
-                    kernel: "linear",
+                    kernel: None,
                     f16_read: Some(read),
                     part_rows: None,
-                    layout: None,
                     block_order: None,
                 },
             );
@@ -382,7 +361,7 @@ fn f16_weights_match_through_every_read() {
 #[test]
 fn linear_routes_by_row_count_and_large_decode_shape_matches() {
     let Some(ctx) = test_context() else { return };
-    let plan = kiln_kernels::DevicePlan::of(ctx);
+    let plan = DevicePlan::of(ctx);
     let w = upload_weights(
         ctx,
         &random_weights(&mut rng(402), WeightFormat::Q8_0, 96, 576),
@@ -395,7 +374,7 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             ctx.zeros(DType::F32, &[m, 96]).unwrap(),
         );
         let mut rec = ctx.recorder();
-        linear(&mut rec, &x, &w, &y).unwrap();
+        linear(&mut rec, Input::Rows(&x), &w, Output::write(&y)).unwrap();
         let want = match (m <= MAX_BATCH, plan.kind) {
             (true, kiln_runtime::PlanKind::Gpu) => ("matvec_gpu", "matvec_gpu"),
             (false, kiln_runtime::PlanKind::Gpu) => ("matmul", "matmul"),
@@ -418,10 +397,9 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             n: 576,
             k: 1536,
             bias: false,
-            kernel: "linear",
+            kernel: None,
             f16_read: None,
             part_rows: None,
-            layout: None,
             block_order: None,
         },
     );
@@ -434,10 +412,9 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
             n: 96,
             k: 576,
             bias: true,
-            kernel: "linear",
+            kernel: None,
             f16_read: None,
             part_rows: None,
-            layout: None,
             block_order: None,
         },
     );
@@ -460,7 +437,8 @@ fn split_matrices_match_reference() {
     {
         for format in formats_for(k) {
             // Both kernels explicitly: which one `linear` picks depends on the device.
-            for kernel in ["matmul", "matvec"] {
+            let plan = DevicePlan::of(ctx);
+            for kernel in [Kernel::Matmul, matvec_in(plan.matvec)] {
                 check(
                     ctx,
                     500 + i as u64,
@@ -470,10 +448,9 @@ fn split_matrices_match_reference() {
                         n,
                         k,
                         bias: i % 2 == 0,
-                        kernel,
+                        kernel: Some(kernel),
                         f16_read: None,
                         part_rows: Some(part_rows),
-                        layout: None,
                         block_order: None,
                     },
                 );
@@ -492,22 +469,39 @@ fn bad_shapes_are_typed_errors() {
     let y = ctx.zeros(DType::F32, &[3, 4]).unwrap();
     let mut rec = ctx.recorder();
     assert!(matches!(
-        matmul(&mut rec, &x, &w, &y),
+        linear_by(
+            &mut rec,
+            Input::Rows(&x),
+            &w,
+            Output::write(&y),
+            Kernel::Matmul
+        ),
         Err(KernelError::Shape {
-            kernel: "matmul",
+            kernel: "linear",
             ..
         })
     ));
-    // y one row short.
+    // y one row short, for every kernel.
     let x = ctx.zeros(DType::F32, &[MAX_BATCH + 1, 8]).unwrap();
     let y = ctx.zeros(DType::F32, &[MAX_BATCH, 4]).unwrap();
-    assert!(matches!(
-        matvec(&mut rec, &x, &w, &y),
-        Err(KernelError::Shape {
-            kernel: "matvec",
-            ..
-        })
-    ));
+    for kernel in kernels_of(ctx) {
+        let output = Output::write(&y);
+        let result = match kernel {
+            Some(kernel) => linear_by(&mut rec, Input::Rows(&x), &w, output, kernel),
+            None => linear(&mut rec, Input::Rows(&x), &w, output),
+        };
+        assert!(
+            matches!(
+                result,
+                Err(KernelError::Shape {
+                    kernel: "linear",
+                    ..
+                })
+            ),
+            "{kernel:?}"
+        );
+    }
+    assert!(rec.launched().is_empty());
     // Q4 blocks need rows that are a multiple of 32.
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q4_1, 2, 48, vec![0; 60]).is_err());
     assert!(kiln_kernels::HostWeights::new(WeightFormat::Q8_0, 2, 64, vec![0; 135]).is_err());
@@ -522,8 +516,9 @@ fn bad_shapes_are_typed_errors() {
     ));
 }
 
-/// The RMSNorm folded into the mat-vec (`matvec_rms_split`, and `linear_rms_split` by the
-/// device plan's choice) against the reference norm then product, in every layout that folds,
+/// The RMSNorm before a projection (`Input::RmsNorm`) through `linear` (by the device plan's
+/// choice), the matmul, and the mat-vec in every layout (folded where the layout can) against
+/// the reference norm then product,
 /// on rows that make the norm matter: zero-mean, tiny (where eps dominates) and large values,
 /// over batches that chunk (11 rows), into one output and into a stacked pair.
 #[test]
@@ -567,21 +562,28 @@ fn folded_rms_norm_matches_norm_then_product() {
                 ctx.zeros(DType::F32, &[m, cut]).unwrap(),
                 ctx.zeros(DType::F32, &[m, n - cut]).unwrap(),
             );
-            let mut runs: Vec<(String, Option<Layout>)> = vec![("linear_rms_split".into(), None)];
-            for layout in Layout::ALL.into_iter().filter(|l| l.folds_norm()) {
-                runs.push((format!("{layout:?}"), Some(layout)));
-            }
-            for (label, layout) in runs {
+            for kernel in kernels_of(ctx) {
                 for split in [false, true] {
                     let ys: Vec<&kiln_runtime::Tensor> =
                         if split { vec![&y0, &y1] } else { vec![&y] };
                     let mut rec = ctx.recorder();
-                    match layout {
-                        Some(l) => {
-                            matvec_rms_split(&mut rec, &xt, (&gt, eps), &w, &ys, l, Store::Write)
-                                .unwrap()
-                        }
-                        None => linear_rms_split(&mut rec, &xt, (&gt, eps), &h, &w, &ys).unwrap(),
+                    let input = Input::RmsNorm {
+                        x: &xt,
+                        gamma: &gt,
+                        eps,
+                        normed: &h,
+                    };
+                    let output = Output::split(&ys, Store::Write);
+                    match kernel {
+                        Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
+                        None => linear(&mut rec, input, &w, output).unwrap(),
+                    }
+                    // Folded where the kernel can: no launch of its own for the norm.
+                    if let Some(kernel) = kernel {
+                        let folds =
+                            matches!(kernel, Kernel::Matvec { layout, .. } if layout.folds_norm());
+                        let normed_apart = rec.launched().iter().any(|&(s, _)| s == "norm");
+                        assert_eq!(normed_apart, !folds, "{kernel:?}");
                     }
                     rec.submit().unwrap();
                     let got = if split {
@@ -599,7 +601,7 @@ fn folded_rms_norm_matches_norm_then_product() {
                         ctx.read::<f32>(&y).unwrap()
                     };
                     assert_close(
-                        &format!("{label} split {split} {format:?} m{m} n{n} k{k}"),
+                        &format!("{kernel:?} split {split} {format:?} m{m} n{n} k{k}"),
                         &got,
                         &want,
                         atol,
@@ -614,32 +616,4 @@ fn folded_rms_norm_matches_norm_then_product() {
 /// A deterministic value in [-1, 1) for element j.
 fn rng_value(j: usize) -> f32 {
     ((j * 7919) % 2003) as f32 / 1001.5 - 1.0
-}
-
-/// A layout whose workgroups do not cooperate cannot fold a norm: a typed error, no launch.
-#[test]
-fn folded_norm_in_a_rowwise_layout_is_an_error() {
-    let Some(ctx) = test_context() else { return };
-    let host = random_weights(&mut rng(950), WeightFormat::Q4_1, 8, 64);
-    let w = upload_weights(ctx, &host, None, None);
-    let (x, g) = (
-        ctx.zeros(DType::F32, &[1, 64]).unwrap(),
-        ctx.zeros(DType::F32, &[64]).unwrap(),
-    );
-    let y = ctx.zeros(DType::F32, &[1, 8]).unwrap();
-    let mut rec = ctx.recorder();
-    let err = matvec_rms_split(
-        &mut rec,
-        &x,
-        (&g, 1e-5),
-        &w,
-        &[&y],
-        Layout::Rows,
-        Store::Write,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, KernelError::Shape { message, .. } if message.contains("cannot fold")),
-        "{err}"
-    );
 }

@@ -5,12 +5,11 @@
 mod common;
 
 use common::*;
-use kiln_kernels::matmul::{linear, matmul, matmul_ref};
-use kiln_kernels::matvec::matvec;
-use kiln_kernels::outliers::{column_absmax, column_absmax_ref, split_columns};
-use kiln_kernels::{BlockOrder, KernelError, WeightFormat, Weights, embedding};
+use kiln_kernels::linear::{Input, Kernel, Output, linear, linear_by, matmul_ref};
+use kiln_kernels::probe::{column_absmax, column_absmax_ref};
+use kiln_kernels::weights::split_columns;
+use kiln_kernels::{BlockOrder, DevicePlan, KernelError, WeightFormat, Weights, embedding};
 use kiln_runtime::{Context, DType};
-use rand::Rng;
 use rand::seq::SliceRandom;
 
 /// `c` distinct random columns of `0..k`.
@@ -29,7 +28,7 @@ fn check(
     seed: u64,
     format: WeightFormat,
     (m, n, k, c): (usize, usize, usize, usize),
-    kernel: &str,
+    kernel: Option<Kernel>,
     bias: bool,
     part_rows: Option<usize>,
 ) {
@@ -53,16 +52,16 @@ fn check(
     let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
     let yt = ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap();
     let mut rec = ctx.recorder();
+    let (input, output) = (Input::Rows(&xt), Output::write(&yt));
     match kernel {
-        "matmul" => matmul(&mut rec, &xt, &w, &yt).unwrap(),
-        "matvec" => matvec(&mut rec, &xt, &w, &yt).unwrap(),
-        _ => linear(&mut rec, &xt, &w, &yt).unwrap(),
+        Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
+        None => linear(&mut rec, input, &w, output).unwrap(),
     }
     rec.submit().unwrap();
     let got = ctx.read::<f32>(&yt).unwrap();
     let atol = 2e-6 * k as f32 * max_abs(&x) * max_abs(&wf) + 1e-6;
     assert_close(
-        &format!("{kernel} {format:?} m{m} n{n} k{k} c{c} bias {bias} parts {part_rows:?}"),
+        &format!("{kernel:?} {format:?} m{m} n{n} k{k} c{c} bias {bias} parts {part_rows:?}"),
         &got,
         &want,
         atol,
@@ -84,9 +83,9 @@ fn outlier_columns_add_in_every_matrix_kernel() {
     for (i, &(m, n, k, c)) in shapes.iter().enumerate() {
         for (f, format) in formats_for(k).into_iter().enumerate() {
             let kernel = match (i + f) % 3 {
-                0 => "matmul",
-                1 if m <= 8 => "matvec",
-                _ => "linear",
+                0 => Some(Kernel::Matmul),
+                1 if m <= 8 => Some(matvec_in(DevicePlan::of(ctx).matvec)),
+                _ => None,
             };
             check(
                 ctx,
@@ -105,7 +104,7 @@ fn outlier_columns_add_in_every_matrix_kernel() {
         950,
         WeightFormat::Q8_0,
         (5, 131, 64, 5),
-        "linear",
+        None,
         true,
         Some(40),
     );
@@ -114,7 +113,7 @@ fn outlier_columns_add_in_every_matrix_kernel() {
         951,
         WeightFormat::F32,
         (20, 131, 64, 5),
-        "linear",
+        None,
         false,
         Some(40),
     );
@@ -145,14 +144,14 @@ fn split_columns_round_trips_through_the_kernels() {
     let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
     let yt = ctx.zeros(DType::F32, &[m, n]).unwrap();
     let mut rec = ctx.recorder();
-    linear(&mut rec, &xt, &w, &yt).unwrap();
+    linear(&mut rec, Input::Rows(&xt), &w, Output::write(&yt)).unwrap();
     rec.submit().unwrap();
     let want = matmul_ref(&x, &values, None, m, n, k);
     let atol = 2e-6 * k as f32 * 3.0 + 1e-6;
     assert_close("split", &ctx.read::<f32>(&yt).unwrap(), &want, atol, 0.0);
 }
 
-/// The probe keeps the maximum |x| per column over every launch, directly and through a matrix.
+/// The probe keeps the maximum |x| per column over every launch.
 #[test]
 fn column_absmax_matches_reference() {
     let Some(ctx) = test_context() else { return };
@@ -172,20 +171,6 @@ fn column_absmax_matches_reference() {
             "m{m} k{k}"
         );
     }
-    let (m, n, k) = (11, 5, 40);
-    let mut w = Weights::upload(ctx, &random_weights(&mut rng, WeightFormat::F16, n, k)).unwrap();
-    w.set_probe(Some(ctx.zeros(DType::F32, &[k]).unwrap()));
-    let mut seen = Vec::new();
-    for rows in [m, 1, 8] {
-        let x: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-4.0..4.0)).collect();
-        let y = ctx.zeros(DType::F32, &[rows, n]).unwrap();
-        let mut rec = ctx.recorder();
-        linear(&mut rec, &ctx.upload_f32(&x, &[rows, k]).unwrap(), &w, &y).unwrap();
-        rec.submit().unwrap();
-        seen.extend(x);
-    }
-    let got = ctx.read::<f32>(w.probe().unwrap()).unwrap();
-    assert_eq!(got, column_absmax_ref(&seen, k));
 }
 
 /// Weights read back from the device equal what was uploaded, for every format and block

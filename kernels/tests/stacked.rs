@@ -1,5 +1,5 @@
 //! Stacked matrices: projections of one input stacked by rows (`HostWeights::stack`) and run as
-//! one launch whose columns go to each projection's own output (`Outputs`), against the CPU
+//! one launch whose columns go to each projection's own output (`Output::split`), against the CPU
 //! reference of every projection apart. Every kernel (matmul, each mat-vec layout, `linear`),
 //! both stores, with bias, in row parts, and with outlier columns. Tolerance as in
 //! `tests/matrix.rs`: 2e-6 · K · max|x| · max|w| + 1e-5.
@@ -7,20 +7,18 @@
 mod common;
 
 use common::*;
-use kiln_kernels::matmul::{Store, linear_split, matmul_ref, matmul_split};
-use kiln_kernels::matvec::{Layout, MAX_BATCH, matvec_split};
-use kiln_kernels::{HostWeights, KernelError, Outputs, WeightFormat, Weights};
+use kiln_kernels::linear::{
+    Input, Kernel, MAX_BATCH, Output, Store, linear, linear_by, matmul_ref,
+};
+use kiln_kernels::{HostWeights, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
 
-/// Kernels to run a stack through on this device.
-fn kernels(ctx: &Context, m: usize) -> Vec<String> {
-    let mut all = vec!["linear".to_string(), "matmul".to_string()];
-    if m <= 3 * MAX_BATCH {
-        for layout in Layout::ALL {
-            if layout.supported(ctx) {
-                all.push(format!("{layout:?}"));
-            }
-        }
+/// Kernels to run a stack of `m` rows through on this device: the mat-vec layouts up to three
+/// launches' rows.
+fn kernels(ctx: &Context, m: usize) -> Vec<Option<Kernel>> {
+    let mut all = kernels_of(ctx);
+    if m > 3 * MAX_BATCH {
+        all.retain(|k| !matches!(k, Some(Kernel::Matvec { .. })));
     }
     all
 }
@@ -97,18 +95,17 @@ fn check(ctx: &Context, seed: u64, format: WeightFormat, m: usize, k: usize, s: 
             .collect();
         let refs: Vec<_> = ys.iter().collect();
         let mut rec = ctx.recorder();
-        let layout = Layout::ALL.into_iter().find(|l| format!("{l:?}") == kernel);
-        match (kernel.as_str(), layout) {
-            ("linear", _) => linear_split(&mut rec, &xt, &wt, &refs, s.store),
-            (_, Some(l)) => matvec_split(&mut rec, &xt, &wt, &refs, l, s.store),
-            _ => matmul_split(&mut rec, &xt, &wt, &refs, s.store),
+        let (input, output) = (Input::Rows(&xt), Output::split(&refs, s.store));
+        match kernel {
+            Some(kernel) => linear_by(&mut rec, input, &wt, output, kernel),
+            None => linear(&mut rec, input, &wt, output),
         }
         .unwrap();
         rec.submit().unwrap();
         for (i, (y, want)) in ys.iter().zip(&want).enumerate() {
             assert_close(
                 &format!(
-                    "{kernel} {format:?} m{m} k{k} widths {:?} output {i} {:?} bias {} parts {:?} outliers {}",
+                    "{kernel:?} {format:?} m{m} k{k} widths {:?} output {i} {:?} bias {} parts {:?} outliers {}",
                     s.widths, s.store, s.bias, s.part_rows, s.outlier_cols
                 ),
                 &ctx.read::<f32>(y).unwrap(),
@@ -205,13 +202,16 @@ fn bad_stacks_are_typed_errors() {
     let mut rec = ctx.recorder();
     // Widths that do not add up to the 8 rows, and more outputs than a launch binds.
     for ys in [&[&a, &b][..], &[&a, &a, &c, &d][..], &[][..]] {
-        let err = linear_split(&mut rec, &x, &w, ys, Store::Write).unwrap_err();
+        let output = Output::split(ys, Store::Write);
+        let err = linear(&mut rec, Input::Rows(&x), &w, output).unwrap_err();
         assert!(
             matches!(err, KernelError::Shape { .. }),
             "{} outputs: {err}",
             ys.len()
         );
     }
-    assert!(Outputs::split("test", &[&a, &b], 2, 7).is_ok());
-    assert!(Outputs::split("test", &[&a], 3, 4).is_err());
+    assert!(rec.launched().is_empty());
+    // The widths that do cut the 8 rows.
+    let output = Output::split(&[&a, &d], Store::Write);
+    linear(&mut rec, Input::Rows(&x), &w, output).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Every shader variant a launcher can ask for is parsed and validated by naga, then translated to
 //! SPIR-V (Vulkan), MSL (Metal) and HLSL (DX12), so breakage on any backend shows on Linux CI
-//! without a GPU: the variants each family lists, and every variant a run of the suite really
+//! without a GPU: the variants each family lists (the matrix families enumerate theirs through
+//! the same config function their launchers use), and every variant a run of the suite really
 //! launched (recorded with `KILN_RECORD_VARIANTS`; `.ci/run` runs the suite under both device
 //! plans, then this file's ignored test).
 
@@ -109,6 +110,17 @@ fn every_launched_variant_translates() {
     assert!(!launched.is_empty(), "{path} records no variant");
     let families = kiln_kernels::all_shader_variants();
     let (mut failures, mut unlisted) = (Vec::new(), 0);
+    // Families whose launchers and lists derive their defines from one config function: every
+    // variant they launch must be among those the lists enumerate.
+    let derived = [
+        "matmul",
+        "matvec",
+        "matvec_gpu",
+        "outliers",
+        "embedding",
+        "probe",
+    ];
+    let mut missing = Vec::new();
     for (shader, entry, defines) in &launched {
         let family = families
             .iter()
@@ -120,6 +132,9 @@ fn every_launched_variant_translates() {
             .iter()
             .any(|(v, entries)| *v == d && entries.contains(&entry.as_str()));
         unlisted += usize::from(!listed);
+        if !listed && derived.contains(&shader.as_str()) {
+            missing.push(format!("{shader}:{entry} [{defines}]"));
+        }
         let entry: &'static str = Box::leak(entry.clone().into_boxed_str());
         let result = preprocess(&family.shader, &d)
             .map_err(|e| e.to_string())
@@ -133,4 +148,9 @@ fn every_launched_variant_translates() {
         launched.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "launched but not enumerated by their config functions:\n{}",
+        missing.join("\n")
+    );
 }

@@ -11,16 +11,22 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use kiln_kernels::attention::KvCache;
-use kiln_kernels::{HostWeights, Weights, attention, elementwise, embedding, matmul, norm};
+use kiln_kernels::attention::{self, KvCache};
+use kiln_kernels::elementwise::{accumulate, gelu};
+use kiln_kernels::embedding::embedding;
+use kiln_kernels::linear::{self, Input, Output};
+use kiln_kernels::norm::layer_norm;
+use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, Recorder, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, n_vocab, vector, vector_values};
+use crate::matrix::{Matrix, NamedMatrix, matrix_bytes};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
+use crate::step::{Dims, StepIo};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Gpt2Config {
@@ -124,21 +130,21 @@ struct LayerNorm {
 struct Block {
     ln_1: LayerNorm,
     /// q, k and v stacked: [n_embd] -> [3 * n_embd], biased (one launch, outputs split)
-    qkv: Weights,
-    proj: Weights, // attention output, biased
+    qkv: Matrix,
+    proj: Matrix, // attention output, biased
     ln_2: LayerNorm,
-    fc: Weights,     // [n_embd] -> [n_ff], biased
-    fc_out: Weights, // [n_ff] -> [n_embd], biased
+    fc: Matrix,     // [n_embd] -> [n_ff], biased
+    fc_out: Matrix, // [n_ff] -> [n_embd], biased
 }
 
 pub struct Gpt2 {
     pub cfg: Gpt2Config,
-    wte: Weights, // [n_vocab, n_embd]
-    wpe: Weights, // [n_positions, n_embd]
+    wte: Matrix, // [n_vocab, n_embd]
+    wpe: Matrix, // [n_positions, n_embd]
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     /// The LM head `[n_vocab, n_embd]`; `None` when tied to `wte`.
-    output: Option<Weights>,
+    output: Option<Matrix>,
 }
 
 /// A safetensors file and the prefix its GPT-2 tensor names carry.
@@ -212,7 +218,7 @@ fn upload(
     half: bool,
     bias: Option<&[f32]>,
     quant: Quant,
-) -> Result<Weights> {
+) -> Result<Matrix> {
     let host = if half {
         HostWeights::f16(
             n,
@@ -223,10 +229,10 @@ fn upload(
         HostWeights::f32(n, k, values)?
     };
     let w = Weights::upload(ctx, &quant.apply(host)?)?;
-    Ok(match bias {
+    Ok(Matrix::new(match bias {
         Some(b) => w.with_bias(ctx, b)?,
         None => w,
-    })
+    }))
 }
 
 /// Columns `c0..c0 + n` of a Conv1D weight `[k, cols]`, transposed to `[n, k]`.
@@ -365,12 +371,20 @@ impl Gpt2 {
                 beta: vector(ctx, g, &format!("{name}.bias"), e)?,
             })
         };
-        let biased = |name: &str, n: usize, k: usize| -> Result<Weights> {
+        let biased = |name: &str, n: usize, k: usize| -> Result<Matrix> {
             let bias = vector_values(g, &format!("{name}.bias"), n)?;
-            Ok(matrix(ctx, g, &format!("{name}.weight"), n, k, quant)?.with_bias(ctx, &bias)?)
+            let w = matrix(ctx, g, &format!("{name}.weight"), n, k, quant)?;
+            Ok(Matrix::new(w.with_bias(ctx, &bias)?))
         };
-        let wte = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?;
-        let wpe = matrix(ctx, g, "position_embd.weight", cfg.n_positions, e, quant)?;
+        let wte = Matrix::new(matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?);
+        let wpe = Matrix::new(matrix(
+            ctx,
+            g,
+            "position_embd.weight",
+            cfg.n_positions,
+            e,
+            quant,
+        )?);
         progress(1, total);
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -387,7 +401,14 @@ impl Gpt2 {
         }
         let ln_f = ln("output_norm")?;
         let output = if g.has_tensor("output.weight") {
-            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e, quant)?)
+            Some(Matrix::new(matrix(
+                ctx,
+                g,
+                "output.weight",
+                cfg.n_vocab,
+                e,
+                quant,
+            )?))
         } else {
             None
         };
@@ -412,7 +433,7 @@ impl Gpt2 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let e = cfg.n_embd;
         // A uniform draw with the same variance as N(0, 0.02²) is enough for timing.
-        let mut mat = |n: usize, k: usize, bias: bool| -> Result<Weights> {
+        let mut mat = |n: usize, k: usize, bias: bool| -> Result<Matrix> {
             let values: Vec<f32> = (0..n * k)
                 .map(|_| rng.random_range(-0.0346..0.0346))
                 .collect();
@@ -485,18 +506,18 @@ impl Architecture for Gpt2 {
         }
     }
 
-    fn record_blocks(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
+    fn record_step(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
         let c = &self.cfg;
         let scale = 1.0 / ((c.n_embd / c.n_head) as f32).sqrt();
         // x = wte[ids] + wpe[pos]
-        embedding::embedding(rec, &io.ids, &self.wte, &io.x)?;
-        embedding::embedding(rec, &io.pos, &self.wpe, &io.h)?;
-        elementwise::accumulate(rec, &io.x, &io.h)?;
+        embedding(rec, &io.ids, &self.wte, &io.x)?;
+        embedding(rec, &io.pos, &self.wpe, &io.h)?;
+        accumulate(rec, &io.x, &io.h)?;
         for (b, cache) in self.blocks.iter().zip(caches) {
             // x += proj(attend(q, k, v)), (q, k, v) = qkv(layernorm_1(x))
-            norm::layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
-            let qkv = [&io.q, &io.k, &io.v];
-            matmul::linear_split(rec, &io.h, &b.qkv, &qkv, matmul::Store::Write)?;
+            layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
+            let qkv = Output::split(&[&io.q, &io.k, &io.v], linear::Store::Write);
+            b.qkv.record(rec, Input::Rows(&io.h), qkv)?;
             attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
             attention::attention(
                 rec,
@@ -510,37 +531,32 @@ impl Architecture for Gpt2 {
                 scale,
                 None,
             )?;
-            matmul::linear_add(rec, &io.att, &b.proj, &io.x)?;
+            b.proj
+                .record(rec, Input::Rows(&io.att), Output::add(&io.x))?;
             // x += fc_out(gelu(fc(layernorm_2(x))))
-            norm::layer_norm(rec, &io.x, &b.ln_2.gamma, &b.ln_2.beta, &io.h, c.eps)?;
-            matmul::linear(rec, &io.h, &b.fc, &io.gate)?;
-            elementwise::gelu(rec, &io.gate, &io.act)?;
-            matmul::linear_add(rec, &io.act, &b.fc_out, &io.x)?;
+            layer_norm(rec, &io.x, &b.ln_2.gamma, &b.ln_2.beta, &io.h, c.eps)?;
+            b.fc.record(rec, Input::Rows(&io.h), Output::write(&io.gate))?;
+            gelu(rec, &io.gate, &io.act)?;
+            b.fc_out
+                .record(rec, Input::Rows(&io.act), Output::add(&io.x))?;
         }
-        Ok(())
-    }
-
-    fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()> {
-        Ok(norm::layer_norm(
-            rec,
-            x,
-            &self.ln_f.gamma,
-            &self.ln_f.beta,
-            out,
-            self.cfg.eps,
-        )?)
-    }
-
-    fn lm_head(&self) -> &Weights {
-        self.output.as_ref().unwrap_or(&self.wte)
+        // Logits of the selected rows: head · layernorm_f(x), the head tied to wte by default.
+        let Some(x) = io.selected_rows(rec)? else {
+            return Ok(());
+        };
+        let ln = &self.ln_f;
+        layer_norm(rec, &x, &ln.gamma, &ln.beta, &io.sel, c.eps)?;
+        let head = self.output.as_ref().unwrap_or(&self.wte);
+        head.record(rec, Input::Rows(&io.sel), Output::write(&io.logits))?;
+        io.finish(rec)
     }
 
     fn matrices(&self) -> Vec<&Weights> {
-        let mut all = vec![&self.wte, &self.wpe];
+        let mut all = vec![&self.wte.weights, &self.wpe.weights];
         for b in &self.blocks {
-            all.extend([&b.qkv, &b.proj, &b.fc, &b.fc_out]);
+            all.extend([&b.qkv, &b.proj, &b.fc, &b.fc_out].map(|m| &m.weights));
         }
-        all.extend(self.output.as_ref());
+        all.extend(self.output.as_ref().map(|m| &m.weights));
         all
     }
 

@@ -3,17 +3,22 @@
 //! a tied LM head reads the token embedding. GGUF stores Q/K rows permuted for RoPE on adjacent
 //! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
 
-use kiln_kernels::attention::KvCache;
+use kiln_kernels::Weights;
+use kiln_kernels::attention::{self, KvCache};
+use kiln_kernels::embedding::embedding;
+use kiln_kernels::linear::{Input, Output};
+use kiln_kernels::norm::rms_norm;
 use kiln_kernels::rope::{Rope, RopeLayout};
-use kiln_kernels::{Weights, attention, embedding, matmul, norm};
 use kiln_runtime::{Context, Recorder, Tensor};
 
+use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::{matrix, n_vocab, vector};
+use crate::matrix::{Matrix, NamedMatrix, matrix_bytes};
 use crate::quantize::Quant;
-use crate::session::{Architecture, Dims, NamedMatrix, StepIo, matrix_bytes};
 use crate::stacked::Stacked;
+use crate::step::{Dims, StepIo};
 
 /// Hyperparameters read from `llama.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,21 +100,21 @@ pub(crate) struct Block {
     pub attn_norm: Tensor, // [n_embd]
     /// q, k and v, stacked: [n_embd] -> [n_head * head_dim], [n_kv_head * head_dim] (twice)
     pub qkv: Stacked,
-    pub wo: Weights,      // [n_head * head_dim] -> [n_embd]
+    pub wo: Matrix,       // [n_head * head_dim] -> [n_embd]
     pub ffn_norm: Tensor, // [n_embd]
     /// gate and up, stacked: [n_embd] -> [n_ff] (twice)
     pub gate_up: Stacked,
-    pub down: Weights, // [n_ff] -> [n_embd]
+    pub down: Matrix, // [n_ff] -> [n_embd]
 }
 
 /// A loaded model: weights on the GPU.
 pub struct Llama {
     pub cfg: LlamaConfig,
-    pub(crate) tok_embd: Weights, // [n_vocab, n_embd]
+    pub(crate) tok_embd: Matrix, // [n_vocab, n_embd]
     pub(crate) blocks: Vec<Block>,
     pub(crate) out_norm: Tensor, // [n_embd]
     /// The LM head; `None` when tied to the token embedding.
-    pub(crate) output: Option<Weights>,
+    pub(crate) output: Option<Matrix>,
 }
 
 impl Llama {
@@ -134,7 +139,7 @@ impl Llama {
             cfg.n_kv_head * cfg.head_dim,
             cfg.n_ff,
         );
-        let tok_embd = matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?;
+        let tok_embd = Matrix::new(matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?);
         step();
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -145,12 +150,12 @@ impl Llama {
             let qkv_parts = parts(&[("attn_q", q), ("attn_k", kv), ("attn_v", kv)]);
             let qkv = Stacked::load(ctx, g, name("attn_qkv"), &qkv_parts, e, quant)?;
             (0..3).for_each(|_| step());
-            let wo = matrix(ctx, g, &name("attn_output.weight"), e, q, quant)?;
+            let wo = Matrix::new(matrix(ctx, g, &name("attn_output.weight"), e, q, quant)?);
             step();
             let gate_up_parts = parts(&[("ffn_gate", ff), ("ffn_up", ff)]);
             let gate_up = Stacked::load(ctx, g, name("ffn_gate_up"), &gate_up_parts, e, quant)?;
             (0..2).for_each(|_| step());
-            let down = matrix(ctx, g, &name("ffn_down.weight"), e, ff, quant)?;
+            let down = Matrix::new(matrix(ctx, g, &name("ffn_down.weight"), e, ff, quant)?);
             step();
             let attn_norm = vector(ctx, g, &name("attn_norm.weight"), e)?;
             let ffn_norm = vector(ctx, g, &name("ffn_norm.weight"), e)?;
@@ -168,7 +173,14 @@ impl Llama {
         let out_norm = vector(ctx, g, "output_norm.weight", e)?;
         step();
         let output = if g.has_tensor("output.weight") {
-            Some(matrix(ctx, g, "output.weight", cfg.n_vocab, e, quant)?)
+            Some(Matrix::new(matrix(
+                ctx,
+                g,
+                "output.weight",
+                cfg.n_vocab,
+                e,
+                quant,
+            )?))
         } else {
             None
         };
@@ -198,15 +210,19 @@ impl Architecture for Llama {
         }
     }
 
-    fn record_blocks(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
+    fn record_step(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
         let c = &self.cfg;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        embedding::embedding(rec, &io.ids, &self.tok_embd, &io.x)?;
+        embedding(rec, &io.ids, &self.tok_embd, &io.x)?;
         for (b, cache) in self.blocks.iter().zip(caches) {
             // Attention: x += Wo · attend(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
-            let attn_norm = (&b.attn_norm, c.eps);
-            b.qkv
-                .record_normed(rec, &io.x, attn_norm, &io.h, &[&io.q, &io.k, &io.v])?;
+            let h = Input::RmsNorm {
+                x: &io.x,
+                gamma: &b.attn_norm,
+                eps: c.eps,
+                normed: &io.h,
+            };
+            b.qkv.record(rec, h, &[&io.q, &io.k, &io.v])?;
             // RoPE at each row's cache position, folded into the store of k and v.
             let (qk, rope) = ((&io.q, &io.k), c.rope(c.n_head));
             attention::kv_store_rope(rec, &io.shape, qk, &io.v, &io.slots, cache, &rope)?;
@@ -222,34 +238,41 @@ impl Architecture for Llama {
                 scale,
                 None,
             )?;
-            matmul::linear_add(rec, &io.att, &b.wo, &io.x)?;
+            b.wo.record(rec, Input::Rows(&io.att), Output::add(&io.x))?;
             // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
-            let ffn_norm = (&b.ffn_norm, c.eps);
-            b.gate_up
-                .record_normed(rec, &io.x, ffn_norm, &io.h, &[&io.gate, &io.up])?;
-            let glu = (&io.gate, &io.up);
-            matmul::linear_swiglu(rec, glu, &io.act, &b.down, &io.x, matmul::Store::Add)?;
+            let h = Input::RmsNorm {
+                x: &io.x,
+                gamma: &b.ffn_norm,
+                eps: c.eps,
+                normed: &io.h,
+            };
+            b.gate_up.record(rec, h, &[&io.gate, &io.up])?;
+            let act = Input::SwiGlu {
+                gate: &io.gate,
+                up: &io.up,
+                act: &io.act,
+            };
+            b.down.record(rec, act, Output::add(&io.x))?;
         }
-        Ok(())
-    }
-
-    fn record_final_norm(&self, rec: &mut Recorder<'_>, x: &Tensor, out: &Tensor) -> Result<()> {
-        Ok(norm::rms_norm(rec, x, &self.out_norm, out, self.cfg.eps)?)
-    }
-
-    fn lm_head(&self) -> &Weights {
-        self.output.as_ref().unwrap_or(&self.tok_embd)
+        // Logits of the selected rows: Wout · rmsnorm(x), with a tied head reading the embedding.
+        let Some(x) = io.selected_rows(rec)? else {
+            return Ok(());
+        };
+        rms_norm(rec, &x, &self.out_norm, &io.sel, c.eps)?;
+        let head = self.output.as_ref().unwrap_or(&self.tok_embd);
+        head.record(rec, Input::Rows(&io.sel), Output::write(&io.logits))?;
+        io.finish(rec)
     }
 
     fn matrices(&self) -> Vec<&Weights> {
-        let mut all = vec![&self.tok_embd];
+        let mut all = vec![&self.tok_embd.weights];
         for b in &self.blocks {
             all.extend(b.qkv.matrices());
-            all.push(&b.wo);
+            all.push(&b.wo.weights);
             all.extend(b.gate_up.matrices());
-            all.push(&b.down);
+            all.push(&b.down.weights);
         }
-        all.extend(self.output.as_ref());
+        all.extend(self.output.as_ref().map(|m| &m.weights));
         all
     }
 

@@ -6,13 +6,13 @@ use std::path::Path;
 
 use kiln_runtime::Context;
 
+use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
-use crate::outliers::Decomposition;
-use crate::quantize::Quant;
-use crate::session::Architecture;
+use crate::outliers::{self, Decomposition};
+use crate::quantize::{Int8Scheme, Quant};
 use crate::tokenizer::Tokenizer;
 
 /// A model ready to run.
@@ -27,6 +27,25 @@ pub struct Loaded {
     pub arch: &'static str,
     /// The outlier decomposition applied after loading, if any.
     pub outliers: Option<Decomposition>,
+}
+
+impl Loaded {
+    /// The tokens an outlier decomposition calibrates on ([`outliers::calibration_ids`]).
+    pub fn calibration_ids(&self) -> Result<Vec<u32>> {
+        outliers::calibration_ids(&self.tokenizer, self.n_ctx)
+    }
+
+    /// Calibrates the model, loaded in its source format, and quantizes it to int8 under
+    /// `scheme` with the columns over `threshold` kept in f32 ([`outliers::apply`]).
+    pub fn decompose_outliers(
+        &mut self,
+        ctx: &Context,
+        scheme: Int8Scheme,
+        threshold: f32,
+    ) -> Result<Decomposition> {
+        let ids = self.calibration_ids()?;
+        outliers::apply(ctx, self.model.as_mut(), &ids, scheme, threshold)
+    }
 }
 
 /// Loads `path` with its matrices converted to `quant`; `progress(done, total)` follows the

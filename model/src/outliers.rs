@@ -2,21 +2,24 @@
 //! a calibration text runs through the model in its source format while every matrix records
 //! the largest |input| of each column; columns over a threshold (6 in the paper) are moved out of
 //! the matrix into an f32 side table before the rest is quantized to int8. The kernels add the
-//! f32 columns' share in a second launch beside each matrix product (`kiln_kernels::outliers`).
+//! f32 columns' share in a second launch beside each matrix product (`kiln_kernels::linear`).
 //!
 //! The paper picks the columns per batch at run time, which needs the f16 weights of every
 //! column kept; fixing them from calibration keeps only the chosen ones. Tables that are also
 //! gathered from (token and position embeddings, a tied LM head) are quantized without outliers,
 //! as bitsandbytes leaves the LM head out of the decomposition.
 
-use kiln_kernels::outliers::split_columns;
+use kiln_kernels::weights::split_columns;
 use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, DType, Tensor};
 
+use crate::architecture::Architecture;
 use crate::error::Result;
-use crate::loader::Loaded;
+use crate::matrix::NamedMatrix;
 use crate::quantize::{Int8Scheme, quantize_int8};
-use crate::session::{Architecture, NamedMatrix, Output, Session};
+use crate::session::Session;
+use crate::step::Output;
+use crate::tokenizer::Tokenizer;
 
 /// The paper's activation threshold.
 pub const DEFAULT_THRESHOLD: f32 = 6.0;
@@ -110,8 +113,8 @@ pub fn calibrate(
     let mut probes: Vec<(String, Tensor)> = Vec::new();
     for m in model.matrices_mut() {
         if !m.gathered {
-            let probe = ctx.zeros(DType::F32, &[m.weights.k])?;
-            m.weights.set_probe(Some(probe.clone()));
+            let probe = ctx.zeros(DType::F32, &[m.matrix.k])?;
+            m.matrix.set_probe(Some(probe.clone()));
             probes.push((m.name, probe));
         }
     }
@@ -134,7 +137,7 @@ pub fn calibrate(
             .collect::<Result<Vec<_>>>()
     })();
     for m in model.matrices_mut() {
-        m.weights.set_probe(None);
+        m.matrix.set_probe(None);
     }
     run
 }
@@ -153,11 +156,11 @@ pub fn decompose(
         let parts = matrix.quant_parts();
         let NamedMatrix {
             name,
-            weights,
+            matrix,
             gathered,
             ..
         } = matrix;
-        let (host, bias) = weights.download(ctx)?;
+        let (host, bias) = matrix.download(ctx)?;
         let (n, k) = (host.n, host.k);
         let columns: Vec<u32> = match maxima.iter().find(|m| m.name == name) {
             Some(m) if !gathered => (0..k as u32)
@@ -179,7 +182,7 @@ pub fn decompose(
         if let Some(b) = bias {
             next = next.with_bias(ctx, &b)?;
         }
-        *weights = next;
+        matrix.weights = next;
         if !gathered {
             matrices.push(Kept { name, k, columns });
         }
@@ -191,21 +194,21 @@ pub fn decompose(
 }
 
 /// The last [`CALIBRATION_TOKENS`] tokens of [`CALIBRATION_TEXT`] (fewer if the model's context
-/// is shorter).
-pub fn calibration_ids(loaded: &Loaded) -> Result<Vec<u32>> {
-    let ids = loaded.tokenizer.encode(CALIBRATION_TEXT)?;
-    let n = CALIBRATION_TOKENS.min(loaded.n_ctx).min(ids.len());
+/// of `n_ctx` positions is shorter).
+pub fn calibration_ids(tokenizer: &Tokenizer, n_ctx: usize) -> Result<Vec<u32>> {
+    let ids = tokenizer.encode(CALIBRATION_TEXT)?;
+    let n = CALIBRATION_TOKENS.min(n_ctx).min(ids.len());
     Ok(ids[ids.len() - n..].to_vec())
 }
 
-/// Calibrates a model loaded in its source format on [`calibration_ids`] and decomposes it.
+/// Calibrates a model in its source format on `ids` ([`calibration_ids`]) and decomposes it.
 pub fn apply(
     ctx: &Context,
-    loaded: &mut Loaded,
+    model: &mut dyn Architecture,
+    ids: &[u32],
     scheme: Int8Scheme,
     threshold: f32,
 ) -> Result<Decomposition> {
-    let ids = calibration_ids(loaded)?;
-    let maxima = calibrate(ctx, loaded.model.as_mut(), &ids)?;
-    decompose(ctx, loaded.model.as_mut(), scheme, threshold, &maxima)
+    let maxima = calibrate(ctx, model, ids)?;
+    decompose(ctx, model, scheme, threshold, &maxima)
 }

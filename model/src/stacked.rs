@@ -1,30 +1,29 @@
 //! Projections of one input (Llama's q, k and v; gate and up) stacked by rows into one matrix, so
 //! that one launch computes them all and writes each its own output
-//! ([`kiln_kernels::matmul::linear_split`]): on lavapipe a launch costs ≈35 µs before it reads a
-//! byte, and SmolLM2's k and v are too small to keep two cores busy alone. A GGUF file may store
-//! the parts in different formats (llama.cpp's quantization mixes keep some wider); those stay
-//! apart, one launch each.
+//! ([`kiln_kernels::linear::Output::split`]): a launch has a fixed cost before it reads a byte,
+//! and small projections alone leave a device idle. A GGUF file may store the parts in different
+//! formats (llama.cpp's quantization mixes keep some wider); those stay apart, one launch each.
 
-use kiln_kernels::matmul::{self, Store};
+use kiln_kernels::linear::{Input, Output, Store};
 use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_weights::host_matrix;
+use crate::matrix::{Matrix, NamedMatrix};
 use crate::quantize::Quant;
-use crate::session::NamedMatrix;
 
 pub(crate) enum Stacked {
     /// One matrix, named for calibration and decomposition (`blk.N.attn_qkv`), with the rows
     /// of each part.
     One {
         name: String,
-        w: Box<Weights>,
+        w: Box<Matrix>,
         rows: Vec<usize>,
     },
     /// Each part on its own, with its tensor's name (`blk.N.attn_q`, ...).
-    Apart(Vec<(String, Weights)>),
+    Apart(Vec<(String, Matrix)>),
 }
 
 impl Stacked {
@@ -61,23 +60,27 @@ impl Stacked {
         if same {
             let hosts: Vec<HostWeights> = parts.into_iter().map(|(_, h)| h).collect();
             let rows = hosts.iter().map(|h| h.n).collect();
-            let w = Box::new(Weights::upload(ctx, &HostWeights::stack(&hosts)?)?);
+            let w = Box::new(Matrix::new(Weights::upload(
+                ctx,
+                &HostWeights::stack(&hosts)?,
+            )?));
             return Ok(Self::One { name, w, rows });
         }
         let apart = parts
             .into_iter()
-            .map(|(t, h)| Ok((t, Weights::upload(ctx, &h)?)))
+            .map(|(t, h)| Ok((t, Matrix::new(Weights::upload(ctx, &h)?))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self::Apart(apart))
     }
 
-    /// `ys[i] = x · W_iᵀ` for every part, `ys` in the parts' order.
-    pub fn record(&self, rec: &mut Recorder<'_>, x: &Tensor, ys: &[&Tensor]) -> Result<()> {
+    /// `ys[i] = input · W_iᵀ` for every part, `ys` in the parts' order. A normed input is
+    /// made once for parts kept apart.
+    pub fn record(&self, rec: &mut Recorder<'_>, input: Input<'_>, ys: &[&Tensor]) -> Result<()> {
         let rows: Vec<usize> = match self {
             Self::One { rows, .. } => rows.clone(),
             Self::Apart(parts) => parts.iter().map(|(_, w)| w.n).collect(),
         };
-        let m = x.len() / self.matrices()[0].k;
+        let m = input.source().len() / self.matrices()[0].k;
         let fits = ys.len() == rows.len() && ys.iter().zip(&rows).all(|(y, &n)| y.len() == m * n);
         if !fits {
             let got: Vec<_> = ys.iter().map(|y| y.shape().to_vec()).collect();
@@ -87,31 +90,12 @@ impl Stacked {
             });
         }
         match self {
-            Self::One { w, .. } => matmul::linear_split(rec, x, w, ys, Store::Write)?,
+            Self::One { w, .. } => w.record(rec, input, Output::split(ys, Store::Write))?,
             Self::Apart(parts) => {
+                let x = input.make(rec)?;
                 for ((_, w), y) in parts.iter().zip(ys) {
-                    matmul::linear(rec, x, w, y)?;
+                    w.record(rec, Input::Rows(x), Output::write(y))?;
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Stacked::record`] of `rmsnorm(x) ⊙ gamma` (epsilon `eps`): folded into the projection's
-    /// read where the device plan does that, else normed into `h` first.
-    pub fn record_normed(
-        &self,
-        rec: &mut Recorder<'_>,
-        x: &Tensor,
-        norm: (&Tensor, f32),
-        h: &Tensor,
-        ys: &[&Tensor],
-    ) -> Result<()> {
-        match self {
-            Self::One { w, .. } => matmul::linear_rms_split(rec, x, norm, h, w, ys)?,
-            Self::Apart(_) => {
-                kiln_kernels::norm::rms_norm(rec, x, norm.0, h, norm.1)?;
-                self.record(rec, h, ys)?
             }
         }
         Ok(())
@@ -119,8 +103,8 @@ impl Stacked {
 
     pub fn matrices(&self) -> Vec<&Weights> {
         match self {
-            Self::One { w, .. } => vec![w],
-            Self::Apart(parts) => parts.iter().map(|(_, w)| w).collect(),
+            Self::One { w, .. } => vec![&w.weights],
+            Self::Apart(parts) => parts.iter().map(|(_, w)| &w.weights).collect(),
         }
     }
 
@@ -140,7 +124,7 @@ impl Stacked {
 #[cfg(test)]
 mod tests {
     use kiln_kernels::WeightFormat;
-    use kiln_kernels::matmul::matmul_ref;
+    use kiln_kernels::linear::matmul_ref;
     use kiln_runtime::testing::test_context;
 
     use super::*;
@@ -190,7 +174,7 @@ mod tests {
                 .map(|&n| ctx.upload_f32(&vec![f32::NAN; m * n], &[m, n]).unwrap())
                 .collect();
             let mut rec = ctx.recorder();
-            s.record(&mut rec, &xt, &ys.iter().collect::<Vec<_>>())
+            s.record(&mut rec, Input::Rows(&xt), &ys.iter().collect::<Vec<_>>())
                 .unwrap();
             rec.submit().unwrap();
             for ((y, w), n) in ys.iter().zip(&wants).zip([9, 3, 3]) {
@@ -202,7 +186,10 @@ mod tests {
             }
             // Outputs out of the parts' order are an error, not a product cut wrongly.
             let swapped = [&ys[1], &ys[0], &ys[2]];
-            assert!(s.record(&mut ctx.recorder(), &xt, &swapped).is_err());
+            assert!(
+                s.record(&mut ctx.recorder(), Input::Rows(&xt), &swapped)
+                    .is_err()
+            );
             let mut s = s;
             let named = s.named_mut();
             let names: Vec<&str> = named.iter().map(|m| m.name.as_str()).collect();

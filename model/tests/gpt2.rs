@@ -11,7 +11,6 @@ use kiln_kernels::attention::KvFormat;
 use kiln_model::ModelError;
 use kiln_model::gguf::GgufFile;
 use kiln_model::gpt2::Gpt2;
-use kiln_model::outliers;
 use kiln_model::quantize::{Int8Scheme, Quant};
 use kiln_model::session::{Architecture, Output, Session};
 use kiln_runtime::Context;
@@ -192,12 +191,11 @@ fn outlier_decomposition_matches_reference() {
     for scheme in ["int8-channel", "int8-zp-g32"] {
         let want = expected("tiny-f32", &format!("expected-outliers-{scheme}.json"));
         let mut loaded = load();
-        assert_eq!(
-            outliers::calibration_ids(&loaded).unwrap(),
-            ids(&want["calibration"])
-        );
+        assert_eq!(loaded.calibration_ids().unwrap(), ids(&want["calibration"]));
         let threshold = want["threshold"].as_f64().unwrap() as f32;
-        let d = outliers::apply(ctx, &mut loaded, int8(scheme), threshold).unwrap();
+        let d = loaded
+            .decompose_outliers(ctx, int8(scheme), threshold)
+            .unwrap();
         let kept = want["kept"].as_object().unwrap();
         assert_eq!(d.matrices.len(), kept.len());
         for m in &d.matrices {
@@ -216,7 +214,9 @@ fn outlier_decomposition_matches_reference() {
         );
     }
     let mut loaded = load();
-    let d = outliers::apply(ctx, &mut loaded, int8("int8-channel"), f32::INFINITY).unwrap();
+    let d = loaded
+        .decompose_outliers(ctx, int8("int8-channel"), f32::INFINITY)
+        .unwrap();
     assert_eq!(d.totals().0, 0);
     let want = expected("tiny-f32", "expected-int8-channel.json");
     check_model(

@@ -412,7 +412,9 @@ fn int8_schemes_stay_close_to_unquantized() {
                 unreachable!()
             };
             let mut loaded = loader::load(ctx, &path, Quant::None, |_, _| {}).unwrap();
-            let d = outliers::apply(ctx, &mut loaded, scheme, outliers::DEFAULT_THRESHOLD).unwrap();
+            let d = loaded
+                .decompose_outliers(ctx, scheme, outliers::DEFAULT_THRESHOLD)
+                .unwrap();
             eprintln!("{}", d.summary());
             let (kept, total) = d.totals();
             assert!(kept > 0 && kept < total / 10, "{}", d.summary());

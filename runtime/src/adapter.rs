@@ -129,7 +129,7 @@ pub struct GrantedFeatures {
     /// Timestamp queries, also between passes inside an encoder (what
     /// [`Context::time`](crate::Context::time) uses).
     pub timestamps: bool,
-    /// 64-bit integers in shaders. lavapipe loads storage words one lane and one component at
+    /// 64-bit integers in shaders. CPU adapters load storage words one lane and one component at
     /// a time, so there a `u64` component moves twice the bytes of a `u32` for the same cost.
     pub int64: bool,
     /// Timestamp queries between dispatches inside a compute pass (profiles use them to time

@@ -2,8 +2,8 @@
 //!
 //! A decode step records the same few hundred dispatches every token: the same pipelines over the
 //! same buffers, with parameters at the same places in the same pooled uniform chunks. Making
-//! their bind groups anew costs more than the rest of recording (≈15 µs each on lavapipe, 6 ms of
-//! a SmolLM2 token), so a [`BindGroupCache`] keeps them, keyed by pipeline, group and the exact
+//! their bind groups anew costs more than the rest of recording (docs/benchmarks/NOTES.md), so a
+//! [`BindGroupCache`] keeps them, keyed by pipeline, group and the exact
 //! buffer ranges bound. An entry holds its buffers alive, so the cache belongs to whatever owns
 //! those buffers (a generation session) and goes with it; past [`MAX_ENTRIES`] it starts over.
 

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use half::f16;
-use kiln_kernels::{BlockOrder, HostWeights, WeightFormat, Weights};
+use kiln_kernels::linear::{Kernel, Layout};
+use kiln_kernels::{BlockOrder, DevicePlan, HostWeights, WeightFormat, Weights};
 use kiln_runtime::{Context, DeviceOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -151,10 +152,32 @@ pub fn upload_weights_ordered(
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size),
     };
-    let order = order.unwrap_or(BlockOrder::for_device(ctx, host.format));
+    let order = order.unwrap_or(DevicePlan::of(ctx).block_order(host.format.has_lane_tiles()));
     let mut w = Weights::upload_ordered(ctx, host, limit, order).unwrap();
     if let Some(b) = bias {
         w = w.with_bias(ctx, b).unwrap();
     }
     w
+}
+
+/// Every kernel the device runs for a product, `None` standing for `linear`'s own pick: the
+/// matmul and the mat-vec in every supported layout (folding norms where the layout can).
+pub fn kernels_of(ctx: &Context) -> Vec<Option<Kernel>> {
+    let mut all = vec![None, Some(Kernel::Matmul)];
+    for layout in Layout::ALL {
+        if layout.supported(ctx) {
+            all.push(Some(matvec_in(layout)));
+        } else {
+            eprintln!("not run: matvec layout {layout:?} (no subgroups of 8)");
+        }
+    }
+    all
+}
+
+/// The mat-vec in `layout`, folding an RMSNorm where the layout can.
+pub fn matvec_in(layout: Layout) -> Kernel {
+    Kernel::Matvec {
+        layout,
+        fold_norm: true,
+    }
 }

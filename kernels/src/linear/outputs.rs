@@ -6,16 +6,25 @@
 
 use kiln_runtime::{Binding, DType, Defines, Tensor};
 
-use crate::{Result, ensure};
+use crate::error::{Result, ensure};
 
 /// The output WGSL, included by the kernels that write through `y_put`.
-pub const OUTPUTS_WGSL: &str = include_str!("../../shaders/outputs.wgsl");
+pub(super) const OUTPUTS_WGSL: &str = include_str!("../../../shaders/outputs.wgsl");
+
+/// How a matrix kernel stores its product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// `y = x · Wᵀ (+ bias)`
+    Write,
+    /// `y += x · Wᵀ (+ bias)`: a residual add in the same launch.
+    Add,
+}
 
 /// Most outputs one stacked matrix writes.
 pub const MAX_OUTPUTS: usize = 3;
 
 /// The outputs of one `[M, N]` product: `ys[i]` is `[M, widths[i]]`, the widths summing to N.
-pub struct Outputs<'a> {
+pub(super) struct Outputs<'a> {
     ys: Vec<&'a Tensor>,
     widths: Vec<usize>,
 }
@@ -23,7 +32,12 @@ pub struct Outputs<'a> {
 impl<'a> Outputs<'a> {
     /// `ys` (1 to [`MAX_OUTPUTS`], f32) each `[m, n_i]` for a matrix of `n = Σ n_i` rows: the
     /// widths follow from the lengths.
-    pub fn split(kernel: &'static str, ys: &[&'a Tensor], m: usize, n: usize) -> Result<Self> {
+    pub(super) fn split(
+        kernel: &'static str,
+        ys: &[&'a Tensor],
+        m: usize,
+        n: usize,
+    ) -> Result<Self> {
         ensure((1..=MAX_OUTPUTS).contains(&ys.len()), kernel, || {
             format!(
                 "a stacked matrix writes 1 to {MAX_OUTPUTS} outputs, got {}",
@@ -55,47 +69,53 @@ impl<'a> Outputs<'a> {
     }
 
     /// Columns of the whole product.
-    pub fn width(&self) -> usize {
+    fn width(&self) -> usize {
         self.widths.iter().sum()
     }
 
+    /// How many outputs the product is cut over.
+    pub(super) fn count(&self) -> usize {
+        self.ys.len()
+    }
+
     /// (cut1, cut2): the first column of outputs 1 and 2 (the width where there are fewer).
-    pub(crate) fn cuts(&self) -> (u32, u32) {
+    pub(super) fn cuts(&self) -> (u32, u32) {
         let n = self.width();
         let cut = |i: usize| self.widths.iter().take(i).sum::<usize>().min(n) as u32;
         (cut(1), cut(2))
     }
 
-    pub(crate) fn defines(&self, d: Defines) -> Defines {
-        match self.ys.len() {
-            1 => d,
-            2 => d.flag("SPLIT_Y"),
-            _ => d.flag("SPLIT_Y").flag("SPLIT_Y3"),
-        }
-    }
-
     /// Group-0 bindings 2, 4 and 5.
-    pub(crate) fn bindings(&self) -> Vec<Binding<'a>> {
+    pub(super) fn bindings(&self) -> Vec<Binding<'a>> {
         self.ys
             .iter()
             .zip([2, 4, 5])
             .map(|(y, at)| Binding::new(at, y))
             .collect()
     }
+}
 
-    /// CPU reference: the columns of a stacked `[m, Σ n_i]` product `y`, each output's share.
-    pub fn split_ref(y: &[f32], widths: &[usize], m: usize) -> Vec<Vec<f32>> {
-        let n: usize = widths.iter().sum();
-        let mut start = 0;
-        widths
-            .iter()
-            .map(|&w| {
-                let part = (0..m)
-                    .flat_map(|r| y[r * n + start..r * n + start + w].iter().copied())
-                    .collect();
-                start += w;
-                part
-            })
-            .collect()
+/// The defines that cut a product over `outputs` outputs (1 to [`MAX_OUTPUTS`]).
+pub(super) fn split_defines(d: Defines, outputs: usize) -> Defines {
+    match outputs {
+        1 => d,
+        2 => d.flag("SPLIT_Y"),
+        _ => d.flag("SPLIT_Y").flag("SPLIT_Y3"),
     }
+}
+
+/// CPU reference: the columns of a stacked `[m, Σ n_i]` product `y`, each output's share.
+pub fn split_ref(y: &[f32], widths: &[usize], m: usize) -> Vec<Vec<f32>> {
+    let n: usize = widths.iter().sum();
+    let mut start = 0;
+    widths
+        .iter()
+        .map(|&w| {
+            let part = (0..m)
+                .flat_map(|r| y[r * n + start..r * n + start + w].iter().copied())
+                .collect();
+            start += w;
+            part
+        })
+        .collect()
 }

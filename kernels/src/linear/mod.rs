@@ -1,0 +1,225 @@
+//! `Y = X · Wᵀ (+ bias)` for every weight format, through one entry: [`linear`] takes the input
+//! ([`Input`]: rows, or rows it makes first, a gated MLP's product or a normed residual), the
+//! weights and where the product goes ([`Output`]: written or added, to one output or cut over
+//! the outputs of a stacked matrix), and picks the kernel itself ([`Kernel::pick`]): the tiled
+//! matmul for prefill, the mat-vec for decode. Outlier columns and the output cutting are its
+//! private parts.
+
+mod matmul;
+mod matvec;
+mod outliers;
+mod outputs;
+
+use kiln_runtime::{Context, DType, Recorder, Tensor};
+
+pub use self::matmul::{TILE, matmul_ref};
+use self::matvec::Fold;
+pub use self::matvec::MAX_BATCH;
+use self::outputs::Outputs;
+pub use self::outputs::{MAX_OUTPUTS, Store, split_ref};
+use crate::elementwise::swiglu;
+use crate::error::{Result, ensure, expect};
+use crate::norm::rms_norm;
+use crate::plan::DevicePlan;
+pub use crate::plan::Layout;
+use crate::variants::ShaderVariants;
+use crate::weights::device::Weights;
+
+/// What a product's rows are.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// Activation rows, `[M, K]` f32.
+    Rows(&'a Tensor),
+    /// `silu(gate) ⊙ up` (each `[M, K]`): a gated MLP's down projection. The mat-vec makes it as
+    /// it reads; otherwise it is written to `act` (`[M, K]`) first.
+    SwiGlu {
+        gate: &'a Tensor,
+        up: &'a Tensor,
+        act: &'a Tensor,
+    },
+    /// `rmsnorm(x) ⊙ gamma` (`x` `[M, K]`, `gamma` `[K]`): the norm before a projection. Folded
+    /// into the mat-vec where the device plan does that; otherwise written to `normed` first.
+    RmsNorm {
+        x: &'a Tensor,
+        gamma: &'a Tensor,
+        eps: f32,
+        normed: &'a Tensor,
+    },
+}
+
+impl<'a> Input<'a> {
+    /// The tensor whose rows the product reads or makes its input from (`[M, K]`).
+    pub fn source(&self) -> &'a Tensor {
+        match *self {
+            Input::Rows(x) => x,
+            Input::SwiGlu { gate, .. } => gate,
+            Input::RmsNorm { x, .. } => x,
+        }
+    }
+
+    /// Rows of the input for weights of width `k`, after checking every tensor's size.
+    fn rows(&self, k: usize) -> Result<usize> {
+        let x = self.source();
+        ensure(
+            x.dtype() == DType::F32 && !x.is_empty() && x.len().is_multiple_of(k),
+            "linear",
+            || {
+                format!(
+                    "x must be f32 rows of K = {k} values, got {:?}{:?}",
+                    x.dtype(),
+                    x.shape()
+                )
+            },
+        )?;
+        let m = x.len() / k;
+        match *self {
+            Input::Rows(_) => {}
+            Input::SwiGlu { up, act, .. } => {
+                expect(up, "linear", "up", DType::F32, m * k)?;
+                expect(act, "linear", "act", DType::F32, m * k)?;
+            }
+            Input::RmsNorm { gamma, normed, .. } => {
+                expect(gamma, "linear", "gamma", DType::F32, k)?;
+                expect(normed, "linear", "normed", DType::F32, m * k)?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// Records what makes the input as a tensor (nothing for [`Input::Rows`]) and returns it:
+    /// for kernels that cannot make it as they read, and for callers that need it (a probe).
+    pub fn make(&self, rec: &mut Recorder<'_>) -> Result<&'a Tensor> {
+        match *self {
+            Input::Rows(x) => Ok(x),
+            Input::SwiGlu { gate, up, act } => {
+                swiglu(rec, gate, up, act)?;
+                Ok(act)
+            }
+            Input::RmsNorm {
+                x,
+                gamma,
+                eps,
+                normed,
+            } => {
+                rms_norm(rec, x, gamma, normed, eps)?;
+                Ok(normed)
+            }
+        }
+    }
+}
+
+/// Where a product goes: `ys` (each `[M, n_i]`, `Σ n_i = N`) are the outputs of a matrix
+/// stacked by rows from the projections of one input (q, k and v; gate and up), one output for
+/// a plain matrix.
+#[derive(Clone)]
+pub struct Output<'a> {
+    ys: Vec<&'a Tensor>,
+    store: Store,
+}
+
+impl<'a> Output<'a> {
+    /// `y = X · Wᵀ (+ bias)`
+    pub fn write(y: &'a Tensor) -> Self {
+        Self::split(&[y], Store::Write)
+    }
+
+    /// `y += X · Wᵀ (+ bias)`: a residual add in the same launch.
+    pub fn add(y: &'a Tensor) -> Self {
+        Self::split(&[y], Store::Add)
+    }
+
+    /// The outputs `ys` of a stacked matrix (1 to [`MAX_OUTPUTS`]), each stored by `store`.
+    pub fn split(ys: &[&'a Tensor], store: Store) -> Self {
+        Self {
+            ys: ys.to_vec(),
+            store,
+        }
+    }
+}
+
+/// Which kernel computes a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The tiled matmul; a made input is written to its tensor first.
+    Matmul,
+    /// The mat-vec in `layout`. A gated MLP's input is made as it reads, and an RMSNorm where
+    /// `fold_norm` and the layout can ([`Layout::folds_norm`]).
+    Matvec { layout: Layout, fold_norm: bool },
+}
+
+impl Kernel {
+    /// The kernel [`linear`] runs for `rows` rows of `w` on this device: the mat-vec for up to
+    /// [`MAX_BATCH`] rows (decode), and for any number where the plan takes prefill through the
+    /// mat-vec ([`DevicePlan::matvec_prefill`]) and it reads `w` by blocks; else the matmul.
+    pub fn pick(ctx: &Context, rows: usize, w: &Weights) -> Kernel {
+        let plan = DevicePlan::of(ctx);
+        let layout = plan.matvec;
+        let prefill = plan.matvec_prefill && matvec::blockwise(w.format, w.k, layout);
+        if rows <= MAX_BATCH || prefill {
+            Kernel::Matvec {
+                layout,
+                fold_norm: plan.fold_norm,
+            }
+        } else {
+            Kernel::Matmul
+        }
+    }
+}
+
+/// `Y (+)= input · Wᵀ (+ bias)` into `out`, by the kernel [`Kernel::pick`] chooses.
+pub fn linear(
+    rec: &mut Recorder<'_>,
+    input: Input<'_>,
+    w: &Weights,
+    out: Output<'_>,
+) -> Result<()> {
+    let rows = input.rows(w.k)?;
+    let kernel = Kernel::pick(rec.context(), rows, w);
+    linear_by(rec, input, w, out, kernel)
+}
+
+/// [`linear`] by a chosen kernel: tests and benchmarks compare kernels on one device.
+pub fn linear_by(
+    rec: &mut Recorder<'_>,
+    input: Input<'_>,
+    w: &Weights,
+    out: Output<'_>,
+    kernel: Kernel,
+) -> Result<()> {
+    let m = input.rows(w.k)?;
+    let ys = Outputs::split("linear", &out.ys, m, w.n)?;
+    // An input made as it is read cannot feed the outlier columns, which read it again.
+    let plain = w.outliers().is_none();
+    let fold = match (kernel, input) {
+        (Kernel::Matvec { .. }, Input::SwiGlu { gate, up, .. }) if plain => {
+            Some((gate, Fold::Glu(up)))
+        }
+        (Kernel::Matvec { layout, fold_norm }, Input::RmsNorm { x, gamma, eps, .. })
+            if plain && fold_norm && layout.folds_norm() =>
+        {
+            Some((x, Fold::Rms(gamma, eps)))
+        }
+        _ => None,
+    };
+    let (x, fold) = match fold {
+        Some(folded) => folded,
+        None => (input.make(rec)?, Fold::None),
+    };
+    match kernel {
+        Kernel::Matmul => matmul::record(rec, x, w, &ys, out.store, m)?,
+        Kernel::Matvec { layout, .. } => {
+            matvec::record(rec, x, fold, w, &ys, (layout, out.store), m)?
+        }
+    }
+    if let Some(o) = w.outliers() {
+        outliers::record(rec, x, (m, w.n, w.k), o, &ys)?;
+    }
+    Ok(())
+}
+
+/// The shader families of the linear kernels and every variant each can launch.
+pub fn shader_variants() -> Vec<ShaderVariants> {
+    let mut all = vec![matmul::shader_variants(), outliers::shader_variants()];
+    all.extend(matvec::shader_variants());
+    all
+}

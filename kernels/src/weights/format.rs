@@ -1,0 +1,168 @@
+//! Weight formats and their byte math. A matrix has `n` rows of `k` values, row-major (the GGUF /
+//! PyTorch `[out, in]` layout). GGUF block layouts follow ggml's `block_q8_0`, `block_q4_0` and
+//! `block_q4_1`: 32 values per block, an f16 scale (and an f16 minimum for Q4_1), then the quants;
+//! in Q4 blocks element j < 16 is the low nibble of byte j and element j + 16 its high nibble.
+
+use kiln_runtime::Defines;
+
+use crate::error::{KernelError, Result};
+use crate::plan::{BlockOrder, F16Read};
+
+/// Values per GGUF block.
+pub const BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    /// int8 with an f32 scale per `group` values of a row (`group == k` is per output channel),
+    /// and with an f32 zero point per group when `zero_point` (asymmetric).
+    Int8 {
+        group: usize,
+        zero_point: bool,
+    },
+}
+
+impl WeightFormat {
+    /// Bytes of one GGUF block, for block formats.
+    pub fn block_bytes(self) -> Option<usize> {
+        match self {
+            WeightFormat::Q8_0 => Some(34),
+            WeightFormat::Q4_0 => Some(18),
+            WeightFormat::Q4_1 => Some(20),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one row of `k` values in the data buffer.
+    pub fn row_bytes(self, k: usize) -> usize {
+        match self {
+            WeightFormat::F32 => 4 * k,
+            WeightFormat::F16 => 2 * k,
+            WeightFormat::Int8 { .. } => k.div_ceil(4) * 4,
+            block => k / BLOCK * block.block_bytes().unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "W_F32",
+            WeightFormat::F16 => "W_F16",
+            WeightFormat::Q8_0 => "W_Q8_0",
+            WeightFormat::Q4_0 => "W_Q4_0",
+            WeightFormat::Q4_1 => "W_Q4_1",
+            WeightFormat::Int8 { .. } => "W_I8",
+        }
+    }
+
+    /// Checks that `k` values per row fit this format.
+    pub fn check_k(self, k: usize) -> Result<()> {
+        let ok = match self {
+            WeightFormat::F32 | WeightFormat::F16 => k > 0,
+            WeightFormat::Int8 { group, .. } => {
+                k > 0 && (group == k || (group > 0 && group % 4 == 0))
+            }
+            _ => k > 0 && k.is_multiple_of(BLOCK),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(KernelError::Shape {
+            kernel: "weights",
+            message: format!(
+                "{self:?} cannot hold rows of {k} values (blocks of 32; int8 groups a multiple of 4 or the whole row)"
+            ),
+        })
+    }
+
+    /// Whether the format has a lane-tile order ([`BlockOrder::LaneTiles`]): Q4_1 and Q8_0.
+    pub fn has_lane_tiles(self) -> bool {
+        matches!(self, WeightFormat::Q4_1 | WeightFormat::Q8_0)
+    }
+}
+
+/// How a kernel reads one matrix: the part of a variant that `shaders/weights.wgsl` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightRead {
+    pub format: WeightFormat,
+    pub order: BlockOrder,
+    pub f16: F16Read,
+    /// Rows are a multiple of 4 values (f32 rows are then read as `vec4`).
+    pub vec4: bool,
+}
+
+impl WeightRead {
+    /// The defines that select this read in `weights.wgsl`: the one place they are made.
+    pub fn defines(self) -> Defines {
+        let mut d = Defines::new().flag(self.format.flag());
+        if self.order == BlockOrder::LaneTiles {
+            d = d.flag("W_LANE_TILES");
+        }
+        match self.format {
+            WeightFormat::F32 if self.vec4 => d = d.flag("W_VEC4"),
+            WeightFormat::F16 => match self.f16 {
+                F16Read::Native => d = d.flag("F16_NATIVE"),
+                F16Read::Packed => {}
+                F16Read::Quads => d = d.flag("F16_QUADS"),
+            },
+            WeightFormat::Int8 {
+                zero_point: true, ..
+            } => d = d.flag("W_ZP"),
+            _ => {}
+        }
+        d
+    }
+
+    /// Every read a device can be asked for: each format, block order and f16 mode, with rows
+    /// a multiple of 4 values or not where the format allows both.
+    pub fn all() -> Vec<WeightRead> {
+        let int8 = |zero_point| WeightFormat::Int8 {
+            group: 64,
+            zero_point,
+        };
+        let formats = [
+            WeightFormat::F32,
+            WeightFormat::F16,
+            WeightFormat::Q8_0,
+            WeightFormat::Q4_0,
+            WeightFormat::Q4_1,
+            int8(false),
+            int8(true),
+        ];
+        let mut all = Vec::new();
+        for format in formats {
+            let orders: &[BlockOrder] = if format.has_lane_tiles() {
+                &[BlockOrder::Interleaved, BlockOrder::LaneTiles]
+            } else {
+                &[BlockOrder::Interleaved]
+            };
+            let reads: &[F16Read] = if format == WeightFormat::F16 {
+                &F16Read::ALL
+            } else {
+                &[F16Read::Packed]
+            };
+            for (&order, &f16) in orders
+                .iter()
+                .flat_map(|o| reads.iter().map(move |r| (o, r)))
+            {
+                for vec4 in [true, false] {
+                    let read = WeightRead {
+                        format,
+                        order,
+                        f16,
+                        vec4,
+                    };
+                    // Blocks hold 32 values; quads need 4.
+                    let fits = vec4 || (format.block_bytes().is_none() && f16 != F16Read::Quads);
+                    if fits {
+                        all.push(read);
+                    }
+                }
+            }
+        }
+        all
+    }
+}
