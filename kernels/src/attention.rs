@@ -203,14 +203,6 @@ impl KvCache {
         self.k.size_bytes() + self.v.size_bytes() + self.aux.as_ref().map_or(0, Tensor::size_bytes)
     }
 
-    fn defines(&self) -> Defines {
-        match self.format {
-            KvFormat::F32 => Defines::new(),
-            KvFormat::F16 => Defines::new().flag("KV_F16"),
-            KvFormat::Int8 => Defines::new().flag("KV_I8"),
-        }
-    }
-
     fn bindings(&self) -> Vec<Binding<'_>> {
         let mut b = vec![Binding::new(4, &self.k), Binding::new(5, &self.v)];
         if let Some(aux) = &self.aux {
@@ -374,7 +366,6 @@ fn store(
     expect(k_new, "kv_store", "k_new", DType::F32, t * row)?;
     expect(v_new, "kv_store", "v_new", DType::F32, t * row)?;
     let mut params = Params::new(shape, t);
-    let mut defines = cache.defines();
     let mut bindings = vec![
         Binding::new(1, k_new),
         Binding::new(2, v_new),
@@ -384,14 +375,18 @@ fn store(
         params.rope_rot = rope.rot_dims as u32;
         params.rope_base = rope.base;
         params.rope_mode = matches!(rope.layout, RopeLayout::HalfSplit) as u32;
-        defines = defines.flag("ROPE");
         bindings.push(Binding::new(6, q));
     }
     bindings.extend(cache.bindings());
+    let variant = Variant::Store {
+        kv: cache.format,
+        rope: rope.is_some(),
+    };
+    let (shader, entry) = variant.kernel();
     rec.dispatch(&Dispatch {
-        shader: &SHADER,
-        entry: "kv_store",
-        defines: &defines,
+        shader,
+        entry,
+        defines: &variant.defines(),
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
         workgroups: groups_for(t * shape.kv_heads, 1)?,
@@ -516,19 +511,12 @@ pub fn attention_in(
             )
         },
     )?;
-    let (entry, defines, splits, split_len, groups) = match kernel {
+    let kv = cache.format;
+    let (variant, splits, split_len, groups) = match kernel {
         Attend::Rows => {
-            let defines = cache
-                .defines()
-                .flag("ATTEND_ROWS")
-                .set("HEAD_DIM", shape.head_dim as u32);
-            (
-                "attend_rows",
-                defines,
-                1,
-                0,
-                rows.div_ceil(32) * shape.heads,
-            )
+            let head_dim = shape.head_dim;
+            let groups = rows.div_ceil(32) * shape.heads;
+            (Variant::Rows { kv, head_dim }, 1, 0, groups)
         }
         Attend::Keys | Attend::Lanes => {
             let default_split = DevicePlan::of(rec.context()).attention_split;
@@ -547,18 +535,16 @@ pub fn attention_in(
                 },
             )?;
             let groups = rows * shape.heads * splits;
-            if kernel == Attend::Keys {
-                ("attend", cache.defines(), splits, split_len, groups)
+            let variant = if kernel == Attend::Keys {
+                Variant::Keys { kv }
             } else {
-                let mut defines = cache
-                    .defines()
-                    .flag("ATTEND_LANES")
-                    .set("HEAD_DIM", shape.head_dim as u32);
-                if rec.context().features.int64 {
-                    defines = defines.flag("KV_WIDE");
+                Variant::Lanes {
+                    kv,
+                    head_dim: shape.head_dim,
+                    wide: rec.context().features.int64,
                 }
-                ("attend_lanes", defines, splits, split_len, groups)
-            }
+            };
+            (variant, splits, split_len, groups)
         }
     };
     let params = Params {
@@ -576,24 +562,21 @@ pub fn attention_in(
         bindings.push(Binding::new(7, scratch));
     }
     bindings.extend(cache.bindings());
-    let shader = if kernel == Attend::Keys {
-        &SHADER
-    } else {
-        &SHADER_CPU
-    };
+    let (shader, entry) = variant.kernel();
     rec.dispatch(&Dispatch {
         shader,
         entry,
-        defines: &defines,
+        defines: &variant.defines(),
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
         workgroups: groups_for(groups, 1)?,
     })?;
     if splits > 1 {
+        let (shader, entry) = Variant::Combine.kernel();
         rec.dispatch(&Dispatch {
-            shader: &SHADER,
-            entry: "combine",
-            defines: &Defines::new(),
+            shader,
+            entry,
+            defines: &Variant::Combine.defines(),
             params: bytemuck::bytes_of(&params),
             bindings: &[Binding::new(6, out), Binding::new(7, scratch)],
             workgroups: groups_for(rows * shape.heads, 1)?,
@@ -641,44 +624,97 @@ pub fn attention_ref(
     out
 }
 
-pub fn shader_variants() -> Vec<ShaderVariants> {
-    let entries = || vec!["kv_store", "attend", "combine"];
-    let mut cpu = Vec::new();
-    for f16 in [false, true] {
-        for wide in [false, true] {
-            let mut d = Defines::new().flag("ATTEND_LANES").set("HEAD_DIM", 80);
-            if f16 {
-                d = d.flag("KV_F16");
-            }
-            if wide {
-                d = d.flag("KV_WIDE");
-            }
-            cpu.push((d, vec!["attend_lanes"]));
+/// Everything that selects an attention variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// `kv_store`, with RoPE folded in or not.
+    Store { kv: KvFormat, rope: bool },
+    /// `attend` ([`Attend::Keys`]).
+    Keys { kv: KvFormat },
+    /// `attend_rows` ([`Attend::Rows`]) over heads of `head_dim` values.
+    Rows { kv: KvFormat, head_dim: usize },
+    /// `attend_lanes` ([`Attend::Lanes`]) over heads of `head_dim` values, the cache read in
+    /// `u64` items when `wide` (SHADER_INT64).
+    Lanes {
+        kv: KvFormat,
+        head_dim: usize,
+        wide: bool,
+    },
+    /// `combine`: split key ranges merged.
+    Combine,
+}
+
+impl Variant {
+    /// The shader and entry point.
+    fn kernel(self) -> (&'static Shader, &'static str) {
+        match self {
+            Variant::Store { .. } => (&SHADER, "kv_store"),
+            Variant::Keys { .. } => (&SHADER, "attend"),
+            Variant::Combine => (&SHADER, "combine"),
+            Variant::Rows { .. } => (&SHADER_CPU, "attend_rows"),
+            Variant::Lanes { .. } => (&SHADER_CPU, "attend_lanes"),
         }
     }
-    let rows = |d: Defines| d.flag("ATTEND_ROWS").set("HEAD_DIM", 80);
-    for kv in [
-        Defines::new(),
-        Defines::new().flag("KV_F16"),
-        Defines::new().flag("KV_I8"),
-    ] {
-        cpu.push((rows(kv), vec!["attend_rows"]));
+
+    /// The variant's defines: the one place they are made.
+    fn defines(self) -> Defines {
+        let cache = |kv: KvFormat| match kv {
+            KvFormat::F32 => Defines::new(),
+            KvFormat::F16 => Defines::new().flag("KV_F16"),
+            KvFormat::Int8 => Defines::new().flag("KV_I8"),
+        };
+        match self {
+            Variant::Store { kv, rope } if rope => cache(kv).flag("ROPE"),
+            Variant::Store { kv, .. } | Variant::Keys { kv } => cache(kv),
+            Variant::Rows { kv, head_dim } => cache(kv)
+                .flag("ATTEND_ROWS")
+                .set("HEAD_DIM", head_dim as u32),
+            Variant::Lanes { kv, head_dim, wide } => {
+                let d = cache(kv)
+                    .flag("ATTEND_LANES")
+                    .set("HEAD_DIM", head_dim as u32);
+                if wide { d.flag("KV_WIDE") } else { d }
+            }
+            Variant::Combine => Defines::new(),
+        }
     }
-    vec![
-        ShaderVariants {
-            shader: SHADER,
-            variants: vec![
-                (Defines::new(), entries()),
-                (Defines::new().flag("KV_F16"), entries()),
-                (Defines::new().flag("KV_I8"), entries()),
-                (Defines::new().flag("ROPE"), vec!["kv_store"]),
-                (Defines::new().flag("KV_F16").flag("ROPE"), vec!["kv_store"]),
-                (Defines::new().flag("KV_I8").flag("ROPE"), vec!["kv_store"]),
-            ],
-        },
-        ShaderVariants {
-            shader: SHADER_CPU,
-            variants: cpu,
-        },
-    ]
+
+    /// Every variant a launch can ask for: each cache format, and for the CPU kernels every head
+    /// size they take up to [`MAX_HEAD_DIM`].
+    fn all() -> Vec<Variant> {
+        let formats = [KvFormat::F32, KvFormat::F16, KvFormat::Int8];
+        let mut all = vec![Variant::Combine];
+        for kv in formats {
+            all.push(Variant::Keys { kv });
+            all.extend([false, true].map(|rope| Variant::Store { kv, rope }));
+            for head_dim in (8..=MAX_HEAD_DIM).step_by(8) {
+                all.push(Variant::Rows { kv, head_dim });
+            }
+            if kv == KvFormat::Int8 {
+                continue;
+            }
+            for wide in [false, true] {
+                // An item holds 16 bytes, 32 when wide.
+                let item = if wide { 32 } else { 16 } / kv.value_bytes();
+                for head_dim in (item..=MAX_HEAD_DIM).step_by(item) {
+                    all.push(Variant::Lanes { kv, head_dim, wide });
+                }
+            }
+        }
+        all
+    }
+}
+
+pub fn shader_variants() -> Vec<ShaderVariants> {
+    [SHADER, SHADER_CPU]
+        .into_iter()
+        .map(|shader| ShaderVariants {
+            shader,
+            variants: Variant::all()
+                .into_iter()
+                .filter(|v| v.kernel().0.name == shader.name)
+                .map(|v| (v.defines(), vec![v.kernel().1]))
+                .collect(),
+        })
+        .collect()
 }

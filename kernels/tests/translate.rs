@@ -1,9 +1,9 @@
 //! Every shader variant a launcher can ask for is parsed and validated by naga, then translated to
 //! SPIR-V (Vulkan), MSL (Metal) and HLSL (DX12), so breakage on any backend shows on Linux CI
-//! without a GPU: the variants each family lists (the matrix families enumerate theirs through
-//! the same config function their launchers use), and every variant a run of the suite really
-//! launched (recorded with `KILN_RECORD_VARIANTS`; `.ci/run` runs the suite under both device
-//! plans, then this file's ignored test).
+//! without a GPU: the variants each family lists (the matrix and attention families enumerate
+//! theirs through the same config function their launchers use), and every variant a run of the
+//! suite really launched (recorded with `KILN_RECORD_VARIANTS`; `.ci/run` runs the suite under
+//! both device plans, then this file's ignored test).
 
 use std::collections::BTreeSet;
 
@@ -119,6 +119,8 @@ fn every_launched_variant_translates() {
         "outliers",
         "embedding",
         "probe",
+        "attention",
+        "attention_cpu",
     ];
     let mut missing = Vec::new();
     for (shader, entry, defines) in &launched {
