@@ -1,5 +1,5 @@
 //! Rotary position embedding in place on `[T, H, D]`: `shaders/rope.wgsl`
-//! (RoFormer, Su et al. 2021, https://arxiv.org/abs/2104.09864).
+//! (RoFormer, Su et al. 2021, <https://arxiv.org/abs/2104.09864>).
 
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};

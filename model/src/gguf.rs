@@ -1,5 +1,5 @@
 //! GGUF v2/v3 reader, memory-mapped, following the spec's order: header, metadata key/values,
-//! tensor infos, then the aligned data section (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
+//! tensor infos, then the aligned data section (<https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>).
 //! Every read is bounds-checked, so truncated or corrupt files give an error naming the file and
 //! the byte offset, and every tensor is checked to lie inside the file.
 

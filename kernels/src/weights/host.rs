@@ -93,7 +93,8 @@ impl HostWeights {
     }
 
     /// The matrices' rows one after another: projections of one input stacked so that one
-    /// launch computes them all (see [`crate::outputs`]). They must share a format and `k`.
+    /// launch computes them all ([`crate::linear::Output::split`]). They must share a format
+    /// and `k`.
     pub fn stack(parts: &[HostWeights]) -> Result<Self> {
         let first = parts.first().ok_or_else(|| KernelError::Shape {
             kernel: "weights",
