@@ -6,6 +6,7 @@ use kiln_runtime::{Context, DType, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::matrix::Matrix;
 use crate::quantize::Quant;
 
 /// The vocabulary size: `ARCH.vocab_size`, or the token embedding's rows.
@@ -31,6 +32,22 @@ pub(crate) fn matrix(
     quant: Quant,
 ) -> Result<Weights> {
     Ok(Weights::upload(ctx, &host_matrix(g, name, n, k, quant)?)?)
+}
+
+/// The LM head `output.weight` (`[n_vocab, n_embd]`), or `None` where the file ties it to the
+/// token embedding.
+pub(crate) fn lm_head(
+    ctx: &Context,
+    g: &GgufFile,
+    n_vocab: usize,
+    n_embd: usize,
+    quant: Quant,
+) -> Result<Option<Matrix>> {
+    if !g.has_tensor("output.weight") {
+        return Ok(None);
+    }
+    let w = matrix(ctx, g, "output.weight", n_vocab, n_embd, quant)?;
+    Ok(Some(Matrix::new(w)))
 }
 
 /// A `[n, k]` matrix (GGUF dims `[k, n]`) on the host, in its own format or converted to `quant`.

@@ -23,7 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{matrix, n_vocab, vector, vector_values};
+use crate::gguf_weights::{lm_head, matrix, n_vocab, vector, vector_values};
 use crate::matrix::{Matrix, NamedMatrix, matrix_bytes};
 use crate::quantize::Quant;
 use crate::step::{Dims, StepIo};
@@ -400,18 +400,7 @@ impl Gpt2 {
             progress(l + 2, total);
         }
         let ln_f = ln("output_norm")?;
-        let output = if g.has_tensor("output.weight") {
-            Some(Matrix::new(matrix(
-                ctx,
-                g,
-                "output.weight",
-                cfg.n_vocab,
-                e,
-                quant,
-            )?))
-        } else {
-            None
-        };
+        let output = lm_head(ctx, g, cfg.n_vocab, e, quant)?;
         progress(total, total);
         Ok(Self {
             cfg,

@@ -14,7 +14,7 @@ use kiln_runtime::{Context, Recorder, Tensor};
 use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{matrix, n_vocab, vector};
+use crate::gguf_weights::{lm_head, matrix, n_vocab, vector};
 use crate::matrix::{Matrix, NamedMatrix, matrix_bytes};
 use crate::quantize::Quant;
 use crate::stacked::Stacked;
@@ -172,18 +172,7 @@ impl Llama {
         }
         let out_norm = vector(ctx, g, "output_norm.weight", e)?;
         step();
-        let output = if g.has_tensor("output.weight") {
-            Some(Matrix::new(matrix(
-                ctx,
-                g,
-                "output.weight",
-                cfg.n_vocab,
-                e,
-                quant,
-            )?))
-        } else {
-            None
-        };
+        let output = lm_head(ctx, g, cfg.n_vocab, e, quant)?;
         step();
         Ok(Self {
             cfg,
