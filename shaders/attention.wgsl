@@ -10,6 +10,12 @@
 //             running max, sum and weighted V to `part`, and `combine` merges them.
 // Each 64-thread workgroup handles (row, head, split): thread j scores key c0 + j of a 64-key
 // chunk, the chunk is folded into an online softmax, and thread j accumulates dims j, j+64, ...
+//   attend with STORE_NEW (decode): the store folded into the attention, one launch for two.
+//             Each query row is the only new row of its sequence, at position meta[2r + 1] - 1,
+//             and its new K/V rows are bound beside the queries. Every workgroup reads that key
+//             and value from them (turned by ROPE, as does the query, and rounded as the cache
+//             stores them) and split 0 of the first head of each KV group writes them to the
+//             cache, which no workgroup of the launch reads at that position.
 
 @compute @workgroup_size(64)
 fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -121,18 +127,115 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 #endif
 }
 
+#if STORE_NEW
+// The position of the workgroup's new key (none without STORE_NEW).
+var<private> newest: u32 = 0xffffffffu;
+
+// The new key and value as the cache holds them (f16 pairs packed in words with KV_F16), read
+// back as load_key and load_value read the cache.
+#if KV_F16
+var<workgroup> k_new_sh: array<u32, 128>;
+var<workgroup> v_new_sh: array<u32, 128>;
+
+fn keep_new(tid: u32, src: u32, position: u32) {
+    for (var d = 2u * tid; d < p.D; d += 2u * WG) {
+        let k2 = vec2<f32>(new_key(src + d, position), new_key(src + d + 1u, position));
+        k_new_sh[d >> 1u] = pack2x16float(k2);
+        v_new_sh[d >> 1u] = pack2x16float(vec2<f32>(src_v[src + d], src_v[src + d + 1u]));
+    }
+}
+
+fn new_key_at(d: u32) -> f32 {
+    return unpack2x16float(k_new_sh[d >> 1u])[d & 1u];
+}
+
+fn new_value_at(d: u32) -> f32 {
+    return unpack2x16float(v_new_sh[d >> 1u])[d & 1u];
+}
+#else
+var<workgroup> k_new_sh: array<f32, MAX_D>;
+var<workgroup> v_new_sh: array<f32, MAX_D>;
+
+fn keep_new(tid: u32, src: u32, position: u32) {
+    for (var d = tid; d < p.D; d += WG) {
+        k_new_sh[d] = new_key(src + d, position);
+        v_new_sh[d] = src_v[src + d];
+    }
+}
+
+fn new_key_at(d: u32) -> f32 {
+    return k_new_sh[d];
+}
+
+fn new_value_at(d: u32) -> f32 {
+    return v_new_sh[d];
+}
+#endif
+
+// Element e of the queries ([R, H, D]) turned by ROPE to `position`, as kv_store turns them.
+fn new_query(e: u32, position: u32) -> f32 {
+#if ROPE
+    let d = e % p.D;
+    if (d < p.rope_rot) {
+        let i = rotary_pair(d, p.rope_rot, p.rope_mode);
+        let dims = rotary_dims(i, p.rope_rot, p.rope_mode) + vec2<u32>(e - d);
+        let cs = rotary_cs(position, i, p.rope_rot, p.rope_base);
+        let v = rotary_turn(vec2<f32>(src_q[dims.x], src_q[dims.y]), cs);
+        return select(v.y, v.x, e == dims.x);
+    }
+#endif
+    return src_q[e];
+}
+
+// Writes new row `src` of K/V ([R, KVH, D]) at `position`, as kv_store does.
+fn store_new(tid: u32, src: u32, seq: u32, kvh: u32, position: u32) {
+    let dst = cache_row(seq, kvh, position);
+#if KV_F16
+    for (var d = 2u * tid; d < p.D; d += 2u * WG) {
+        let k2 = vec2<f32>(new_key(src + d, position), new_key(src + d + 1u, position));
+        k_cache[(dst + d) >> 1u] = pack2x16float(k2);
+        v_cache[(dst + d) >> 1u] = pack2x16float(vec2<f32>(src_v[src + d], src_v[src + d + 1u]));
+    }
+#else
+    for (var d = tid; d < p.D; d += WG) {
+        k_cache[dst + d] = new_key(src + d, position);
+        v_cache[dst + d] = src_v[src + d];
+    }
+#endif
+}
+#endif
+
+// Dim d of the key at `position`: the new key's from workgroup memory with STORE_NEW.
+fn key_at(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
+#if STORE_NEW
+    if (position == newest) {
+        return new_key_at(d);
+    }
+#endif
+    return load_key(seq, kvh, position, d);
+}
+
+fn value_at(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
+#if STORE_NEW
+    if (position == newest) {
+        return new_value_at(d);
+    }
+#endif
+    return load_value(seq, kvh, position, d);
+}
+
 // q_sh . key: four dimensions a step with their loads independent of each other, so a GPU has
 // four in flight per thread instead of waiting on each.
 fn key_score(seq: u32, kvh: u32, key: u32) -> f32 {
     var s = vec4<f32>(0.0);
     var d = 0u;
     for (; d + 4u <= p.D; d += 4u) {
-        let k = vec4<f32>(load_key(seq, kvh, key, d), load_key(seq, kvh, key, d + 1u),
-                          load_key(seq, kvh, key, d + 2u), load_key(seq, kvh, key, d + 3u));
+        let k = vec4<f32>(key_at(seq, kvh, key, d), key_at(seq, kvh, key, d + 1u),
+                          key_at(seq, kvh, key, d + 2u), key_at(seq, kvh, key, d + 3u));
         s += vec4<f32>(q_sh[d], q_sh[d + 1u], q_sh[d + 2u], q_sh[d + 3u]) * k;
     }
     for (; d < p.D; d++) {
-        s.x += q_sh[d] * load_key(seq, kvh, key, d);
+        s.x += q_sh[d] * key_at(seq, kvh, key, d);
     }
     return s.x + s.y + s.z + s.w;
 }
@@ -142,13 +245,13 @@ fn weighted_values(seq: u32, kvh: u32, c0: u32, count: u32, d: u32) -> f32 {
     var a = vec4<f32>(0.0);
     var j = 0u;
     for (; j + 4u <= count; j += 4u) {
-        let v = vec4<f32>(load_value(seq, kvh, c0 + j, d), load_value(seq, kvh, c0 + j + 1u, d),
-                          load_value(seq, kvh, c0 + j + 2u, d),
-                          load_value(seq, kvh, c0 + j + 3u, d));
+        let v = vec4<f32>(value_at(seq, kvh, c0 + j, d), value_at(seq, kvh, c0 + j + 1u, d),
+                          value_at(seq, kvh, c0 + j + 2u, d),
+                          value_at(seq, kvh, c0 + j + 3u, d));
         a += vec4<f32>(prob[j], prob[j + 1u], prob[j + 2u], prob[j + 3u]) * v;
     }
     for (; j < count; j++) {
-        a.x += prob[j] * load_value(seq, kvh, c0 + j, d);
+        a.x += prob[j] * value_at(seq, kvh, c0 + j, d);
     }
     return a.x + a.y + a.z + a.w;
 }
@@ -181,9 +284,22 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let start = task.start;
     let end = task.end;
 
+#if STORE_NEW
+    let r = rh / p.H;
+    newest = idx[2u * r + 1u] - 1u;
+    let src = (r * p.KVH + kvh) * p.D;
+    for (var d = tid; d < p.D; d += WG) {
+        q_sh[d] = new_query(rh * p.D + d, newest) * p.scale;
+    }
+    keep_new(tid, src, newest);
+    if (g % p.splits == 0u && (rh % p.H) % (p.H / p.KVH) == 0u) {
+        store_new(tid, src, seq, kvh, newest);
+    }
+#else
     for (var d = tid; d < p.D; d += WG) {
         q_sh[d] = src_q[rh * p.D + d] * p.scale;
     }
+#endif
     workgroupBarrier();
 
     var m = NEG;

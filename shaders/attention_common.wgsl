@@ -25,7 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src_q: array<f32>;   // attend: q; kv_store: new K
-@group(0) @binding(2) var<storage, read> src_v: array<f32>;   // kv_store: new V
+@group(0) @binding(2) var<storage, read> src_v: array<f32>;   // kv_store, attend with STORE_NEW: new V
 @group(0) @binding(3) var<storage, read> idx: array<u32>;     // kv_store: slots[2T]; attend: meta[2R]
 #if ATTEND_LANES && KV_WIDE
 @group(0) @binding(4) var<storage, read> k_lanes: array<vec4<u64>>;
@@ -42,6 +42,9 @@ struct Params {
 #endif
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;   // [R, H, D]
 @group(0) @binding(7) var<storage, read_write> part: array<f32>;  // [R, H, splits, D + 2]
+#if STORE_NEW
+@group(0) @binding(9) var<storage, read> src_k: array<f32>;   // attend with STORE_NEW: new K
+#endif
 #if KV_I8
 // Per (sequence, KV head), NB = ceil(C / KB) blocks:
 //   [flags: NB][key scales: NB x D][value scales: C][residual keys: KB x D]
@@ -77,8 +80,18 @@ fn split_task(g: u32) -> SplitTask {
                      min(start + p.split_len, n_keys));
 }
 
-// Element k of the new keys ([T, KVH, D]), of a row at `position`: with ROPE turned as it is
-// read, so the store needs no RoPE launch before it.
+// Element e of the new keys ([T, KVH, D]) as given: bound apart from the queries when the
+// attention stores them itself (STORE_NEW), as src_q by kv_store.
+fn new_k(e: u32) -> f32 {
+#if STORE_NEW
+    return src_k[e];
+#else
+    return src_q[e];
+#endif
+}
+
+// Element k of the new keys, of a row at `position`: with ROPE turned as it is read, so the
+// store needs no RoPE launch before it.
 fn new_key(k: u32, position: u32) -> f32 {
 #if ROPE
     let d = k % p.D;
@@ -86,11 +99,11 @@ fn new_key(k: u32, position: u32) -> f32 {
         let i = rotary_pair(d, p.rope_rot, p.rope_mode);
         let dims = rotary_dims(i, p.rope_rot, p.rope_mode) + vec2<u32>(k - d);
         let cs = rotary_cs(position, i, p.rope_rot, p.rope_base);
-        let v = rotary_turn(vec2<f32>(src_q[dims.x], src_q[dims.y]), cs);
+        let v = rotary_turn(vec2<f32>(new_k(dims.x), new_k(dims.y)), cs);
         return select(v.y, v.x, k == dims.x);
     }
 #endif
-    return src_q[k];
+    return new_k(k);
 }
 
 fn new_key4(k: u32, position: u32) -> vec4<f32> {

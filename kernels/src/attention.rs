@@ -285,6 +285,12 @@ struct Params {
 }
 
 impl Params {
+    fn set_rope(&mut self, rope: &Rope) {
+        self.rope_rot = rope.rot_dims as u32;
+        self.rope_base = rope.base;
+        self.rope_mode = matches!(rope.layout, RopeLayout::HalfSplit) as u32;
+    }
+
     fn new(s: &AttnShape, rows: usize) -> Self {
         Self {
             h: s.heads as u32,
@@ -331,15 +337,7 @@ pub fn kv_store_rope(
     cache: &KvCache,
     rope: &Rope,
 ) -> Result<()> {
-    ensure(
-        rope.heads == shape.heads
-            && rope.head_dim == shape.head_dim
-            && rope.rot_dims.is_multiple_of(2)
-            && rope.rot_dims > 0
-            && rope.rot_dims <= shape.head_dim,
-        "kv_store",
-        || format!("RoPE {rope:?} does not fit heads of {shape:?}"),
-    )?;
+    check_rope("kv_store", shape, rope)?;
     let t = slots.len() / 2;
     expect(
         q,
@@ -349,6 +347,109 @@ pub fn kv_store_rope(
         t * shape.heads * shape.head_dim,
     )?;
     store(rec, shape, (k_new, v_new), slots, cache, Some((q, rope)))
+}
+
+fn check_rope(kernel: &'static str, shape: &AttnShape, rope: &Rope) -> Result<()> {
+    ensure(
+        rope.heads == shape.heads
+            && rope.head_dim == shape.head_dim
+            && rope.rot_dims.is_multiple_of(2)
+            && rope.rot_dims > 0
+            && rope.rot_dims <= shape.head_dim,
+        kernel,
+        || format!("RoPE {rope:?} does not fit heads of {shape:?}"),
+    )
+}
+
+/// A step's new rows for [`store_and_attend`]: queries `q` (`[R, heads, head_dim]`), keys `k`
+/// and values `v` (`[R, kv_heads, head_dim]`), `slots` and `meta` as [`kv_store`] and
+/// [`attention`] take them.
+pub struct NewRows<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub slots: &'a Tensor,
+    pub meta: &'a Tensor,
+    /// The largest key count in `meta`.
+    pub max_keys: usize,
+    /// Whether each row is the only new row of its sequence (a decode step), so that the store
+    /// can fold into the attention.
+    pub sole: bool,
+}
+
+/// [`kv_store`] (with [`kv_store_rope`]'s RoPE where `rope` is given) then [`attention`]; in one
+/// launch where the device plan folds the store in ([`DevicePlan::store_in_attend`]), the rows
+/// are `sole`, the plan attends with [`Attend::Keys`] and the cache is f32 or f16. The queries
+/// are left turned or as given.
+#[allow(clippy::too_many_arguments)]
+pub fn store_and_attend(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    rows: &NewRows<'_>,
+    cache: &KvCache,
+    out: &Tensor,
+    scratch: &Tensor,
+    scale: f32,
+    rope: Option<&Rope>,
+) -> Result<()> {
+    let r = rows.meta.len() / 2;
+    let fold = rows.sole
+        && DevicePlan::of(rec.context()).store_in_attend
+        && attend_for(rec.context(), cache, r) == Attend::Keys;
+    store_and_attend_in(rec, shape, rows, cache, out, scratch, scale, rope, fold)
+}
+
+/// [`store_and_attend`], folded or not as `fold` says (tests run both on one device); a fold
+/// needs `rows.sole` and an f32 or f16 cache.
+#[allow(clippy::too_many_arguments)]
+pub fn store_and_attend_in(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    rows: &NewRows<'_>,
+    cache: &KvCache,
+    out: &Tensor,
+    scratch: &Tensor,
+    scale: f32,
+    rope: Option<&Rope>,
+    fold: bool,
+) -> Result<()> {
+    let (k, v, slots) = (rows.k, rows.v, rows.slots);
+    let step = Step {
+        q: rows.q,
+        meta: rows.meta,
+        max_keys: rows.max_keys,
+        split_len: None,
+        kernel: Attend::Keys,
+    };
+    ensure(!fold || rows.sole, "attention", || {
+        "a store folds into the attention only where each row is its sequence's only new one".into()
+    })?;
+    if !fold || cache.format == KvFormat::Int8 {
+        match rope {
+            Some(rope) => kv_store_rope(rec, shape, (rows.q, k), v, slots, cache, rope)?,
+            None => kv_store(rec, shape, k, v, slots, cache)?,
+        }
+        let kernel = attend_for(rec.context(), cache, rows.meta.len() / 2);
+        return attend_launch(
+            rec,
+            shape,
+            &Step { kernel, ..step },
+            cache,
+            out,
+            scratch,
+            scale,
+            None,
+        );
+    }
+    let r = rows.meta.len() / 2;
+    let row = shape.kv_heads * shape.head_dim;
+    expect(k, "attention", "k_new", DType::F32, r * row)?;
+    expect(v, "attention", "v_new", DType::F32, r * row)?;
+    if let Some(rope) = rope {
+        check_rope("attention", shape, rope)?;
+    }
+    let fold = Fold { k, v, rope };
+    attend_launch(rec, shape, &step, cache, out, scratch, scale, Some(fold))
 }
 
 fn store(
@@ -372,9 +473,7 @@ fn store(
         Binding::new(3, slots),
     ];
     if let Some((q, rope)) = rope {
-        params.rope_rot = rope.rot_dims as u32;
-        params.rope_base = rope.base;
-        params.rope_mode = matches!(rope.layout, RopeLayout::HalfSplit) as u32;
+        params.set_rope(rope);
         bindings.push(Binding::new(6, q));
     }
     bindings.extend(cache.bindings());
@@ -479,6 +578,50 @@ pub fn attention_in(
     split_len: Option<usize>,
     kernel: Attend,
 ) -> Result<()> {
+    let step = Step {
+        q,
+        meta,
+        max_keys,
+        split_len,
+        kernel,
+    };
+    attend_launch(rec, shape, &step, cache, out, scratch, scale, None)
+}
+
+/// What one attention launch attends.
+struct Step<'a> {
+    q: &'a Tensor,
+    meta: &'a Tensor,
+    max_keys: usize,
+    split_len: Option<usize>,
+    kernel: Attend,
+}
+
+/// The new rows an attention launch stores itself (`STORE_NEW`), with the layer's RoPE if any.
+struct Fold<'a> {
+    k: &'a Tensor,
+    v: &'a Tensor,
+    rope: Option<&'a Rope>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_launch(
+    rec: &mut Recorder<'_>,
+    shape: &AttnShape,
+    step: &Step<'_>,
+    cache: &KvCache,
+    out: &Tensor,
+    scratch: &Tensor,
+    scale: f32,
+    fold: Option<Fold<'_>>,
+) -> Result<()> {
+    let Step {
+        q,
+        meta,
+        max_keys,
+        split_len,
+        kernel,
+    } = *step;
     shape.check("attention", cache)?;
     let rows = meta.len() / 2;
     expect(meta, "attention", "meta", DType::U32, rows * 2)?;
@@ -535,7 +678,12 @@ pub fn attention_in(
                 },
             )?;
             let groups = rows * shape.heads * splits;
-            let variant = if kernel == Attend::Keys {
+            let variant = if let Some(f) = &fold {
+                Variant::StoreKeys {
+                    kv,
+                    rope: f.rope.is_some(),
+                }
+            } else if kernel == Attend::Keys {
                 Variant::Keys { kv }
             } else {
                 Variant::Lanes {
@@ -547,7 +695,7 @@ pub fn attention_in(
             (variant, splits, split_len, groups)
         }
     };
-    let params = Params {
+    let mut params = Params {
         splits: splits as u32,
         split_len: split_len as u32,
         scale,
@@ -560,6 +708,12 @@ pub fn attention_in(
     ];
     if kernel != Attend::Rows {
         bindings.push(Binding::new(7, scratch));
+    }
+    if let Some(f) = &fold {
+        bindings.extend([Binding::new(9, f.k), Binding::new(2, f.v)]);
+        if let Some(rope) = f.rope {
+            params.set_rope(rope);
+        }
     }
     bindings.extend(cache.bindings());
     let (shader, entry) = variant.kernel();
@@ -631,6 +785,8 @@ pub(crate) enum Variant {
     Store { kv: KvFormat, rope: bool },
     /// `attend` ([`Attend::Keys`]).
     Keys { kv: KvFormat },
+    /// `attend` with the new rows' store folded in (f32 and f16 caches), RoPE or not.
+    StoreKeys { kv: KvFormat, rope: bool },
     /// `attend_rows` ([`Attend::Rows`]) over heads of `head_dim` values.
     Rows { kv: KvFormat, head_dim: usize },
     /// `attend_lanes` ([`Attend::Lanes`]) over heads of `head_dim` values, the cache read in
@@ -649,7 +805,7 @@ impl Variant {
     fn kernel(self) -> (&'static Shader, &'static str) {
         match self {
             Variant::Store { .. } => (&SHADER, "kv_store"),
-            Variant::Keys { .. } => (&SHADER, "attend"),
+            Variant::Keys { .. } | Variant::StoreKeys { .. } => (&SHADER, "attend"),
             Variant::Combine => (&SHADER, "combine"),
             Variant::Rows { .. } => (&SHADER_CPU, "attend_rows"),
             Variant::Lanes { .. } => (&SHADER_CPU, "attend_lanes"),
@@ -665,6 +821,8 @@ impl Variant {
         };
         match self {
             Variant::Store { kv, rope } if rope => cache(kv).flag("ROPE"),
+            Variant::StoreKeys { kv, rope } if rope => cache(kv).flag("STORE_NEW").flag("ROPE"),
+            Variant::StoreKeys { kv, .. } => cache(kv).flag("STORE_NEW"),
             Variant::Store { kv, .. } | Variant::Keys { kv } => cache(kv),
             Variant::Rows { kv, head_dim } => cache(kv)
                 .flag("ATTEND_ROWS")
@@ -693,6 +851,7 @@ impl Variant {
             if kv == KvFormat::Int8 {
                 continue;
             }
+            all.extend([false, true].map(|rope| Variant::StoreKeys { kv, rope }));
             for wide in [false, true] {
                 // An item holds 16 bytes, 32 when wide.
                 let item = if wide { 32 } else { 16 } / kv.value_bytes();

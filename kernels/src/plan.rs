@@ -138,6 +138,9 @@ pub struct DevicePlan {
     /// Launches a long recording (a decode step) submits at a time, so that the GPU starts while
     /// the CPU records the rest; `None`: one submit (CPU adapters run on the recording's cores).
     pub submit_every: Option<usize>,
+    /// Whether decode's KV store folds into its attention launch
+    /// ([`crate::attention::store_and_attend`]): one launch a layer fewer on GPUs.
+    pub store_in_attend: bool,
     /// Keys per split of a long attention range when few (row, head) pairs would otherwise
     /// leave the device idle.
     pub attention_split: usize,
@@ -165,6 +168,7 @@ impl DevicePlan {
                 f16_native: ctx.features.f16,
                 fold_norm: false,
                 submit_every: None,
+                store_in_attend: false,
                 attention_split: 256,
                 cpu_attention: subgroups8,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
@@ -178,6 +182,7 @@ impl DevicePlan {
                 f16_native: ctx.features.f16,
                 fold_norm: true,
                 submit_every: Some(48),
+                store_in_attend: true,
                 attention_split: 64,
                 cpu_attention: false,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
@@ -247,7 +252,7 @@ impl fmt::Display for DevicePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}",
+            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}{}",
             self.kind,
             self.matvec,
             if self.lane_tiles {
@@ -268,6 +273,11 @@ impl fmt::Display for DevicePlan {
                 "packed"
             },
             self.attention_split,
+            if self.store_in_attend {
+                " with the KV store folded in"
+            } else {
+                ""
+            },
             match self.submit_every {
                 Some(n) => format!(", a submit per {n} launches"),
                 None => String::new(),

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use kiln_kernels::KernelError;
 use kiln_kernels::attention::{
-    Attend, AttnShape, KEY_BLOCK, KvCache, KvFormat, attention, attention_in, attention_ref,
-    kv_store, kv_store_rope, scratch_len,
+    Attend, AttnShape, KEY_BLOCK, KvCache, KvFormat, NewRows, attention, attention_in,
+    attention_ref, kv_store, kv_store_rope, scratch_len, store_and_attend_in,
 };
 use kiln_kernels::rope::{Rope, RopeLayout, rope, rope_ref};
 use kiln_runtime::{Context, DType};
@@ -350,6 +350,159 @@ fn kv_store_rope_matches_rope_then_store() {
             &slots,
             &cache,
             &wrong
+        ),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+/// Decode's store folded into the attention (one launch) leaves the cache and the output as the
+/// store then the attention do (two launches), for f32 and f16 caches, with RoPE in both pair
+/// layouts and without, over steps of distinct sequences, ragged heads and key ranges long enough
+/// to split on every plan; the unfolded output also matches the f64 reference. Tolerances: keys
+/// 1e-5 (f32) or one f16 step (2e-3), output 1e-5 + 1e-4 · |ref|.
+#[test]
+fn store_folded_into_attention_matches_store_then_attend() {
+    let Some(ctx) = test_context() else { return };
+    let mut rng = rng(90);
+    for (heads, kv_heads, head_dim, prompt) in [(1, 1, 2, 1), (9, 3, 64, 300), (6, 2, 18, 70)] {
+        for format in [KvFormat::F32, KvFormat::F16] {
+            let ropes = [
+                None,
+                Some((RopeLayout::Interleaved, head_dim)),
+                Some((RopeLayout::HalfSplit, head_dim.min(8))),
+            ];
+            for rope_cfg in ropes {
+                let shape = AttnShape {
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    capacity: prompt + 4,
+                    n_seq: 3,
+                };
+                let rope = rope_cfg.map(|(layout, rot_dims)| Rope {
+                    heads,
+                    head_dim,
+                    rot_dims,
+                    base: 10000.0,
+                    layout,
+                });
+                let label = format!("{format} {shape:?} rope {rope_cfg:?}");
+                let (a, b) = (
+                    KvCache::new(ctx, &shape, format).unwrap(),
+                    KvCache::new(ctx, &shape, format).unwrap(),
+                );
+                let kv_row = kv_heads * head_dim;
+                // Prompts: sequence s holds prompt - s positions, written alike to both caches.
+                let mut lens = [0u32; 3];
+                for (seq, len) in lens.iter_mut().enumerate() {
+                    let t = prompt.saturating_sub(seq).max(1);
+                    let slots: Vec<u32> = (0..t as u32).flat_map(|p| [seq as u32, p]).collect();
+                    let k = rand_vec(&mut rng, t * kv_row, -1.0, 1.0);
+                    let v = rand_vec(&mut rng, t * kv_row, -1.0, 1.0);
+                    let (kt, vt) = (
+                        ctx.upload_f32(&k, &[t * kv_row]).unwrap(),
+                        ctx.upload_f32(&v, &[t * kv_row]).unwrap(),
+                    );
+                    let st = ctx.upload(&slots, DType::U32, &[2 * t]).unwrap();
+                    let mut rec = ctx.recorder();
+                    kv_store(&mut rec, &shape, &kt, &vt, &st, &a).unwrap();
+                    kv_store(&mut rec, &shape, &kt, &vt, &st, &b).unwrap();
+                    rec.submit().unwrap();
+                    *len = t as u32;
+                }
+                // Two decode steps: sequences 2 and 0, then 0, 1 and 2.
+                for seqs in [vec![2usize, 0], vec![0, 1, 2]] {
+                    let r = seqs.len();
+                    let mut slots = Vec::new();
+                    let mut meta = Vec::new();
+                    for &seq in &seqs {
+                        slots.extend([seq as u32, lens[seq]]);
+                        lens[seq] += 1;
+                        meta.extend([seq as u32, lens[seq]]);
+                    }
+                    let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap();
+                    let q = rand_vec(&mut rng, r * heads * head_dim, -1.0, 1.0);
+                    let k = rand_vec(&mut rng, r * kv_row, -1.0, 1.0);
+                    let v = rand_vec(&mut rng, r * kv_row, -1.0, 1.0);
+                    let up = |x: &[f32]| ctx.upload_f32(x, &[x.len()]).unwrap();
+                    let (qa, qb, kt, vt) = (up(&q), up(&q), up(&k), up(&v));
+                    let st = ctx.upload(&slots, DType::U32, &[2 * r]).unwrap();
+                    let mt = ctx.upload(&meta, DType::U32, &[2 * r]).unwrap();
+                    let nan = vec![f32::NAN; q.len()];
+                    let (oa, ob) = (up(&nan), up(&nan));
+                    let scratch = ctx
+                        .zeros(DType::F32, &[scratch_len(&shape, r, max_keys, None).max(1)])
+                        .unwrap();
+                    let scale = 1.0 / (head_dim as f32).sqrt();
+                    let mut rec = ctx.recorder();
+                    for (fold, qt, cache, out) in [(false, &qa, &a, &oa), (true, &qb, &b, &ob)] {
+                        let rows = NewRows {
+                            q: qt,
+                            k: &kt,
+                            v: &vt,
+                            slots: &st,
+                            meta: &mt,
+                            max_keys,
+                            sole: true,
+                        };
+                        store_and_attend_in(
+                            &mut rec,
+                            &shape,
+                            &rows,
+                            cache,
+                            out,
+                            &scratch,
+                            scale,
+                            rope.as_ref(),
+                            fold,
+                        )
+                        .unwrap();
+                    }
+                    rec.submit().unwrap();
+                    let label = format!("{label} step {seqs:?}");
+                    let (read_a, read_b) = (a.read_f32(ctx).unwrap(), b.read_f32(ctx).unwrap());
+                    let step = match format {
+                        KvFormat::F16 => 2e-3,
+                        _ => 1e-5,
+                    };
+                    assert_close(&format!("{label} keys"), &read_b.0, &read_a.0, step, 0.0);
+                    assert_close(&format!("{label} values"), &read_b.1, &read_a.1, 0.0, 0.0);
+                    let turned: Vec<f32> = ctx.read(&qa).unwrap();
+                    let want = attention_ref(&shape, &turned, &meta, &read_a.0, &read_a.1, scale);
+                    let got_a: Vec<f32> = ctx.read(&oa).unwrap();
+                    assert_close(&format!("{label} unfolded"), &got_a, &want, 1e-5, 1e-4);
+                    let got_b: Vec<f32> = ctx.read(&ob).unwrap();
+                    assert_close(&format!("{label} folded"), &got_b, &got_a, 1e-5, 1e-4);
+                }
+            }
+        }
+    }
+    // A fold is refused where rows are not each their sequence's only new one.
+    let shape = AttnShape {
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 8,
+        capacity: 4,
+        n_seq: 1,
+    };
+    let cache = KvCache::new(ctx, &shape, KvFormat::F32).unwrap();
+    let x = |n: usize| ctx.zeros(DType::F32, &[n]).unwrap();
+    let idx = ctx.upload(&[0u32, 0, 0, 1], DType::U32, &[4]).unwrap();
+    let (q, k, out) = (x(32), x(16), x(32));
+    let rows = NewRows {
+        q: &q,
+        k: &k,
+        v: &k,
+        slots: &idx,
+        meta: &idx,
+        max_keys: 2,
+        sole: false,
+    };
+    let mut rec = ctx.recorder();
+    let scratch = x(1);
+    assert!(matches!(
+        store_and_attend_in(
+            &mut rec, &shape, &rows, &cache, &out, &scratch, 1.0, None, true
         ),
         Err(KernelError::Shape { .. })
     ));

@@ -9,7 +9,7 @@ use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
 use crate::sampling::{Sampler, SamplerConfig};
-use crate::session::{Architecture, Output, Session};
+use crate::session::{Architecture, Output, Pending, Session};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -25,6 +25,9 @@ pub struct GenerateConfig {
     pub prefill_chunk: usize,
     /// How the KV cache stores keys and values.
     pub kv: KvFormat,
+    /// Whether greedy decode runs on the device, each step submitted before the previous one's
+    /// tokens are read ([`Session::step_ahead`]); otherwise every step waits for its tokens.
+    pub ahead: bool,
 }
 
 impl Default for GenerateConfig {
@@ -36,6 +39,7 @@ impl Default for GenerateConfig {
             capacity: 2048,
             prefill_chunk: 128,
             kv: KvFormat::F32,
+            ahead: true,
         }
     }
 }
@@ -146,11 +150,24 @@ pub fn generate(
         stats.prefill_tokens += seq.ids.len();
         let out = out.expect("a non-empty prompt has a chunk");
         let next = pick(&mut seq.sampler, &out, 0, model.dims().n_vocab, &seq.ids);
-        accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
+        accept(seq, i, next, tok, cfg, &mut on_text)?;
     }
     stats.prefill_time = start.elapsed();
 
     let start = Instant::now();
+    let greedy = seqs.iter().all(|s| s.sampler.is_greedy());
+    if cfg.ahead && greedy {
+        decode_ahead(
+            ctx,
+            model,
+            tok,
+            cfg,
+            &mut session,
+            &mut seqs,
+            &mut stats,
+            &mut on_text,
+        )?;
+    }
     loop {
         let active: Vec<usize> = (0..seqs.len())
             .filter(|&i| seqs[i].stop.is_none())
@@ -174,7 +191,7 @@ pub fn generate(
             let seq = &mut seqs[i];
             let next = pick(&mut seq.sampler, &out, row, model.dims().n_vocab, &seq.ids);
             stats.decode_tokens += 1;
-            accept(seq, i, next, tok, cfg, session.len(i), &mut on_text)?;
+            accept(seq, i, next, tok, cfg, &mut on_text)?;
         }
     }
     stats.decode_time = start.elapsed();
@@ -189,6 +206,66 @@ pub fn generate(
         })
         .collect();
     Ok((results, stats))
+}
+
+/// Greedy decode with each step submitted before the previous one's tokens are read: a step
+/// of the same sequences as the one before it takes that step's tokens on the device, so the GPU
+/// goes from step to step without waiting for the CPU. A sequence that stops leaves the step
+/// after it computed for nothing; the next step is then fed the others' tokens from the CPU.
+#[allow(clippy::too_many_arguments)]
+fn decode_ahead(
+    ctx: &Context,
+    model: &dyn Architecture,
+    tok: &Tokenizer,
+    cfg: &GenerateConfig,
+    session: &mut Session,
+    seqs: &mut [Seq],
+    stats: &mut Stats,
+    on_text: &mut impl FnMut(usize, &str),
+) -> Result<()> {
+    let mut in_flight: Option<(Pending, Vec<usize>)> = None;
+    loop {
+        let running: Vec<usize> = (0..seqs.len())
+            .filter(|&i| seqs[i].stop.is_none())
+            .collect();
+        let next = match &in_flight {
+            // Chain on the step in flight unless its tokens may end a sequence for certain:
+            // the budget or the context runs out with them.
+            Some((_, last)) if *last == running => {
+                let room = running.iter().all(|&i| {
+                    let s = &seqs[i];
+                    s.ids.len() + 1 - s.prompt_len < cfg.max_tokens
+                        && session.len(i) + 1 < cfg.capacity
+                });
+                room.then(|| session.step_ahead(ctx, model, &running, None))
+            }
+            Some(_) => None,
+            None if running.is_empty() => break,
+            None => {
+                let last: Vec<u32> = running
+                    .iter()
+                    .map(|&i| seqs[i].ids[seqs[i].ids.len() - 1])
+                    .collect();
+                Some(session.step_ahead(ctx, model, &running, Some(&last)))
+            }
+        }
+        .transpose()?;
+        if next.is_some() {
+            stats.decode_steps += 1;
+        }
+        if let Some((pending, rows)) = in_flight.take() {
+            let tokens = session.tokens(ctx, &pending)?;
+            for (&i, &next) in rows.iter().zip(&tokens) {
+                let seq = &mut seqs[i];
+                if seq.stop.is_none() {
+                    stats.decode_tokens += 1;
+                    accept(seq, i, next, tok, cfg, on_text)?;
+                }
+            }
+        }
+        in_flight = next.map(|p| (p, running));
+    }
+    Ok(())
 }
 
 fn output_for(sampler: &Sampler) -> Output {
@@ -221,7 +298,6 @@ fn accept(
     next: u32,
     tok: &Tokenizer,
     cfg: &GenerateConfig,
-    held: usize,
     on_text: &mut impl FnMut(usize, &str),
 ) -> Result<()> {
     seq.ids.push(next);
@@ -242,7 +318,7 @@ fn accept(
         seq.stop = Some(StopReason::StopString);
     } else if seq.ids.len() - seq.prompt_len >= cfg.max_tokens {
         seq.stop = Some(StopReason::MaxTokens);
-    } else if held + 1 >= cfg.capacity {
+    } else if seq.ids.len() >= cfg.capacity {
         // The newest token still has to be fed back: that needs a free position.
         seq.stop = Some(StopReason::ContextFull);
     }

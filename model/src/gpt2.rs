@@ -507,19 +507,8 @@ impl Architecture for Gpt2 {
             layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
             let qkv = Output::split(&[&io.q, &io.k, &io.v], linear::Store::Write);
             b.qkv.record(rec, Input::Rows(&io.h), qkv)?;
-            attention::kv_store(rec, &io.shape, &io.k, &io.v, &io.slots, cache)?;
-            attention::attention(
-                rec,
-                &io.shape,
-                &io.q,
-                &io.meta,
-                io.max_keys,
-                cache,
-                &io.att,
-                &io.scratch,
-                scale,
-                None,
-            )?;
+            let (rows, att, scratch) = (io.new_rows(), &io.att, &io.scratch);
+            attention::store_and_attend(rec, &io.shape, &rows, cache, att, scratch, scale, None)?;
             b.proj
                 .record(rec, Input::Rows(&io.att), Output::add(&io.x))?;
             // x += fc_out(gelu(fc(layernorm_2(x))))

@@ -213,19 +213,17 @@ impl Architecture for Llama {
             };
             b.qkv.record(rec, h, &[&io.q, &io.k, &io.v])?;
             // RoPE at each row's cache position, folded into the store of k and v.
-            let (qk, rope) = ((&io.q, &io.k), c.rope(c.n_head));
-            attention::kv_store_rope(rec, &io.shape, qk, &io.v, &io.slots, cache, &rope)?;
-            attention::attention(
+            let rope = c.rope(c.n_head);
+            let (rows, att, scratch) = (io.new_rows(), &io.att, &io.scratch);
+            attention::store_and_attend(
                 rec,
                 &io.shape,
-                &io.q,
-                &io.meta,
-                io.max_keys,
+                &rows,
                 cache,
-                &io.att,
-                &io.scratch,
+                att,
+                scratch,
                 scale,
-                None,
+                Some(&rope),
             )?;
             b.wo.record(rec, Input::Rows(&io.att), Output::add(&io.x))?;
             // MLP: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)

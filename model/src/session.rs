@@ -5,7 +5,7 @@
 
 use kiln_kernels::DevicePlan;
 use kiln_kernels::attention::{AttnShape, KvCache, KvFormat};
-use kiln_runtime::{BindGroupCache, Context, Readback, Tensor};
+use kiln_runtime::{BindGroupCache, Context, Readback, Submitted, Tensor};
 
 pub use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
@@ -24,6 +24,28 @@ pub struct Session {
     readback: Readback,
     /// The steps' bind groups, made once: every step binds these same buffers.
     bind_groups: BindGroupCache,
+    /// Decode steps submitted ahead of their results.
+    ahead: Ahead,
+}
+
+/// Steps [`Session::step_ahead`] keeps readable at once.
+pub const AHEAD_SLOTS: usize = 3;
+
+/// The state of steps submitted ahead: a ring of token readbacks and the sequences of the last.
+struct Ahead {
+    readbacks: Vec<Readback>,
+    /// The step last copied into each readback.
+    written: [u64; AHEAD_SLOTS],
+    next_step: u64,
+    /// The sequences of the last step, while the next may chain on it.
+    chain: Option<Vec<usize>>,
+}
+
+/// A step submitted by [`Session::step_ahead`] whose tokens have not been read.
+pub struct Pending {
+    submitted: Submitted,
+    step: u64,
+    rows: usize,
 }
 
 impl Session {
@@ -77,6 +99,14 @@ impl Session {
             caches,
             io: StepIo::new(ctx, c, shape, max_rows)?,
             readback: ctx.readback((max_rows * c.n_vocab * 4) as u64)?,
+            ahead: Ahead {
+                readbacks: (0..AHEAD_SLOTS)
+                    .map(|_| ctx.readback((max_rows * 4) as u64))
+                    .collect::<Result<_, _>>()?,
+                written: [u64::MAX; AHEAD_SLOTS],
+                next_step: 0,
+                chain: None,
+            },
         })
     }
 
@@ -92,6 +122,7 @@ impl Session {
     /// Forgets sequence `seq` (its cache is overwritten by the next tokens).
     pub fn reset(&mut self, seq: usize) {
         self.lens[seq] = 0;
+        self.ahead.chain = None;
     }
 
     /// Appends `rows` — (sequence, token) pairs, each taking the next position of its sequence —
@@ -104,6 +135,129 @@ impl Session {
         select: &[usize],
         output: Output,
     ) -> Result<StepOutput> {
+        let c = &model.dims();
+        let (io, lens) = self.stage(ctx, model, rows, select, output)?;
+        let recording = std::time::Instant::now();
+        let mut rec = self.recorder(ctx);
+        model.record_step(&mut rec, &io, &self.caches)?;
+        let m = select.len();
+        let result: &Tensor = match output {
+            Output::Argmax => &io.best,
+            Output::Logits => &io.logits,
+        };
+        if m > 0 {
+            rec.read_back(result, &self.readback)?;
+        }
+        let mut out = StepOutput {
+            record_time: recording.elapsed(),
+            ..StepOutput::default()
+        };
+        rec.submit()?;
+        if m > 0 {
+            match output {
+                Output::Argmax => out.tokens = ctx.map_read(&self.readback, m)?,
+                Output::Logits => out.logits = ctx.map_read(&self.readback, m * c.n_vocab)?,
+            }
+        }
+        self.lens = lens;
+        self.ahead.chain = None;
+        Ok(out)
+    }
+
+    /// Submits a greedy decode step of one row for each sequence of `seqs` and returns without
+    /// waiting for it ([`Session::tokens`] reads its tokens later). The rows' tokens are
+    /// `tokens` where given; `None` chains the step on the one before it, which must have been
+    /// submitted this way over the same `seqs`: its argmax tokens are copied into this step's
+    /// input on the device, so steps queue up with no wait on the CPU between them.
+    pub fn step_ahead(
+        &mut self,
+        ctx: &Context,
+        model: &dyn Architecture,
+        seqs: &[usize],
+        tokens: Option<&[u32]>,
+    ) -> Result<Pending> {
+        let limit = |message: String| ModelError::Config {
+            path: "session".into(),
+            message,
+        };
+        match tokens {
+            Some(t) if t.len() != seqs.len() => {
+                return Err(limit(format!(
+                    "{} tokens for {} sequences",
+                    t.len(),
+                    seqs.len()
+                )));
+            }
+            None if self.ahead.chain.as_deref() != Some(seqs) => {
+                return Err(limit(format!(
+                    "a chained step decodes the sequences of the step before it, in its order: {seqs:?} after {:?}",
+                    self.ahead.chain
+                )));
+            }
+            _ => {}
+        }
+        let rows: Vec<(usize, u32)> = (0..seqs.len())
+            .map(|i| (seqs[i], tokens.map_or(0, |t| t[i])))
+            .collect();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let (io, lens) = self.stage(ctx, model, &rows, &all, Output::Argmax)?;
+        let mut rec = self.recorder(ctx);
+        if tokens.is_none() {
+            // Runs after the step's staged writes of its (placeholder) ids.
+            rec.copy(&self.io.best, 0, &io.ids, 0, rows.len())?;
+        }
+        model.record_step(&mut rec, &io, &self.caches)?;
+        let step = self.ahead.next_step;
+        let slot = (step % AHEAD_SLOTS as u64) as usize;
+        rec.read_back(&io.best, &self.ahead.readbacks[slot])?;
+        let submitted = rec.submit()?;
+        self.ahead.written[slot] = step;
+        self.ahead.next_step += 1;
+        self.ahead.chain = Some(seqs.to_vec());
+        self.lens = lens;
+        Ok(Pending {
+            submitted,
+            step,
+            rows: rows.len(),
+        })
+    }
+
+    /// The argmax tokens of a step submitted by [`Session::step_ahead`], one per sequence in its
+    /// order, waiting for that step alone (steps submitted after it keep running). A step's
+    /// tokens can be read until [`AHEAD_SLOTS`] more steps have been submitted.
+    pub fn tokens(&self, ctx: &Context, pending: &Pending) -> Result<Vec<u32>> {
+        let slot = (pending.step % AHEAD_SLOTS as u64) as usize;
+        if self.ahead.written[slot] != pending.step {
+            return Err(ModelError::Config {
+                path: "session".into(),
+                message: format!(
+                    "step {} was read too late: {AHEAD_SLOTS} steps have been submitted since",
+                    pending.step
+                ),
+            });
+        }
+        let readback = &self.ahead.readbacks[slot];
+        Ok(ctx.map_read_after(readback, pending.rows, &pending.submitted)?)
+    }
+
+    fn recorder<'c>(&'c self, ctx: &'c Context) -> kiln_runtime::Recorder<'c> {
+        let mut rec = ctx.recorder_cached(&self.bind_groups);
+        if let Some(n) = DevicePlan::of(ctx).submit_every {
+            rec.submit_every(n);
+        }
+        rec
+    }
+
+    /// Checks `rows` and writes their ids, positions and cache slots for a step; returns the
+    /// step's view of the buffers and the sequence lengths after it.
+    fn stage(
+        &self,
+        ctx: &Context,
+        model: &dyn Architecture,
+        rows: &[(usize, u32)],
+        select: &[usize],
+        output: Output,
+    ) -> Result<(StepIo, Vec<usize>)> {
         let c = &model.dims();
         let n = rows.len();
         let limit = |message: String| ModelError::Config {
@@ -152,40 +306,17 @@ impl Session {
             meta.extend([seq as u32, p as u32 + 1]);
         }
         let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap_or(1);
+        let mut seen = vec![false; self.lens.len()];
+        let sole = rows
+            .iter()
+            .all(|&(seq, _)| !std::mem::replace(&mut seen[seq], true));
 
-        let io = self.io.view(n, max_keys, select, output)?;
+        let io = self.io.view(n, (max_keys, sole), select, output)?;
         ctx.write(&io.ids, &ids)?;
         ctx.write(&io.pos, &pos)?;
         ctx.write(&io.slots, &slots)?;
         ctx.write(&io.meta, &meta)?;
-
-        let recording = std::time::Instant::now();
-        let mut rec = ctx.recorder_cached(&self.bind_groups);
-        if let Some(n) = DevicePlan::of(ctx).submit_every {
-            rec.submit_every(n);
-        }
-        model.record_step(&mut rec, &io, &self.caches)?;
-        let m = select.len();
-        let result: &Tensor = match output {
-            Output::Argmax => &io.best,
-            Output::Logits => &io.logits,
-        };
-        if m > 0 {
-            rec.read_back(result, &self.readback)?;
-        }
-        let mut out = StepOutput {
-            record_time: recording.elapsed(),
-            ..StepOutput::default()
-        };
-        rec.submit()?;
-        if m > 0 {
-            match output {
-                Output::Argmax => out.tokens = ctx.map_read(&self.readback, m)?,
-                Output::Logits => out.logits = ctx.map_read(&self.readback, m * c.n_vocab)?,
-            }
-        }
-        self.lens = lens;
-        Ok(out)
+        Ok((io, lens))
     }
 }
 

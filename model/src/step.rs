@@ -2,7 +2,7 @@
 //! at a session's largest step and viewed at each step's rows, so that steps create none.
 
 use kiln_kernels::argmax::argmax;
-use kiln_kernels::attention::{self, AttnShape};
+use kiln_kernels::attention::{self, AttnShape, NewRows};
 use kiln_runtime::{Context, DType, Recorder, Tensor};
 
 use crate::error::Result;
@@ -38,6 +38,8 @@ pub struct StepIo {
     pub slots: Tensor, // [2 rows] u32 (sequence, position) for kv_store
     pub meta: Tensor,  // [2 rows] u32 (sequence, key count) for attention
     pub max_keys: usize,
+    /// Whether each row is the only new row of its sequence (a decode step).
+    pub sole: bool,
     pub x: Tensor,      // [rows, n_embd] residual stream
     pub h: Tensor,      // [rows, n_embd] normed
     pub q: Tensor,      // [rows, n_head * head_dim]
@@ -76,6 +78,7 @@ impl StepIo {
             slots: u(2)?,
             meta: u(2)?,
             max_keys: shape.capacity,
+            sole: false,
             x: f(c.n_embd)?,
             h: f(c.n_embd)?,
             q: f(qw)?,
@@ -95,12 +98,12 @@ impl StepIo {
         })
     }
 
-    /// Views of these buffers for a step of `rows` rows attending over at most `max_keys` keys,
-    /// of which `select` want `output`.
+    /// Views of these buffers for a step of `rows` rows attending over at most `max_keys` keys
+    /// (`sole`: each row its sequence's only new one), of which `select` want `output`.
     pub fn view(
         &self,
         rows: usize,
-        max_keys: usize,
+        (max_keys, sole): (usize, bool),
         select: &[usize],
         output: Output,
     ) -> Result<Self> {
@@ -113,6 +116,7 @@ impl StepIo {
             slots: self.slots.view(&[2 * n])?,
             meta: self.meta.view(&[2 * n])?,
             max_keys,
+            sole,
             x: v(&self.x, n)?,
             h: v(&self.h, n)?,
             q: v(&self.q, n)?,
@@ -130,6 +134,19 @@ impl StepIo {
             shape: self.shape,
             scratch: self.scratch.clone(),
         })
+    }
+
+    /// The step's new queries, keys and values with their cache slots, for the attention.
+    pub fn new_rows(&self) -> NewRows<'_> {
+        NewRows {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            slots: &self.slots,
+            meta: &self.meta,
+            max_keys: self.max_keys,
+            sole: self.sole,
+        }
     }
 
     /// The residual rows whose logits are wanted: `x` itself when they are all its rows in

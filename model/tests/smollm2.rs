@@ -235,6 +235,73 @@ fn batched_generation_matches_single_and_bad_prompts_are_errors() {
     assert_eq!(r[0].prompt_ids.len() + r[0].generated_ids.len(), 12);
 }
 
+/// Greedy steps chained on the device and read a step behind give what waiting for each step
+/// gives: the same ids, text and stop reason, for a batch whose sequences stop at different
+/// steps (a stop string ends one early, so the chain breaks and resumes from the CPU), at the
+/// token budget and when the context fills up.
+#[test]
+fn decoding_ahead_matches_waiting_for_each_step() {
+    use kiln_model::generate::{GenerateConfig, StopReason, generate};
+    let Some(ctx) = test_context() else { return };
+    let g = model_file();
+    let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let fx = fixture();
+    let prompts: Vec<Vec<u32>> = fx["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p["ids"]))
+        .collect();
+    // The text of prompt 0's first four greedy tokens stops it there.
+    let early = tok.decode(&ids(&fx["prompts"][0]["greedy"])[..4]).unwrap();
+    let configs = [
+        GenerateConfig {
+            max_tokens: 10,
+            capacity: 64,
+            stop: vec![early.clone()],
+            ..GenerateConfig::default()
+        },
+        GenerateConfig {
+            max_tokens: 100,
+            capacity: 12,
+            ..GenerateConfig::default()
+        },
+    ];
+    for cfg in configs {
+        let run = |ahead: bool| {
+            let cfg = GenerateConfig {
+                ahead,
+                ..cfg.clone()
+            };
+            let mut streamed = vec![String::new(); prompts.len()];
+            let (out, stats) = generate(ctx, &model, &tok, &prompts, &cfg, |i, piece| {
+                streamed[i].push_str(piece)
+            })
+            .unwrap();
+            for (r, text) in out.iter().zip(&streamed) {
+                assert_eq!(&r.text, text, "streamed text");
+            }
+            (out, stats)
+        };
+        let ((waited, _), (ahead, stats)) = (run(false), run(true));
+        assert!(stats.decode_tokens > 0);
+        for (i, (w, a)) in waited.iter().zip(&ahead).enumerate() {
+            let label = format!("prompt {i}, capacity {}", cfg.capacity);
+            assert_eq!(a.generated_ids, w.generated_ids, "{label}");
+            assert_eq!(a.text, w.text, "{label}");
+            assert_eq!(a.stop, w.stop, "{label}");
+        }
+        if cfg.capacity == 64 {
+            assert_eq!(ahead[0].stop, StopReason::StopString);
+            assert_eq!(ahead[0].generated_ids.len(), 4);
+            assert!(ahead[1..].iter().all(|r| r.stop == StopReason::MaxTokens));
+        } else {
+            assert!(ahead.iter().all(|r| r.stop == StopReason::ContextFull));
+        }
+    }
+}
+
 /// The model's ChatML template renders and the chat prompt tokenizes with its special tokens.
 #[test]
 fn chat_template_renders() {

@@ -14,7 +14,7 @@ use crate::error::{DeviceError, Result, RuntimeError, check_limit};
 use crate::pipeline::PipelineCache;
 use crate::profile::{Profile, Profiler};
 use crate::shader::{Defines, Shader};
-use crate::tensor::{DType, Readback, Tensor};
+use crate::tensor::{DType, Readback, Submitted, Tensor};
 
 /// A device, its queue and everything cached for it. Create once, reuse for every launch.
 pub struct Context {
@@ -210,7 +210,19 @@ impl Context {
 
     /// Waits for submitted work and returns the first `len` elements copied into `staging`.
     pub fn map_read<T: bytemuck::Pod>(&self, staging: &Readback, len: usize) -> Result<Vec<T>> {
-        staging.map_read(&self.device, &self.device_error, len)
+        staging.map_read(&self.device, &self.device_error, len, None)
+    }
+
+    /// [`Context::map_read`] waiting only for `submitted`, not for the work submitted after it
+    /// (a decode step read back while the next one runs).
+    pub fn map_read_after<T: bytemuck::Pod>(
+        &self,
+        staging: &Readback,
+        len: usize,
+        submitted: &Submitted,
+    ) -> Result<Vec<T>> {
+        let after = Some(submitted.0.clone());
+        staging.map_read(&self.device, &self.device_error, len, after)
     }
 
     /// Opens a profile: from now on recorders time each dispatch. An open profile is restarted.

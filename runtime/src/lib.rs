@@ -31,6 +31,6 @@ pub use pipeline::PipelineKey;
 pub use profile::{KernelTime, Profile};
 pub use recorder::{Binding, Dispatch, Recorder};
 pub use shader::{Defines, Shader};
-pub use tensor::{DType, Readback, Tensor};
+pub use tensor::{DType, Readback, Submitted, Tensor};
 pub use timing::{Clock, Stopwatch, Timings};
 pub use wgpu;

@@ -222,7 +222,7 @@ impl Marks {
         let mut ticks: Vec<u64> = Vec::with_capacity(PER_DISPATCH as usize * self.labels.len());
         for q in &self.sets {
             let len = (PER_DISPATCH * q.dispatches) as usize;
-            match q.staging.map_read::<u64>(device, device_error, len) {
+            match q.staging.map_read::<u64>(device, device_error, len, None) {
                 Ok(t) => ticks.extend(t),
                 Err(e) => {
                     log::warn!("kiln profile: timestamps not read back: {e}");

@@ -13,7 +13,7 @@ use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::profile::Marks;
 use crate::shader::{Defines, Shader};
-use crate::tensor::{Readback, Tensor, padded};
+use crate::tensor::{Readback, Submitted, Tensor, padded};
 
 /// Bytes per parameter chunk; a decode step of a 30-layer model needs about 120 KiB.
 const PARAM_CHUNK_BYTES: u64 = 256 * 1024;
@@ -136,7 +136,7 @@ impl Context {
     pub fn run(&self, dispatch: &Dispatch<'_>) -> Result<()> {
         let mut recorder = self.recorder();
         recorder.dispatch(dispatch)?;
-        recorder.submit()
+        recorder.submit().map(drop)
     }
 
     /// The (x, y) grid that covers `workgroups` under the per-dimension limit.
@@ -451,22 +451,25 @@ impl<'c> Recorder<'c> {
         self.dispatches == 0
     }
 
-    /// Writes the staged parameters and submits everything recorded since the last flush.
-    pub fn submit(mut self) -> Result<()> {
+    /// Writes the staged parameters and submits everything recorded since the last flush;
+    /// [`Context::map_read_after`] waits for the returned submission alone.
+    pub fn submit(mut self) -> Result<Submitted> {
         self.pass = None;
         self.write_params();
-        if let Some(mut encoder) = self.encoder.take() {
-            if let Some(marks) = &self.marks {
-                marks.resolve(&mut encoder);
-            }
-            self.ctx.queue.submit([encoder.finish()]);
+        let mut encoder = self
+            .encoder
+            .take()
+            .unwrap_or_else(|| self.ctx.device.create_command_encoder(&Default::default()));
+        if let Some(marks) = &self.marks {
+            marks.resolve(&mut encoder);
         }
+        let index = self.ctx.queue.submit([encoder.finish()]);
         self.ctx.check_device_error()?;
         if let Some(marks) = self.marks.take() {
             let ctx = self.ctx;
             marks.collect(&ctx.device, &ctx.queue, &ctx.device_error, &ctx.profiler);
         }
-        Ok(())
+        Ok(Submitted(index))
     }
 
     /// Places `params` in a chunk at the uniform offset alignment; returns (chunk, offset, size).

@@ -79,6 +79,9 @@ impl Tensor {
     }
 }
 
+/// A submitted recording, to wait for alone while later ones run.
+pub struct Submitted(pub(crate) wgpu::SubmissionIndex);
+
 /// A mappable staging buffer that results are copied into, created once and reused.
 pub struct Readback {
     pub(crate) buffer: wgpu::Buffer,
@@ -148,13 +151,15 @@ impl Readback {
         Ok(Readback { buffer })
     }
 
-    /// Waits for work submitted to `device` and returns the first `len` elements copied here;
-    /// fails with the device's kept error, if any, once the wait is over.
+    /// Waits for work submitted to `device` (up to submission `after` where given, not for the
+    /// work submitted after it) and returns the first `len` elements copied here; fails with the
+    /// device's kept error, if any, once the wait is over.
     pub(crate) fn map_read<T: bytemuck::Pod>(
         &self,
         device: &wgpu::Device,
         device_error: &DeviceError,
         len: usize,
+        after: Option<wgpu::SubmissionIndex>,
     ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         let what = || format!("{len} x {}", std::any::type_name::<T>());
@@ -170,7 +175,10 @@ impl Readback {
                 let _ = sender.send(r);
             });
         device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: after,
+                timeout: None,
+            })
             .map_err(|e| RuntimeError::Readback {
                 what: what(),
                 message: e.to_string(),
