@@ -1,7 +1,8 @@
 //! Whole-model speed: prefill and decode tokens/s, decode at several batch sizes, decode with and
 //! without the KV cache at growing lengths, and the bytes one decoded token reads. Steps are timed
 //! by the wall clock around `Session::step`, which records a whole step into one submit and waits
-//! for its 4-byte-per-sequence readback.
+//! for its 4-byte-per-sequence readback; batch-1 decode is timed once more run ahead
+//! (`Session::step_ahead`), as `generate` decodes greedily.
 
 use std::time::Instant;
 
@@ -55,6 +56,9 @@ pub struct ModelResult {
     pub prefill: Vec<Prefill>,
     /// Batch-1 decode after the first prompt.
     pub decode_tokens_per_s: f64,
+    /// The same decode run ahead: each greedy step is chained on the GPU to the one before and
+    /// submitted before that one's token is read, so the GPU never waits for the host.
+    pub decode_ahead_tokens_per_s: f64,
     /// Median CPU time recording one of those steps up to its last submit (seconds).
     pub decode_record_seconds: f64,
     /// Weights and KV read by one batch-1 decode step at the measured positions.
@@ -177,6 +181,22 @@ pub fn measure(
     }
     let decode_tokens_per_s = median(rates);
     let decode_record_seconds = median(records);
+    let mut rates = Vec::new();
+    for _ in 0..plan.reps {
+        s.reset(0);
+        timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
+        timed_step(ctx, model, &mut s, 0, &[1])?;
+        let t = Instant::now();
+        let mut in_flight = s.step_ahead(ctx, model, &[0], Some(&[1]))?;
+        for _ in 1..plan.decode_steps {
+            let next = s.step_ahead(ctx, model, &[0], None)?;
+            s.tokens(ctx, &in_flight)?;
+            in_flight = next;
+        }
+        s.tokens(ctx, &in_flight)?;
+        rates.push(plan.decode_steps as f64 / t.elapsed().as_secs_f64());
+    }
+    let decode_ahead_tokens_per_s = median(rates);
     // The same steps once more with every dispatch timed (slower end to end: see
     // kiln_runtime::profile), for the shares.
     let decode_profile = if ctx.features.timestamps {
@@ -264,6 +284,7 @@ pub fn measure(
         weight_bytes: model.weight_bytes(),
         prefill,
         decode_tokens_per_s,
+        decode_ahead_tokens_per_s,
         decode_record_seconds,
         bytes_per_token,
         batches,

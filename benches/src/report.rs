@@ -102,6 +102,7 @@ impl Report {
                     "prefill_tokens": longest.map(|p| p.tokens),
                     "prefill_tokens_per_s": longest.map(|p| p.tokens_per_s),
                     "decode_tokens_per_s": m.decode_tokens_per_s,
+                    "decode_ahead_tokens_per_s": m.decode_ahead_tokens_per_s,
                     "decode_record_seconds": m.decode_record_seconds,
                     "bytes_per_token": m.bytes_per_token,
                     "decode_gbps": m.bytes_per_token as f64 * m.decode_tokens_per_s / 1e9,
@@ -196,24 +197,25 @@ impl Report {
         if let (Some(m), false) = (self.models.first(), self.peers.is_empty()) {
             md.push_str(
                 "\n## Side by side on this adapter\n\n\
-                 | engine | prefill tokens/s | decode tokens/s | Kiln ÷ peer (prefill, decode) |\n|---|---|---|---|\n",
+                 | engine | prefill tokens/s | decode tokens/s | Kiln ÷ peer (prefill, decode, decode run ahead) |\n|---|---|---|---|\n",
             );
             let ours = m.prefill.last().map_or(f64::NAN, |p| p.tokens_per_s);
             let tokens = m.prefill.last().map_or(0, |p| p.tokens);
             md.push_str(&format!(
-                "| Kiln ({}) | {ours:.2} ({tokens} tokens) | {:.2} | |\n",
-                m.name, m.decode_tokens_per_s
+                "| Kiln ({}) | {ours:.2} ({tokens} tokens) | {:.2} ({:.2} run ahead) | |\n",
+                m.name, m.decode_tokens_per_s, m.decode_ahead_tokens_per_s
             ));
             for p in &self.peers {
                 md.push_str(&format!(
-                    "| {} | {:.2} ({} tokens) | {:.2} ({} tokens) | {:.2}, {:.2} |\n",
+                    "| {} | {:.2} ({} tokens) | {:.2} ({} tokens) | {:.2}, {:.2}, {:.2} |\n",
                     p.name,
                     p.prefill_tokens_per_s,
                     p.prompt_tokens,
                     p.decode_tokens_per_s,
                     p.gen_tokens,
                     ours / p.prefill_tokens_per_s,
-                    m.decode_tokens_per_s / p.decode_tokens_per_s
+                    m.decode_tokens_per_s / p.decode_tokens_per_s,
+                    m.decode_ahead_tokens_per_s / p.decode_tokens_per_s
                 ));
             }
         }
@@ -223,12 +225,14 @@ impl Report {
                 "\n## {}\n\nWeights {:.1} MB. Steps timed by the wall clock around one submit and its \
                  readback, medians.\n\n\
                  | | |\n|---|---|\n| decode (batch 1) | {:.2} tokens/s |\n\
+                 | decode (batch 1) run ahead, greedy steps chained on the GPU | {:.2} tokens/s |\n\
                  | recording one decode step (CPU, up to its last submit) | {:.3} ms |\n\
                  | bytes read per decoded token | {:.1} MB |\n\
                  | decode bandwidth | {:.2} GB/s ({:.1}% of peak) |\n",
                 m.name,
                 m.weight_bytes as f64 / 1e6,
                 m.decode_tokens_per_s,
+                m.decode_ahead_tokens_per_s,
                 m.decode_record_seconds * 1e3,
                 m.bytes_per_token as f64 / 1e6,
                 gbps,
