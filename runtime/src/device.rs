@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::adapter::pick_adapter;
 pub use crate::adapter::{DeviceOptions, GrantedFeatures, PlanKind, parse_backends};
+use crate::disk_cache::DiskCache;
 use crate::error::{DeviceError, Result, RuntimeError, check_limit};
 use crate::pipeline::PipelineCache;
 use crate::profile::{Profile, Profiler};
@@ -64,6 +65,9 @@ impl Context {
                 wanted |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
             }
         }
+        if options.pipeline_cache.is_some() {
+            wanted |= wgpu::Features::PIPELINE_CACHE;
+        }
         let required_features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_storage_binding {
@@ -103,14 +107,24 @@ impl Context {
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
             ),
         };
+        let disk = options
+            .pipeline_cache
+            .as_deref()
+            .filter(|_| required_features.contains(wgpu::Features::PIPELINE_CACHE))
+            .and_then(|dir| DiskCache::open(&device, &info, dir));
         let plan = options.plan.unwrap_or(PlanKind::for_adapter(&info));
         log::info!(
-            "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}, plan {plan}",
+            "kiln: adapter {:?} ({:?}, {:?}, driver {:?} {:?}), features {features:?}, plan {plan}, pipeline cache {}",
             info.name,
             info.device_type,
             info.backend,
             info.driver,
-            info.driver_info
+            info.driver_info,
+            match &disk {
+                Some(d) if d.loaded => "loaded",
+                Some(_) => "empty",
+                None => "off",
+            }
         );
         Ok(Self {
             device,
@@ -119,7 +133,7 @@ impl Context {
             limits,
             features,
             plan,
-            pipelines: PipelineCache::default(),
+            pipelines: PipelineCache::new(disk),
             param_chunks: Mutex::new(Vec::new()),
             device_error,
             profiler: Profiler::default(),
@@ -169,6 +183,16 @@ impl Context {
         defines: &Defines,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
         self.pipelines.get(&self.device, shader, entry, defines)
+    }
+
+    /// The file compiled pipelines are kept in between runs, if any (Vulkan, unless disabled).
+    pub fn pipeline_cache_file(&self) -> Option<&std::path::Path> {
+        self.pipelines.disk.as_ref().map(|d| d.path())
+    }
+
+    /// Whether that file held data from an earlier run that passed its checksum.
+    pub fn pipeline_cache_loaded(&self) -> bool {
+        self.pipelines.disk.as_ref().is_some_and(|d| d.loaded)
     }
 
     /// A zero-filled tensor.
@@ -246,5 +270,16 @@ impl Context {
     /// Whether a profile is open.
     pub(crate) fn profiling(&self) -> bool {
         self.profiler.profiling()
+    }
+}
+
+impl Drop for Context {
+    /// Keeps what this run compiled for the next one (a failed write costs only a cold start).
+    fn drop(&mut self) {
+        if let Some(disk) = &self.pipelines.disk
+            && let Err(e) = disk.save()
+        {
+            log::warn!("pipeline cache: {e}");
+        }
     }
 }

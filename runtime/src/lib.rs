@@ -5,7 +5,8 @@
 //!   kernel family the device runs ([`PlanKind`]).
 //! - [`tensor`]: typed storage buffers with upload / download.
 //! - [`shader`]: WGSL sources and the small `#if` preprocessor that makes variants.
-//! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point.
+//! - [`pipeline`]: the pipeline cache keyed by shader, variant and entry point, and the driver's
+//!   compiled pipelines on disk between runs (`disk_cache`).
 //! - [`recorder`]: the one place that records bind groups and dispatches, many per submit.
 //! - [`timing`]: GPU time of recorded work for benchmarks (timestamp queries, or submit + wait).
 //! - [`profile`]: kernel-by-kernel GPU time of everything recorded while a profile is open.
@@ -15,6 +16,7 @@
 mod adapter;
 pub mod bind_cache;
 pub mod device;
+mod disk_cache;
 pub mod error;
 pub mod pipeline;
 pub mod profile;
@@ -26,6 +28,7 @@ pub mod timing;
 
 pub use bind_cache::BindGroupCache;
 pub use device::{Context, DeviceOptions, GrantedFeatures, PlanKind};
+pub use disk_cache::cache_dir;
 pub use error::{Result, RuntimeError};
 pub use pipeline::PipelineKey;
 pub use profile::{KernelTime, Profile};

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::disk_cache::DiskCache;
 use crate::error::{Result, RuntimeError};
 use crate::shader::{Defines, Shader, preprocess};
 
@@ -18,14 +19,23 @@ pub struct PipelineKey {
     pub defines: Defines,
 }
 
-/// Shader modules and pipelines compiled on one device, kept for the device's lifetime.
+/// Shader modules and pipelines compiled on one device, kept for the device's lifetime, and the
+/// driver's compiled code kept on disk between runs where the backend allows.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Defines), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) disk: Option<DiskCache>,
 }
 
 impl PipelineCache {
+    pub(crate) fn new(disk: Option<DiskCache>) -> Self {
+        Self {
+            disk,
+            ..Self::default()
+        }
+    }
+
     /// The pipeline for `entry` of `shader` under `defines`, compiled on `device` on first use.
     pub(crate) fn get(
         &self,
@@ -51,8 +61,11 @@ impl PipelineCache {
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
+            cache: self.disk.as_ref().map(|d| &d.cache),
         });
+        if let Some(disk) = &self.disk {
+            disk.note_compiled();
+        }
         if let Some(error) = pollster::block_on(scope.pop()) {
             return Err(RuntimeError::Shader {
                 shader: shader.name,
