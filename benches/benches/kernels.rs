@@ -234,14 +234,18 @@ fn rows(c: &mut Criterion, b: &Bench) {
             },
         );
         g.throughput(Throughput::Bytes((vocab * 4) as u64));
-        g.bench_function(
-            BenchmarkId::new("argmax", format!("{label} {vocab}")),
-            |bench| {
-                bench.iter_custom(|iters| {
-                    b.time(iters, &mut |rec| argmax::argmax(rec, &x, vocab, &best))
-                })
-            },
-        );
+        for scan in [argmax::Scan::Scalar, argmax::Scan::Wide] {
+            g.bench_function(
+                BenchmarkId::new(format!("argmax {scan:?}"), format!("{label} {vocab}")),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        b.time(iters, &mut |rec| {
+                            argmax::argmax_with(rec, &x, vocab, &best, scan)
+                        })
+                    })
+                },
+            );
+        }
     }
     g.finish();
 

@@ -8,7 +8,7 @@
 use anyhow::Result;
 use half::f16;
 use kiln_kernels::DevicePlan;
-use kiln_kernels::argmax::argmax;
+use kiln_kernels::argmax::{Scan, argmax_with};
 use kiln_kernels::elementwise::silu;
 use kiln_kernels::linear::{Input, Kernel, Layout, Output, linear, linear_by};
 use kiln_kernels::norm::rms_norm;
@@ -390,9 +390,13 @@ pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>
     let probs = ctx.zeros(DType::F32, &[rows * vocab])?;
     let best = ctx.zeros(DType::U32, &[rows])?;
     let soft = ctx.time(reps, |rec| softmax(rec, &logits, &probs, vocab, 1.0, None))?;
-    let arg = ctx.time(reps, |rec| argmax(rec, &logits, vocab, &best))?;
+    let mut args = Vec::new();
+    for scan in [Scan::Scalar, Scan::Wide] {
+        let t = ctx.time(reps, |rec| argmax_with(rec, &logits, vocab, &best, scan))?;
+        args.push((scan, t));
+    }
     let (a, v) = ((rows * d * 4) as u64, (rows * vocab * 4) as u64);
-    Ok(vec![
+    let mut results = vec![
         result(
             "rms_norm",
             &format!("SmolLM2 {rows}x{d}"),
@@ -421,12 +425,15 @@ pub fn rows(ctx: &Context, rows: usize, reps: usize) -> Result<Vec<KernelResult>
             (5 * rows * vocab) as u64,
             &soft,
         ),
-        result(
-            "argmax",
+    ];
+    for (scan, t) in &args {
+        results.push(result(
+            &format!("argmax {}", format!("{scan:?}").to_lowercase()),
             &format!("SmolLM2 vocab {rows}x{vocab}"),
             v + 4 * rows as u64,
             (rows * vocab) as u64,
-            &arg,
-        ),
-    ])
+            t,
+        ));
+    }
+    Ok(results)
 }

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::error::{Result, ensure, expect, groups_for};
+use crate::plan::DevicePlan;
 use crate::variants::ShaderVariants;
 
 pub const SHADER: Shader = Shader {
@@ -20,9 +21,32 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// How a workgroup scans its row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// 256 threads, a value at a time (CPU adapters, where a load costs per lane).
+    Scalar,
+    /// As many threads as the device allows up to 1024, two `vec4` loads in flight per thread
+    /// where the row is a multiple of 4 long: on a GPU one workgroup per row is otherwise bound
+    /// by the latency of its loads (51 µs for 49,152 logits on an H200).
+    Wide,
+}
+
 /// Index of the largest value of each row of `len` values of `x` into `out` (`[rows]`, u32).
-/// Ties go to the lowest index.
+/// Ties go to the lowest index. The scan is the device plan's.
 pub fn argmax(rec: &mut Recorder<'_>, x: &Tensor, len: usize, out: &Tensor) -> Result<()> {
+    let scan = DevicePlan::of(rec.context()).argmax;
+    argmax_with(rec, x, len, out, scan)
+}
+
+/// [`argmax`] with the scan chosen by the caller (tests and benchmarks run both).
+pub fn argmax_with(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    len: usize,
+    out: &Tensor,
+    scan: Scan,
+) -> Result<()> {
     ensure(
         len > 0 && x.len().is_multiple_of(len) && x.dtype() == DType::F32,
         "argmax",
@@ -41,10 +65,20 @@ pub fn argmax(rec: &mut Recorder<'_>, x: &Tensor, len: usize, out: &Tensor) -> R
         v: len as u32,
         _pad: [0; 2],
     };
+    let limits = &rec.context().limits;
+    let (threads, vec4) = match scan {
+        Scan::Scalar => (256, false),
+        Scan::Wide => {
+            let most = limits
+                .max_compute_invocations_per_workgroup
+                .min(limits.max_compute_workgroup_size_x);
+            (if most >= 1024 { 1024 } else { 256 }, len.is_multiple_of(4))
+        }
+    };
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "argmax",
-        defines: &Defines::new(),
+        defines: &defines(threads, vec4),
         params: bytemuck::bytes_of(&params),
         bindings: &[Binding::new(1, x), Binding::new(2, out)],
         workgroups: groups_for(rows, 1)?,
@@ -67,9 +101,18 @@ pub fn argmax_ref(x: &[f32], len: usize) -> Vec<u32> {
         .collect()
 }
 
+fn defines(threads: u32, vec4: bool) -> Defines {
+    let d = Defines::new().set("WG", threads);
+    if vec4 { d.flag("VEC4") } else { d }
+}
+
 pub fn shader_variants() -> ShaderVariants {
+    let variants = [(256, false), (256, true), (1024, false), (1024, true)];
     ShaderVariants {
         shader: SHADER,
-        variants: vec![(Defines::new(), vec!["argmax"])],
+        variants: variants
+            .into_iter()
+            .map(|(t, v)| (defines(t, v), vec!["argmax"]))
+            .collect(),
     }
 }

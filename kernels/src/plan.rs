@@ -12,6 +12,8 @@ use std::fmt;
 
 use kiln_runtime::{Context, PlanKind};
 
+pub use crate::argmax::Scan;
+
 /// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) take
 /// [`Attend::Lanes`], which splits long caches over the device.
 const CPU_ROWS_FROM: usize = 16;
@@ -144,6 +146,8 @@ pub struct DevicePlan {
     /// Keys per split of a long attention range when few (row, head) pairs would otherwise
     /// leave the device idle.
     pub attention_split: usize,
+    /// How the greedy argmax scans the vocabulary.
+    pub argmax: Scan,
     /// Whether the CPU attention kernels can run (subgroups of at least 8).
     cpu_attention: bool,
     /// Values one [`Attend::Lanes`] load reads per f32 cache row: 16 bytes, 32 with SHADER_INT64.
@@ -170,6 +174,7 @@ impl DevicePlan {
                 submit_every: None,
                 store_in_attend: false,
                 attention_split: 256,
+                argmax: Scan::Scalar,
                 cpu_attention: subgroups8,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
             },
@@ -184,6 +189,7 @@ impl DevicePlan {
                 submit_every: Some(48),
                 store_in_attend: true,
                 attention_split: 64,
+                argmax: Scan::Wide,
                 cpu_attention: false,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
             },
@@ -252,7 +258,7 @@ impl fmt::Display for DevicePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}{}",
+            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}, argmax {:?}{}",
             self.kind,
             self.matvec,
             if self.lane_tiles {
@@ -278,6 +284,7 @@ impl fmt::Display for DevicePlan {
             } else {
                 ""
             },
+            self.argmax,
             match self.submit_every {
                 Some(n) => format!(", a submit per {n} launches"),
                 None => String::new(),

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use kiln_kernels::Weights;
-use kiln_kernels::argmax::{argmax, argmax_ref};
+use kiln_kernels::argmax::{Scan, argmax, argmax_ref, argmax_with};
 use kiln_kernels::elementwise::{self, gelu_ref, silu_ref};
 use kiln_kernels::embedding::{embedding, embedding_ref};
 use kiln_kernels::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
@@ -167,7 +167,9 @@ fn gelu_is_finite_at_extremes() {
     );
 }
 
-/// Argmax: exact, first index on ties, over vocab-sized rows; 70,000 rows checks grid folding.
+/// Argmax, both scans: exact, first index on ties (also between the two loads of one wide
+/// iteration, and inside one vec4), NaN never wins, over vocab-sized rows; lengths that are and
+/// are not multiples of 4 and of the 1024-thread stride; 70,000 rows check grid folding.
 #[test]
 fn argmax_matches_reference() {
     let Some(ctx) = test_context() else { return };
@@ -176,26 +178,42 @@ fn argmax_matches_reference() {
         (1, 1),
         (3, 7),
         (2, 257),
+        (2, 4),
+        (1, 4096),
+        (3, 8196),
         (4, 49152),
         (1, 50257),
         (70_000, 3),
+        (5_000, 8),
     ] {
         let mut x = rand_vec(&mut rng, rows * len, -5.0, 5.0);
-        if len > 10 {
-            // A tie between two maxima: the lower index must win.
-            x[len / 3] = 9.0;
-            x[len / 2] = 9.0;
+        for row in x.chunks_mut(len) {
+            if len > 10 {
+                // Ties between maxima: the lower index must win.
+                row[len / 3] = 9.0;
+                row[len / 2] = 9.0;
+                row[len - 1] = 9.0;
+                row[1] = f32::NAN;
+            }
+            if len == 8196 {
+                // Two loads of one wide iteration (quads j and j + 1024), and one vec4.
+                row[4 * 5 + 2] = 11.0;
+                row[4 * (5 + 1024)] = 11.0;
+                row[4 * 5 + 3] = 11.0;
+            }
         }
         let xt = ctx.upload_f32(&x, &[rows, len]).unwrap();
-        let out = ctx.zeros(DType::U32, &[rows]).unwrap();
-        let mut rec = ctx.recorder();
-        argmax(&mut rec, &xt, len, &out).unwrap();
-        rec.submit().unwrap();
-        assert_eq!(
-            ctx.read::<u32>(&out).unwrap(),
-            argmax_ref(&x, len),
-            "argmax {rows}x{len}"
-        );
+        for scan in [Scan::Scalar, Scan::Wide] {
+            let out = ctx.zeros(DType::U32, &[rows]).unwrap();
+            let mut rec = ctx.recorder();
+            argmax_with(&mut rec, &xt, len, &out, scan).unwrap();
+            rec.submit().unwrap();
+            assert_eq!(
+                ctx.read::<u32>(&out).unwrap(),
+                argmax_ref(&x, len),
+                "argmax {scan:?} {rows}x{len}"
+            );
+        }
     }
 }
 
