@@ -221,8 +221,8 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
 #else
-#if X_RMS
-    rms_prologue(tid);
+#if X_RMS || X_LN
+    norm_prologue(tid);
 #endif
     let row = tid / LANES;
     let acc = rows_dot(group * ROWS + row, 0u, tid % LANES, LANES);

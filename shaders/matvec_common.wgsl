@@ -1,7 +1,7 @@
 // What every mat-vec kernel shares (matvec.wgsl for CPU adapters and the lanes layout,
 // matvec_gpu.wgsl for GPUs): the parameters, the activation loads (optionally the gated MLP's
-// silu(gate) * up, or the RMSNorm of x, made as they are read), whole-block dot products, and
-// the store.
+// silu(gate) * up, GPT-2's gelu(x), or the RMSNorm or LayerNorm of x, made as they are read),
+// whole-block dot products, and the store.
 
 struct Params {
     N: u32,       // rows of this weight part
@@ -13,7 +13,7 @@ struct Params {
     m0: u32,      // first row of x and y this launch takes (BATCH rows from it)
     cut1: u32,    // first column of output 1 (outputs.wgsl)
     cut2: u32,    // first column of output 2
-    eps: f32,     // X_RMS: the norm's epsilon
+    eps: f32,     // X_RMS, X_LN: the norm's epsilon
     _pad1: u32,
     _pad2: u32,
 }
@@ -33,15 +33,22 @@ alias XItem = f32;
 #if HAS_BIAS
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
-#if X_RMS
-// RMSNorm folded into the read: x_b * inv_rms[b] * gamma (`rms_prologue` fills inv_rms).
+#if X_RMS || X_LN
+// The norm before the projection folded into the read: (x_b - norm_mean[b]) * norm_inv[b] *
+// gamma (+ beta with X_LN), the mean 0 for RMSNorm (`norm_prologue` fills both).
 #if X_VEC4
 @group(0) @binding(6) var<storage, read> x_gamma: array<vec4<f32>>;
 #else
 @group(0) @binding(6) var<storage, read> x_gamma: array<f32>;
 #endif
-var<workgroup> inv_rms: array<f32, BATCH>;
-var<workgroup> rms_partial: array<f32, RMS_WG>;
+#if X_LN && X_VEC4
+@group(0) @binding(7) var<storage, read> x_beta: array<vec4<f32>>;
+#elif X_LN
+@group(0) @binding(7) var<storage, read> x_beta: array<f32>;
+#endif
+var<workgroup> norm_mean: array<f32, BATCH>;
+var<workgroup> norm_inv: array<f32, BATCH>;
+var<workgroup> norm_partial: array<f32, RMS_WG>;
 #endif
 
 #if SHARE_X
@@ -49,49 +56,84 @@ var<private> sg_lane: u32;
 #endif
 
 // X[b, k .. k + 4] (zeros past K). With X_GLU, X is silu(gate) * up of two bound inputs (x the
-// gate, x_up the up projection), the activation of a gated MLP made as it is read.
+// gate, x_up the up projection), the activation of a gated MLP made as it is read; with X_GELU,
+// gelu(x) as the elementwise kernel computes it.
 fn x_load4(b: u32, k: u32) -> vec4<f32> {
 #if X_GLU
     let g = x_quad(b, k);
     return g / (vec4<f32>(1.0) + exp(-g)) * up_quad(b, k);
-#elif X_RMS && X_VEC4
-    return x_quad(b, k) * inv_rms[b] * x_gamma[k >> 2u];
-#elif X_RMS
+#elif X_GELU
+    let v = x_quad(b, k);
+    let u = clamp(0.7978845608 * (v + 0.044715 * v * v * v), vec4<f32>(-15.0), vec4<f32>(15.0));
+    return 0.5 * v * (vec4<f32>(1.0) + tanh(u));
+#elif X_RMS || X_LN
+    let normed = (x_quad(b, k) - norm_mean[b]) * norm_inv[b];
+#if X_VEC4 && X_LN
+    return normed * x_gamma[k >> 2u] + x_beta[k >> 2u];
+#elif X_VEC4
+    return normed * x_gamma[k >> 2u];
+#else
+    // Past K, gamma (and beta) stay 0, so the padding reads as 0.
     var gamma = vec4<f32>(0.0);
+    var beta = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (k + i < p.K) {
             gamma[i] = x_gamma[k + i];
+#if X_LN
+            beta[i] = x_beta[k + i];
+#endif
         }
     }
-    return x_quad(b, k) * inv_rms[b] * gamma;
+    return normed * gamma + beta;
+#endif
 #else
     return x_quad(b, k);
 #endif
 }
 
-#if X_RMS
-// 1 / sqrt(mean(x_b^2) + eps) of each activation row into inv_rms, by the RMS_WG invocations of
-// the workgroup (tid its local index); every invocation calls it, before reading x.
-fn rms_prologue(tid: u32) {
-    for (var b = 0u; b < BATCH; b++) {
-        var s = 0.0;
-        for (var k = 4u * tid; k < p.K; k += 4u * RMS_WG) {
-            let v = x_quad(b, k);
-            s += dot(v, v);
-        }
-        rms_partial[tid] = s;
-        workgroupBarrier();
-        for (var h = RMS_WG / 2u; h > 0u; h >>= 1u) {
-            if (tid < h) {
-                rms_partial[tid] += rms_partial[tid + h];
-            }
-            workgroupBarrier();
-        }
-        if (tid == 0u) {
-            inv_rms[b] = inverseSqrt(rms_partial[0] / f32(p.K) + p.eps);
+#if X_RMS || X_LN
+// Sum of `v` over the RMS_WG invocations of the workgroup, returned to all of them.
+fn norm_sum(tid: u32, v: f32) -> f32 {
+    norm_partial[tid] = v;
+    workgroupBarrier();
+    for (var h = RMS_WG / 2u; h > 0u; h >>= 1u) {
+        if (tid < h) {
+            norm_partial[tid] += norm_partial[tid + h];
         }
         workgroupBarrier();
     }
+    let total = norm_partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Each activation row's mean (X_LN; 0 for RMSNorm) and 1 / sqrt(mean((x_b - mean)^2) + eps),
+// into norm_mean and norm_inv, in two passes as the norm kernels take them; tid is the local
+// index of every invocation, all of which call this before reading x. The padding past K
+// (non-vec4 rows) reads as 0 and is left out of the sums.
+fn norm_prologue(tid: u32) {
+    for (var b = 0u; b < BATCH; b++) {
+        var mean = 0.0;
+#if X_LN
+        var s = 0.0;
+        for (var k = 4u * tid; k < p.K; k += 4u * RMS_WG) {
+            s += dot(x_quad(b, k), vec4<f32>(1.0));
+        }
+        mean = norm_sum(tid, s) / f32(p.K);
+#endif
+        var sq = 0.0;
+        for (var k = 4u * tid; k < p.K; k += 4u * RMS_WG) {
+            let valid = vec4<f32>(vec4<u32>(k, k + 1u, k + 2u, k + 3u) < vec4<u32>(p.K));
+            let d = (x_quad(b, k) - mean) * valid;
+            sq += dot(d, d);
+        }
+        let inv = inverseSqrt(norm_sum(tid, sq) / f32(p.K) + p.eps);
+        if (tid == 0u) {
+            norm_mean[b] = mean;
+            norm_inv[b] = inv;
+        }
+    }
+    workgroupBarrier();
 }
 #endif
 

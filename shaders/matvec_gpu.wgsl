@@ -8,7 +8,7 @@
 // blocks t / 8, t / 8 + LANES, ... of it, so that each step's loads of the workgroup are one
 // contiguous run of the group's quants and of its scales: every byte fetched is used. Each block
 // is loaded once and serves all BATCH activation rows; the LANES partial sums of a row are added
-// in workgroup memory. With X_RMS the workgroup first takes the RMS of each
+// in workgroup memory. With X_RMS or X_LN the workgroup first takes the norm statistics of each
 // activation row (matvec_common.wgsl), so the norm before the mat-vec needs no launch.
 
 const GROUP_ROWS: u32 = ROWS;
@@ -23,8 +23,8 @@ fn matvec_gpu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (group >= p.groups) {
         return;
     }
-#if X_RMS
-    rms_prologue(tid);
+#if X_RMS || X_LN
+    norm_prologue(tid);
 #endif
     // Rows past N (the last group of a part) read the part's last row and are not stored.
     let n = min(group * GROUP_ROWS + (tid % GROUP_ROWS), p.N - 1u);

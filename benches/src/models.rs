@@ -61,6 +61,8 @@ pub struct ModelResult {
     pub decode_ahead_tokens_per_s: f64,
     /// Median CPU time recording one of those steps up to its last submit (seconds).
     pub decode_record_seconds: f64,
+    /// Kernel launches in one of those steps.
+    pub decode_launches: usize,
     /// Weights and KV read by one batch-1 decode step at the measured positions.
     pub bytes_per_token: u64,
     pub batches: Vec<Batch>,
@@ -167,7 +169,7 @@ pub fn measure(
     }
 
     // Batch-1 decode after the first prompt.
-    let (mut rates, mut records) = (Vec::new(), Vec::new());
+    let (mut rates, mut records, mut decode_launches) = (Vec::new(), Vec::new(), 0);
     for _ in 0..plan.reps {
         s.reset(0);
         timed_step(ctx, model, &mut s, 0, &tokens(first, vocab))?;
@@ -176,6 +178,7 @@ pub fn measure(
         for i in 0..plan.decode_steps {
             let out = s.step(ctx, model, &[(0, (i % vocab) as u32)], &[0], Output::Argmax)?;
             records.push(out.record_time.as_secs_f64());
+            decode_launches = out.launches;
         }
         rates.push(plan.decode_steps as f64 / t.elapsed().as_secs_f64());
     }
@@ -286,6 +289,7 @@ pub fn measure(
         decode_tokens_per_s,
         decode_ahead_tokens_per_s,
         decode_record_seconds,
+        decode_launches,
         bytes_per_token,
         batches,
         kv_curve,

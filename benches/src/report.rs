@@ -104,6 +104,7 @@ impl Report {
                     "decode_tokens_per_s": m.decode_tokens_per_s,
                     "decode_ahead_tokens_per_s": m.decode_ahead_tokens_per_s,
                     "decode_record_seconds": m.decode_record_seconds,
+                    "decode_launches": m.decode_launches,
                     "bytes_per_token": m.bytes_per_token,
                     "decode_gbps": m.bytes_per_token as f64 * m.decode_tokens_per_s / 1e9,
                     "decode_fraction_of_peak_bandwidth":
@@ -227,6 +228,7 @@ impl Report {
                  | | |\n|---|---|\n| decode (batch 1) | {:.2} tokens/s |\n\
                  | decode (batch 1) run ahead, greedy steps chained on the GPU | {:.2} tokens/s |\n\
                  | recording one decode step (CPU, up to its last submit) | {:.3} ms |\n\
+                 | kernel launches per decode step | {} |\n\
                  | bytes read per decoded token | {:.1} MB |\n\
                  | decode bandwidth | {:.2} GB/s ({:.1}% of peak) |\n",
                 m.name,
@@ -234,6 +236,7 @@ impl Report {
                 m.decode_tokens_per_s,
                 m.decode_ahead_tokens_per_s,
                 m.decode_record_seconds * 1e3,
+                m.decode_launches,
                 m.bytes_per_token as f64 / 1e6,
                 gbps,
                 100.0 * gbps / peak

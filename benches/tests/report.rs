@@ -33,6 +33,7 @@ fn report() -> Report {
             decode_tokens_per_s: 2.0,
             decode_ahead_tokens_per_s: 2.5,
             decode_record_seconds: 0.004,
+            decode_launches: 153,
             bytes_per_token: 100_000_000,
             batches: vec![Batch {
                 batch: 4,
@@ -75,6 +76,7 @@ fn json_and_markdown_hold_the_promised_fields() {
     assert_eq!(m["prefill_tokens_per_s"], 5.0);
     assert_eq!(m["decode_tokens_per_s"], 2.0);
     assert_eq!(m["decode_ahead_tokens_per_s"], 2.5);
+    assert_eq!(m["decode_launches"], 153);
     assert_eq!(m["bytes_per_token"], 100_000_000);
     // 100 MB per token at 2 tokens/s is 0.2 GB/s, 5% of the 4 GB/s peak.
     assert!((m["decode_fraction_of_peak_bandwidth"].as_f64().unwrap() - 0.05).abs() < 1e-12);
@@ -96,7 +98,7 @@ fn json_and_markdown_hold_the_promised_fields() {
     assert!(
         md.contains(
             "| decode (batch 1) run ahead, greedy steps chained on the GPU | 2.50 tokens/s |"
-        ),
+        ) && md.contains("| kernel launches per decode step | 153 |"),
         "{md}"
     );
     // Per step: the two q4_1 mat-vec variants summed (0.08 s over 2 steps, 40 of the 46 ms),

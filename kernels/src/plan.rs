@@ -18,6 +18,11 @@ pub use crate::argmax::Scan;
 /// [`Attend::Lanes`], which splits long caches over the device.
 const CPU_ROWS_FROM: usize = 16;
 
+/// Rows of weights up to which a fold pays ([`DevicePlan::folds_into`]): on the H200 folding the
+/// RMSNorm won at 1,536 and 8,192 rows and lost at the 49,152 of an LM head, where 6,144
+/// workgroups each take the norm again.
+pub const FOLD_ROWS_MAX: usize = 16_384;
+
 /// How the mat-vec spreads a matrix's rows over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -133,9 +138,10 @@ pub struct DevicePlan {
     pub f16_quads: bool,
     /// Whether SHADER_F16 was granted (f16 rows read as `f16`).
     pub f16_native: bool,
-    /// Whether the RMSNorm before a projection is folded into the mat-vec that reads it
-    /// (`linear::Input::RmsNorm`): on GPUs a launch costs more than every workgroup taking
-    /// the RMS of the activations itself (kiln-bench times both; docs/benchmarks/NOTES.md).
+    /// Whether the norm (RMSNorm, LayerNorm) or GELU before a projection is folded into the
+    /// mat-vec that reads it (`linear::Input`): on GPUs a launch costs more than every workgroup
+    /// taking the norm of the activations itself (kiln-bench times both;
+    /// docs/benchmarks/NOTES.md), up to [`FOLD_ROWS_MAX`] rows of weights.
     pub fold_norm: bool,
     /// Launches a long recording (a decode step) submits at a time, so that the GPU starts while
     /// the CPU records the rest; `None`: one submit (CPU adapters run on the recording's cores).
@@ -194,6 +200,12 @@ impl DevicePlan {
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
             },
         }
+    }
+
+    /// Whether a mat-vec over `rows` rows of weights folds the input's norm or GELU into its
+    /// read.
+    pub fn folds_into(&self, rows: usize) -> bool {
+        self.fold_norm && rows <= FOLD_ROWS_MAX
     }
 
     /// How the blocks of a format are ordered on the device: lane tiles where the mat-vec reads

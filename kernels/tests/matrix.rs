@@ -516,18 +516,29 @@ fn bad_shapes_are_typed_errors() {
     ));
 }
 
-/// The RMSNorm before a projection (`Input::RmsNorm`) through `linear` (by the device plan's
-/// choice), the matmul, and the mat-vec in every layout (folded where the layout can) against
-/// the reference norm then product,
-/// on rows that make the norm matter: zero-mean, tiny (where eps dominates) and large values,
-/// over batches that chunk (11 rows), into one output and into a stacked pair.
+/// An input made before a projection — the RMSNorm (`Input::RmsNorm`), the LayerNorm
+/// (`Input::LayerNorm`) and GELU (`Input::Gelu`) — through `linear` (by the device plan's
+/// choice), the matmul, and the mat-vec in every layout (folded where the layout can, with no
+/// launch of its own) against the reference input then product, on rows that make a norm
+/// matter: zero-mean, tiny (where eps dominates), large with a large mean (where a one-pass
+/// variance would cancel), and random, over batches that chunk (11 rows), K that is not a
+/// multiple of 4 (the padded reads), into one output and into a stacked pair. The RMSNorm also
+/// takes one row and a 1000-row matrix.
 #[test]
-fn folded_rms_norm_matches_norm_then_product() {
+fn folded_inputs_match_input_then_product() {
     let Some(ctx) = test_context() else { return };
     let eps = 1e-5;
-    for (i, &(m, n, k)) in [(1, 7, 32), (3, 129, 96), (11, 37, 576), (2, 1000, 576)]
-        .iter()
-        .enumerate()
+    // Each shape is many pipeline variants (a minute of compiling on lavapipe when cold): the
+    // LayerNorm and GELU take the shapes that reach every path (3 and 8 + 3 rows, K = 37).
+    for (i, &(m, n, k, all)) in [
+        (1, 7, 32, false),
+        (3, 129, 96, true),
+        (3, 5, 37, true),
+        (11, 37, 576, true),
+        (2, 1000, 576, false),
+    ]
+    .iter()
+    .enumerate()
     {
         let mut rng = rng(900 + i as u64);
         // Row r: 0 zero-mean, 1 tiny (|x| ~ 1e-4, eps visible), 2 large (~30), the rest random.
@@ -546,67 +557,99 @@ fn folded_rms_norm_matches_norm_then_product() {
             })
             .collect();
         let gamma = rand_vec(&mut rng, k, -2.0, 2.0);
-        let normed = kiln_kernels::norm::rms_norm_ref(&x, &gamma, eps);
+        let beta = rand_vec(&mut rng, k, -1.0, 1.0);
         let xt = ctx.upload_f32(&x, &[m, k]).unwrap();
         let gt = ctx.upload_f32(&gamma, &[k]).unwrap();
+        let bt = ctx.upload_f32(&beta, &[k]).unwrap();
         let h = ctx.zeros(DType::F32, &[m, k]).unwrap();
+        let made = [
+            (
+                "rms_norm",
+                kiln_kernels::norm::rms_norm_ref(&x, &gamma, eps),
+                Input::RmsNorm {
+                    x: &xt,
+                    gamma: &gt,
+                    eps,
+                    normed: &h,
+                },
+            ),
+            (
+                "layer_norm",
+                kiln_kernels::norm::layer_norm_ref(&x, &gamma, &beta, eps),
+                Input::LayerNorm {
+                    x: &xt,
+                    gamma: &gt,
+                    beta: &bt,
+                    eps,
+                    normed: &h,
+                },
+            ),
+            (
+                "gelu",
+                x.iter()
+                    .map(|&v| kiln_kernels::elementwise::gelu_ref(v))
+                    .collect(),
+                Input::Gelu { x: &xt, act: &h },
+            ),
+        ];
         for format in formats_for(k) {
             let host = random_weights(&mut rng, format, n, k);
             let wf = host.dequantize();
-            let want = matmul_ref(&normed, &wf, None, m, n, k);
             let w = upload_weights(ctx, &host, None, None);
-            let atol = 2e-6 * k as f32 * max_abs(&normed) * max_abs(&wf) + 1e-5;
             let cut = n / 3;
             let (y, y0, y1) = (
                 ctx.zeros(DType::F32, &[m, n]).unwrap(),
                 ctx.zeros(DType::F32, &[m, cut]).unwrap(),
                 ctx.zeros(DType::F32, &[m, n - cut]).unwrap(),
             );
-            for kernel in kernels_of(ctx) {
-                for split in [false, true] {
-                    let ys: Vec<&kiln_runtime::Tensor> =
-                        if split { vec![&y0, &y1] } else { vec![&y] };
-                    let mut rec = ctx.recorder();
-                    let input = Input::RmsNorm {
-                        x: &xt,
-                        gamma: &gt,
-                        eps,
-                        normed: &h,
-                    };
-                    let output = Output::split(&ys, Store::Write);
-                    match kernel {
-                        Some(kernel) => linear_by(&mut rec, input, &w, output, kernel).unwrap(),
-                        None => linear(&mut rec, input, &w, output).unwrap(),
+            for (name, input_ref, input) in made.iter().take(if all { 3 } else { 1 }) {
+                let want = matmul_ref(input_ref, &wf, None, m, n, k);
+                let atol = 2e-6 * k as f32 * max_abs(input_ref) * max_abs(&wf) + 1e-5;
+                for kernel in kernels_of(ctx) {
+                    for split in [false, true] {
+                        let ys: Vec<&kiln_runtime::Tensor> =
+                            if split { vec![&y0, &y1] } else { vec![&y] };
+                        let mut rec = ctx.recorder();
+                        let output = Output::split(&ys, Store::Write);
+                        match kernel {
+                            Some(kernel) => {
+                                linear_by(&mut rec, *input, &w, output, kernel).unwrap()
+                            }
+                            None => linear(&mut rec, *input, &w, output).unwrap(),
+                        }
+                        // Folded where the kernel can: no launch of its own for the input.
+                        if let Some(kernel) = kernel {
+                            let folds = matches!(kernel, Kernel::Matvec { layout, .. } if layout.folds_norm());
+                            let apart = rec
+                                .launched()
+                                .iter()
+                                .any(|&(s, e)| s == "norm" || e == "gelu");
+                            assert_eq!(apart, !folds, "{name} {kernel:?}");
+                        }
+                        rec.submit().unwrap();
+                        let got = if split {
+                            let (a, b) =
+                                (ctx.read::<f32>(&y0).unwrap(), ctx.read::<f32>(&y1).unwrap());
+                            (0..m)
+                                .flat_map(|r| {
+                                    a[r * cut..(r + 1) * cut]
+                                        .iter()
+                                        .chain(&b[r * (n - cut)..(r + 1) * (n - cut)])
+                                        .copied()
+                                        .collect::<Vec<_>>()
+                                })
+                                .collect()
+                        } else {
+                            ctx.read::<f32>(&y).unwrap()
+                        };
+                        assert_close(
+                            &format!("{name} {kernel:?} split {split} {format:?} m{m} n{n} k{k}"),
+                            &got,
+                            &want,
+                            atol,
+                            0.0,
+                        );
                     }
-                    // Folded where the kernel can: no launch of its own for the norm.
-                    if let Some(kernel) = kernel {
-                        let folds =
-                            matches!(kernel, Kernel::Matvec { layout, .. } if layout.folds_norm());
-                        let normed_apart = rec.launched().iter().any(|&(s, _)| s == "norm");
-                        assert_eq!(normed_apart, !folds, "{kernel:?}");
-                    }
-                    rec.submit().unwrap();
-                    let got = if split {
-                        let (a, b) = (ctx.read::<f32>(&y0).unwrap(), ctx.read::<f32>(&y1).unwrap());
-                        (0..m)
-                            .flat_map(|r| {
-                                a[r * cut..(r + 1) * cut]
-                                    .iter()
-                                    .chain(&b[r * (n - cut)..(r + 1) * (n - cut)])
-                                    .copied()
-                                    .collect::<Vec<_>>()
-                            })
-                            .collect()
-                    } else {
-                        ctx.read::<f32>(&y).unwrap()
-                    };
-                    assert_close(
-                        &format!("{kernel:?} split {split} {format:?} m{m} n{n} k{k}"),
-                        &got,
-                        &want,
-                        atol,
-                        0.0,
-                    );
                 }
             }
         }

@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use kiln_kernels::attention::{self, KvCache};
-use kiln_kernels::elementwise::{accumulate, gelu};
+use kiln_kernels::elementwise::accumulate;
 use kiln_kernels::embedding::embedding;
 use kiln_kernels::linear::{self, Input, Output};
-use kiln_kernels::norm::layer_norm;
 use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, Recorder, Tensor};
 use safetensors::{Dtype, SafeTensors};
@@ -125,6 +124,19 @@ impl Gpt2Config {
 struct LayerNorm {
     gamma: Tensor, // [n_embd]
     beta: Tensor,  // [n_embd]
+}
+
+impl LayerNorm {
+    /// This norm of `x` as a projection's input (written to `normed` where not folded).
+    fn of<'a>(&'a self, x: &'a Tensor, normed: &'a Tensor, eps: f32) -> Input<'a> {
+        Input::LayerNorm {
+            x,
+            gamma: &self.gamma,
+            beta: &self.beta,
+            eps,
+            normed,
+        }
+    }
 }
 
 struct Block {
@@ -504,28 +516,28 @@ impl Architecture for Gpt2 {
         accumulate(rec, &io.x, &io.h)?;
         for (b, cache) in self.blocks.iter().zip(caches) {
             // x += proj(attend(q, k, v)), (q, k, v) = qkv(layernorm_1(x))
-            layer_norm(rec, &io.x, &b.ln_1.gamma, &b.ln_1.beta, &io.h, c.eps)?;
+            // The norms and GELU fold into the mat-vec that reads them where the plan does that.
             let qkv = Output::split(&[&io.q, &io.k, &io.v], linear::Store::Write);
-            b.qkv.record(rec, Input::Rows(&io.h), qkv)?;
+            b.qkv.record(rec, b.ln_1.of(&io.x, &io.h, c.eps), qkv)?;
             let (rows, att, scratch) = (io.new_rows(), &io.att, &io.scratch);
             attention::store_and_attend(rec, &io.shape, &rows, cache, att, scratch, scale, None)?;
             b.proj
                 .record(rec, Input::Rows(&io.att), Output::add(&io.x))?;
             // x += fc_out(gelu(fc(layernorm_2(x))))
-            layer_norm(rec, &io.x, &b.ln_2.gamma, &b.ln_2.beta, &io.h, c.eps)?;
-            b.fc.record(rec, Input::Rows(&io.h), Output::write(&io.gate))?;
-            gelu(rec, &io.gate, &io.act)?;
-            b.fc_out
-                .record(rec, Input::Rows(&io.act), Output::add(&io.x))?;
+            b.fc.record(rec, b.ln_2.of(&io.x, &io.h, c.eps), Output::write(&io.gate))?;
+            let act = Input::Gelu {
+                x: &io.gate,
+                act: &io.act,
+            };
+            b.fc_out.record(rec, act, Output::add(&io.x))?;
         }
         // Logits of the selected rows: head · layernorm_f(x), the head tied to wte by default.
         let Some(x) = io.selected_rows(rec)? else {
             return Ok(());
         };
-        let ln = &self.ln_f;
-        layer_norm(rec, &x, &ln.gamma, &ln.beta, &io.sel, c.eps)?;
         let head = self.output.as_ref().unwrap_or(&self.wte);
-        head.record(rec, Input::Rows(&io.sel), Output::write(&io.logits))?;
+        let normed = self.ln_f.of(&x, &io.sel, c.eps);
+        head.record(rec, normed, Output::write(&io.logits))?;
         io.finish(rec)
     }
 

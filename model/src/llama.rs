@@ -7,7 +7,6 @@ use kiln_kernels::Weights;
 use kiln_kernels::attention::{self, KvCache};
 use kiln_kernels::embedding::embedding;
 use kiln_kernels::linear::{Input, Output};
-use kiln_kernels::norm::rms_norm;
 use kiln_kernels::rope::{Rope, RopeLayout};
 use kiln_runtime::{Context, Recorder, Tensor};
 
@@ -241,13 +240,19 @@ impl Architecture for Llama {
             };
             b.down.record(rec, act, Output::add(&io.x))?;
         }
-        // Logits of the selected rows: Wout · rmsnorm(x), with a tied head reading the embedding.
+        // Logits of the selected rows: Wout · rmsnorm(x), with a tied head reading the embedding
+        // (the norm folds into the head where the plan finds that pays, at small vocabularies).
         let Some(x) = io.selected_rows(rec)? else {
             return Ok(());
         };
-        rms_norm(rec, &x, &self.out_norm, &io.sel, c.eps)?;
+        let normed = Input::RmsNorm {
+            x: &x,
+            gamma: &self.out_norm,
+            eps: c.eps,
+            normed: &io.sel,
+        };
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
-        head.record(rec, Input::Rows(&io.sel), Output::write(&io.logits))?;
+        head.record(rec, normed, Output::write(&io.logits))?;
         io.finish(rec)
     }
 

@@ -150,6 +150,7 @@ impl Session {
         }
         let mut out = StepOutput {
             record_time: recording.elapsed(),
+            launches: rec.len(),
             ..StepOutput::default()
         };
         rec.submit()?;
@@ -330,4 +331,6 @@ pub struct StepOutput {
     /// CPU time spent recording the step's launches up to its last submit (where the device
     /// plan submits as it records, the GPU works through most of it).
     pub record_time: std::time::Duration,
+    /// Kernel launches the step recorded.
+    pub launches: usize,
 }

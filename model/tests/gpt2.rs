@@ -413,3 +413,29 @@ fn bad_gguf_gpt2_names_the_tensor() {
         other => panic!("expected TensorShape, got {:?}", other.err()),
     }
 }
+
+/// On the GPU plan a decode step takes 5 launches per layer (q, k, v from the folded first
+/// LayerNorm; the KV store and attention; the output projection; the MLP's up projection from
+/// the folded second LayerNorm; its down projection from the folded GELU), and 5 or 6 more: the
+/// two embeddings and their sum, the final LayerNorm unless it folds into the LM head (not over
+/// `FOLD_ROWS_MAX` rows of vocabulary), the head and the argmax (the one row is the selected one,
+/// so there is no copy). Forced on whatever adapter runs the tests.
+#[test]
+fn gpu_plan_decodes_in_five_launches_per_layer() {
+    if test_context().is_none() {
+        return;
+    }
+    let mut options = kiln_runtime::DeviceOptions::from_env().unwrap();
+    options.plan = Some(kiln_runtime::PlanKind::Gpu);
+    let ctx = &Context::new(&options).unwrap();
+    let model = load_case(ctx, "tiny-f32", Quant::None);
+    let layers = model.dims().n_layer;
+    let head_norm = usize::from(model.dims().n_vocab > kiln_kernels::plan::FOLD_ROWS_MAX);
+    let mut s = Session::new(ctx, &model, 1, 32, 8).unwrap();
+    s.step(ctx, &model, &[(0, 1), (0, 2), (0, 3)], &[2], Output::Argmax)
+        .unwrap();
+    let out = s
+        .step(ctx, &model, &[(0, 4)], &[0], Output::Argmax)
+        .unwrap();
+    assert_eq!(out.launches, 5 * layers + 5 + head_norm, "{layers} layers");
+}

@@ -601,3 +601,40 @@ fn cached_steps_match_recomputed_prefixes() {
         }
     }
 }
+
+/// On the GPU plan a decode step takes 5 launches per layer (q, k, v from the folded RMSNorm;
+/// the KV store, RoPE and attention; the output projection; gate and up from the folded
+/// RMSNorm; the down projection from the folded SwiGLU), and 4 more: the embedding, the final
+/// RMSNorm (too many rows of LM head to fold it into, `FOLD_ROWS_MAX`), the LM head and the
+/// argmax; 6 per layer once the context is long enough to split attention over key ranges
+/// (their merge). Forced on whatever adapter runs the tests.
+#[test]
+fn gpu_plan_decodes_in_five_launches_per_layer() {
+    use kiln_model::session::Architecture;
+    if test_context().is_none() {
+        return;
+    }
+    let mut options = kiln_runtime::DeviceOptions::from_env().unwrap();
+    options.plan = Some(kiln_runtime::PlanKind::Gpu);
+    let ctx = &kiln_runtime::Context::new(&options).unwrap();
+    let model = Llama::load(ctx, &model_file(), Quant::None, |_, _| {}).unwrap();
+    let layers = model.dims().n_layer;
+    assert!(model.dims().n_vocab > kiln_kernels::plan::FOLD_ROWS_MAX);
+    let mut s = Session::new(ctx, &model, 1, 256, 130).unwrap();
+    let prompt: Vec<(usize, u32)> = (0..8).map(|t| (0, 100 + t)).collect();
+    s.step(ctx, &model, &prompt, &[7], Output::Argmax).unwrap();
+    let out = s
+        .step(ctx, &model, &[(0, 5)], &[0], Output::Argmax)
+        .unwrap();
+    assert_eq!(
+        out.launches,
+        5 * layers + 4,
+        "{layers} layers, short context"
+    );
+    let long: Vec<(usize, u32)> = (0..120).map(|t| (0, 100 + t)).collect();
+    s.step(ctx, &model, &long, &[119], Output::Argmax).unwrap();
+    let out = s
+        .step(ctx, &model, &[(0, 5)], &[0], Output::Argmax)
+        .unwrap();
+    assert_eq!(out.launches, 6 * layers + 4, "{layers} layers, 130 keys");
+}

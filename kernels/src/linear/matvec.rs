@@ -2,7 +2,8 @@
 //! for the CPU-adapter layouts and [`Layout::Lanes`], `shaders/matvec_gpu.wgsl` for
 //! [`Layout::RowGroups`]. Each launch takes up to [`MAX_BATCH`] activation rows and reads every
 //! weight once for all of them; more rows take one launch per 8. The input may be made as it is
-//! read ([`Fold`]): a gated MLP's `silu(gate) ⊙ up`, or the RMSNorm before a projection.
+//! read ([`Fold`]): a gated MLP's `silu(gate) ⊙ up`, GPT-2's `gelu(x)`, or the RMSNorm or
+//! LayerNorm before a projection.
 
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Defines, Dispatch, Recorder, Shader, Tensor};
@@ -60,7 +61,7 @@ struct Params {
     /// First columns of outputs 1 and 2 of a stacked matrix
     cut1: u32,
     cut2: u32,
-    /// The folded RMSNorm's epsilon (`X_RMS`)
+    /// The folded norm's epsilon (`X_RMS`, `X_LN`)
     eps: f32,
     _pad: [u32; 2],
 }
@@ -75,6 +76,23 @@ pub(super) enum Fold<'a> {
     /// rmsnorm(x) ⊙ gamma with this epsilon. Layouts whose workgroups cooperate only
     /// ([`Layout::folds_norm`]): every workgroup first takes the RMS of its activation rows.
     Rms(&'a Tensor, f32),
+    /// layernorm(x) ⊙ gamma + beta with this epsilon, as [`Fold::Rms`] takes it.
+    Ln(&'a Tensor, &'a Tensor, f32),
+    /// gelu(x) (tanh form). Cooperating layouts only, as on the CPU plan's layouts each
+    /// invocation would take the tanh of every activation again for its few rows.
+    Gelu,
+}
+
+impl Fold<'_> {
+    fn kind(self) -> FoldKind {
+        match self {
+            Fold::None => FoldKind::None,
+            Fold::Glu(_) => FoldKind::Glu,
+            Fold::Rms(..) => FoldKind::Rms,
+            Fold::Ln(..) => FoldKind::Ln,
+            Fold::Gelu => FoldKind::Gelu,
+        }
+    }
 }
 
 /// The variant's part of a [`Fold`].
@@ -83,6 +101,27 @@ pub(crate) enum FoldKind {
     None,
     Glu,
     Rms,
+    Ln,
+    Gelu,
+}
+
+impl FoldKind {
+    const ALL: [FoldKind; 5] = [
+        FoldKind::None,
+        FoldKind::Glu,
+        FoldKind::Rms,
+        FoldKind::Ln,
+        FoldKind::Gelu,
+    ];
+
+    /// Whether only layouts whose workgroups cooperate take it ([`Layout::folds_norm`]).
+    fn cooperative(self) -> bool {
+        matches!(self, FoldKind::Rms | FoldKind::Ln | FoldKind::Gelu)
+    }
+
+    fn norm(self) -> bool {
+        matches!(self, FoldKind::Rms | FoldKind::Ln)
+    }
 }
 
 /// Everything that selects a mat-vec variant.
@@ -156,6 +195,8 @@ impl Variant {
         flag(self.store == Store::Add, "ACCUMULATE");
         flag(self.fold == FoldKind::Glu, "X_GLU");
         flag(self.fold == FoldKind::Rms, "X_RMS");
+        flag(self.fold == FoldKind::Ln, "X_LN");
+        flag(self.fold == FoldKind::Gelu, "X_GELU");
         flag(self.bias, "HAS_BIAS");
         flag(self.read.vec4, "X_VEC4");
         flag(self.blockwise, "BLOCKWISE");
@@ -172,7 +213,7 @@ impl Variant {
             .set("ROWS", rows as u32)
             .set("LANES", lanes as u32)
             .set("ROW_TILE", tile as u32);
-        if self.fold == FoldKind::Rms {
+        if self.fold.norm() {
             d = d.set("RMS_WG", (rows * lanes) as u32);
         }
         d
@@ -194,7 +235,7 @@ impl Variant {
         } else {
             self.row_lanes == 0
         };
-        let fold_ok = self.fold != FoldKind::Rms || self.layout.folds_norm();
+        let fold_ok = !self.fold.cooperative() || self.layout.folds_norm();
         blockwise_ok && int64_ok && lanes_ok && fold_ok
     }
 
@@ -208,9 +249,8 @@ impl Variant {
                     .flat_map(|b| [false, true].map(|i| (b, i)))
                     .flat_map(|(b, i)| [0, 8, 16, 32].map(|l| (b, i, l)))
                 {
-                    for (batch, fold) in (1..=MAX_BATCH).flat_map(|b| {
-                        [FoldKind::None, FoldKind::Glu, FoldKind::Rms].map(|f| (b, f))
-                    }) {
+                    for (batch, fold) in (1..=MAX_BATCH).flat_map(|b| FoldKind::ALL.map(|f| (b, f)))
+                    {
                         for outputs in 1..=MAX_OUTPUTS {
                             for (store, bias) in [Store::Write, Store::Add]
                                 .into_iter()
@@ -257,9 +297,9 @@ pub(super) fn record(
         format!("layout {layout:?} needs subgroups of at least 8 invocations")
     })?;
     ensure(
-        !matches!(fold, Fold::Rms(..)) || layout.folds_norm(),
+        !fold.kind().cooperative() || layout.folds_norm(),
         "matvec",
-        || format!("layout {layout:?} cannot fold a norm into its read"),
+        || format!("layout {layout:?} cannot fold a norm or GELU into its read"),
     )?;
     let blockwise = blockwise(w.format, w.k, layout);
     let int64 = rec.context().features.int64 && layout == Layout::RowsShared && blockwise;
@@ -268,11 +308,7 @@ pub(super) fn record(
             read: w.read(),
             layout,
             batch: MAX_BATCH.min(m - m0),
-            fold: match fold {
-                Fold::None => FoldKind::None,
-                Fold::Glu(_) => FoldKind::Glu,
-                Fold::Rms(..) => FoldKind::Rms,
-            },
+            fold: fold.kind(),
             store,
             outputs: ys.count(),
             bias: w.has_bias(),
@@ -316,7 +352,7 @@ fn launch(
             cut1,
             cut2,
             eps: match fold {
-                Fold::Rms(_, eps) => eps,
+                Fold::Rms(_, eps) | Fold::Ln(_, _, eps) => eps,
                 _ => 0.0,
             },
             _pad: [0; 2],
@@ -324,9 +360,12 @@ fn launch(
         let mut bindings = vec![Binding::new(1, x)];
         bindings.extend(ys.bindings());
         match fold {
-            Fold::None => {}
+            Fold::None | Fold::Gelu => {}
             Fold::Glu(up) => bindings.push(Binding::new(3, up)),
             Fold::Rms(gamma, _) => bindings.push(Binding::new(6, gamma)),
+            Fold::Ln(gamma, beta, _) => {
+                bindings.extend([Binding::new(6, gamma), Binding::new(7, beta)])
+            }
         }
         bindings.extend(part.bindings());
         rec.dispatch(&Dispatch {

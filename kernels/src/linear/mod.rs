@@ -1,5 +1,6 @@
 //! `Y = X · Wᵀ (+ bias)` for every weight format, through one entry: [`linear`] takes the input
-//! ([`Input`]: rows, or rows it makes first, a gated MLP's product or a normed residual), the
+//! ([`Input`]: rows, or rows it makes first, a gated MLP's product, GPT-2's GELU or a normed
+//! residual), the
 //! weights and where the product goes ([`Output`]: written or added, to one output or cut over
 //! the outputs of a stacked matrix), and picks the kernel itself ([`Kernel::pick`]): the tiled
 //! matmul for prefill, the mat-vec for decode. Outlier columns and the output cutting are its
@@ -17,9 +18,9 @@ use self::matvec::Fold;
 pub use self::matvec::MAX_BATCH;
 use self::outputs::Outputs;
 pub use self::outputs::{MAX_OUTPUTS, Store, split_ref};
-use crate::elementwise::swiglu;
+use crate::elementwise::{gelu, swiglu};
 use crate::error::{Result, ensure, expect};
-use crate::norm::rms_norm;
+use crate::norm::{layer_norm, rms_norm};
 use crate::plan::DevicePlan;
 pub use crate::plan::Layout;
 use crate::variants::ShaderVariants;
@@ -45,6 +46,17 @@ pub enum Input<'a> {
         eps: f32,
         normed: &'a Tensor,
     },
+    /// `layernorm(x) ⊙ gamma + beta` (`gamma`, `beta` `[K]`), as [`Input::RmsNorm`].
+    LayerNorm {
+        x: &'a Tensor,
+        gamma: &'a Tensor,
+        beta: &'a Tensor,
+        eps: f32,
+        normed: &'a Tensor,
+    },
+    /// `gelu(x)` (tanh form, `[M, K]`): GPT-2's MLP activation before its down projection.
+    /// Folded into the mat-vec where the plan folds norms; otherwise written to `act` first.
+    Gelu { x: &'a Tensor, act: &'a Tensor },
 }
 
 impl<'a> Input<'a> {
@@ -53,7 +65,7 @@ impl<'a> Input<'a> {
         match *self {
             Input::Rows(x) => x,
             Input::SwiGlu { gate, .. } => gate,
-            Input::RmsNorm { x, .. } => x,
+            Input::RmsNorm { x, .. } | Input::LayerNorm { x, .. } | Input::Gelu { x, .. } => x,
         }
     }
 
@@ -82,6 +94,17 @@ impl<'a> Input<'a> {
                 expect(gamma, "linear", "gamma", DType::F32, k)?;
                 expect(normed, "linear", "normed", DType::F32, m * k)?;
             }
+            Input::LayerNorm {
+                gamma,
+                beta,
+                normed,
+                ..
+            } => {
+                expect(gamma, "linear", "gamma", DType::F32, k)?;
+                expect(beta, "linear", "beta", DType::F32, k)?;
+                expect(normed, "linear", "normed", DType::F32, m * k)?;
+            }
+            Input::Gelu { act, .. } => expect(act, "linear", "act", DType::F32, m * k)?,
         }
         Ok(m)
     }
@@ -103,6 +126,20 @@ impl<'a> Input<'a> {
             } => {
                 rms_norm(rec, x, gamma, normed, eps)?;
                 Ok(normed)
+            }
+            Input::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+                normed,
+            } => {
+                layer_norm(rec, x, gamma, beta, normed, eps)?;
+                Ok(normed)
+            }
+            Input::Gelu { x, act } => {
+                gelu(rec, x, act)?;
+                Ok(act)
             }
         }
     }
@@ -142,8 +179,8 @@ impl<'a> Output<'a> {
 pub enum Kernel {
     /// The tiled matmul; a made input is written to its tensor first.
     Matmul,
-    /// The mat-vec in `layout`. A gated MLP's input is made as it reads, and an RMSNorm where
-    /// `fold_norm` and the layout can ([`Layout::folds_norm`]).
+    /// The mat-vec in `layout`. A gated MLP's input is made as it reads, and a norm or GELU
+    /// where `fold_norm` and the layout can ([`Layout::folds_norm`]).
     Matvec { layout: Layout, fold_norm: bool },
 }
 
@@ -151,6 +188,7 @@ impl Kernel {
     /// The kernel [`linear`] runs for `rows` rows of `w` on this device: the mat-vec for up to
     /// [`MAX_BATCH`] rows (decode), and for any number where the plan takes prefill through the
     /// mat-vec ([`DevicePlan::matvec_prefill`]) and it reads `w` by blocks; else the matmul.
+    /// The mat-vec folds its input where the plan does at `w`'s rows ([`DevicePlan::folds_into`]).
     pub fn pick(ctx: &Context, rows: usize, w: &Weights) -> Kernel {
         let plan = DevicePlan::of(ctx);
         let layout = plan.matvec;
@@ -158,7 +196,7 @@ impl Kernel {
         if rows <= MAX_BATCH || prefill {
             Kernel::Matvec {
                 layout,
-                fold_norm: plan.fold_norm,
+                fold_norm: plan.folds_into(w.n),
             }
         } else {
             Kernel::Matmul
@@ -199,6 +237,23 @@ pub fn linear_by(
         {
             Some((x, Fold::Rms(gamma, eps)))
         }
+        (
+            Kernel::Matvec { layout, fold_norm },
+            Input::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+                ..
+            },
+        ) if plain && fold_norm && layout.folds_norm() && bindings_fit(rec, w, &ys, 2) => {
+            Some((x, Fold::Ln(gamma, beta, eps)))
+        }
+        (Kernel::Matvec { layout, fold_norm }, Input::Gelu { x, .. })
+            if plain && fold_norm && layout.folds_norm() =>
+        {
+            Some((x, Fold::Gelu))
+        }
         _ => None,
     };
     let (x, fold) = match fold {
@@ -215,6 +270,15 @@ pub fn linear_by(
         outliers::record(rec, x, (m, w.n, w.k), o, &ys)?;
     }
     Ok(())
+}
+
+/// Whether a mat-vec of `w` into `ys` with `extra` more input bindings stays within the device's
+/// storage buffers per shader stage (a LayerNorm's gamma and beta beside a stacked q, k, v with
+/// bias and scales take 9, over WebGPU's default of 8).
+fn bindings_fit(rec: &Recorder<'_>, w: &Weights, ys: &Outputs<'_>, extra: usize) -> bool {
+    let weights = w.parts().first().map_or(1, |p| p.bindings().len());
+    let total = 1 + ys.count() + extra + weights;
+    total as u32 <= rec.context().limits.max_storage_buffers_per_shader_stage
 }
 
 /// The shader families of the linear kernels and every variant each can launch.
