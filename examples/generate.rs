@@ -73,8 +73,8 @@ struct Args {
     /// Print one JSON object per prompt instead of streaming text
     #[arg(long)]
     json: bool,
-    /// Wait for each decode step's tokens before submitting the next (by default greedy steps
-    /// are chained on the device and their tokens read a step behind)
+    /// Wait for each decode step's tokens before submitting the next (by default, on GPUs, greedy
+    /// steps are chained on the device and their tokens read a step behind)
     #[arg(long)]
     sync: bool,
     /// Time every kernel launch with GPU timestamps and print where the time went, kernel by
@@ -149,7 +149,7 @@ fn main() -> Result<()> {
         stop: args.stop.clone(),
         capacity: args.ctx_size.unwrap_or(loaded.n_ctx.min(2048)),
         kv: args.kv,
-        ahead: !args.sync,
+        ahead: args.sync.then_some(false),
         ..GenerateConfig::default()
     };
     let stream = !args.json && prompts.len() == 1;

@@ -6,6 +6,7 @@ use kiln_runtime::{Binding, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::error::{Result, ensure, expect, groups_for};
 use crate::plan::DevicePlan;
+pub use crate::plan::Scan;
 use crate::variants::ShaderVariants;
 
 pub const SHADER: Shader = Shader {
@@ -19,17 +20,6 @@ struct Params {
     rows: u32,
     v: u32,
     _pad: [u32; 2],
-}
-
-/// How a workgroup scans its row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scan {
-    /// 256 threads, a value at a time (CPU adapters, where a load costs per lane).
-    Scalar,
-    /// As many threads as the device allows up to 1024, two `vec4` loads in flight per thread
-    /// where the row is a multiple of 4 long: on a GPU one workgroup per row is otherwise bound
-    /// by the latency of its loads (51 µs for 49,152 logits on an H200).
-    Wide,
 }
 
 /// Index of the largest value of each row of `len` values of `x` into `out` (`[rows]`, u32).

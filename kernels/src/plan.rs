@@ -12,8 +12,6 @@ use std::fmt;
 
 use kiln_runtime::{Context, PlanKind};
 
-pub use crate::argmax::Scan;
-
 /// Query rows from which a CPU adapter attends with [`Attend::Rows`]: fewer rows (decode) take
 /// [`Attend::Lanes`], which splits long caches over the device.
 const CPU_ROWS_FROM: usize = 16;
@@ -104,6 +102,17 @@ pub enum BlockOrder {
     LaneTiles,
 }
 
+/// How the argmax's workgroup scans its row (`crate::argmax`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// 256 threads, a value at a time (CPU adapters, where a load costs per lane).
+    Scalar,
+    /// As many threads as the device allows up to 1024, two `vec4` loads in flight per thread
+    /// where the row is a multiple of 4 long: on a GPU one workgroup per row is otherwise bound
+    /// by the latency of its loads (51 µs for 49,152 logits on an H200).
+    Wide,
+}
+
 /// Which kernel attends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attend {
@@ -154,6 +163,9 @@ pub struct DevicePlan {
     pub attention_split: usize,
     /// How the greedy argmax scans the vocabulary.
     pub argmax: Scan,
+    /// Whether greedy decode runs steps ahead of the host (`Session::step_ahead`): on a CPU
+    /// adapter the device is the cores that record, and lavapipe decoded 10–20% slower so.
+    pub run_ahead: bool,
     /// Whether the CPU attention kernels can run (subgroups of at least 8).
     cpu_attention: bool,
     /// Values one [`Attend::Lanes`] load reads per f32 cache row: 16 bytes, 32 with SHADER_INT64.
@@ -181,6 +193,7 @@ impl DevicePlan {
                 store_in_attend: false,
                 attention_split: 256,
                 argmax: Scan::Scalar,
+                run_ahead: false,
                 cpu_attention: subgroups8,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
             },
@@ -196,6 +209,7 @@ impl DevicePlan {
                 store_in_attend: true,
                 attention_split: 64,
                 argmax: Scan::Wide,
+                run_ahead: true,
                 cpu_attention: false,
                 lanes_item_bytes: if ctx.features.int64 { 32 } else { 16 },
             },
@@ -270,7 +284,7 @@ impl fmt::Display for DevicePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}, argmax {:?}{}",
+            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}, argmax {:?}{}{}",
             self.kind,
             self.matvec,
             if self.lane_tiles {
@@ -297,6 +311,11 @@ impl fmt::Display for DevicePlan {
                 ""
             },
             self.argmax,
+            if self.run_ahead {
+                ", greedy decode run ahead"
+            } else {
+                ""
+            },
             match self.submit_every {
                 Some(n) => format!(", a submit per {n} launches"),
                 None => String::new(),

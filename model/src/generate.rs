@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_kernels::DevicePlan;
 use kiln_kernels::attention::KvFormat;
 use kiln_runtime::Context;
 
@@ -25,9 +26,10 @@ pub struct GenerateConfig {
     pub prefill_chunk: usize,
     /// How the KV cache stores keys and values.
     pub kv: KvFormat,
-    /// Whether greedy decode runs on the device, each step submitted before the previous one's
-    /// tokens are read ([`Session::step_ahead`]); otherwise every step waits for its tokens.
-    pub ahead: bool,
+    /// Whether greedy decode runs ahead on the device, each step submitted before the previous
+    /// one's tokens are read ([`Session::step_ahead`]); otherwise every step waits for its
+    /// tokens. `None`: as the device plan says ([`DevicePlan::run_ahead`]: on GPUs).
+    pub ahead: Option<bool>,
 }
 
 impl Default for GenerateConfig {
@@ -39,7 +41,7 @@ impl Default for GenerateConfig {
             capacity: 2048,
             prefill_chunk: 128,
             kv: KvFormat::F32,
-            ahead: true,
+            ahead: None,
         }
     }
 }
@@ -156,7 +158,8 @@ pub fn generate(
 
     let start = Instant::now();
     let greedy = seqs.iter().all(|s| s.sampler.is_greedy());
-    if cfg.ahead && greedy {
+    let ahead = cfg.ahead.unwrap_or_else(|| DevicePlan::of(ctx).run_ahead);
+    if ahead && greedy {
         decode_ahead(
             ctx,
             model,

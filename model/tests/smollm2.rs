@@ -271,7 +271,7 @@ fn decoding_ahead_matches_waiting_for_each_step() {
     for cfg in configs {
         let run = |ahead: bool| {
             let cfg = GenerateConfig {
-                ahead,
+                ahead: Some(ahead),
                 ..cfg.clone()
             };
             let mut streamed = vec![String::new(); prompts.len()];
