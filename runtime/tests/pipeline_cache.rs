@@ -16,7 +16,8 @@ fn context(dir: &std::path::Path) -> Option<Context> {
     let mut options = DeviceOptions::from_env().unwrap();
     options.pipeline_cache = Some(dir.to_path_buf());
     let ctx = Context::new(&options).unwrap();
-    ctx.pipeline(&SHADER, "argmax", &Defines::new()).unwrap();
+    let defines = Defines::new().set("WG", 256);
+    ctx.pipeline(&SHADER, "argmax", &defines).unwrap();
     Some(ctx)
 }
 
