@@ -65,7 +65,12 @@ impl Context {
                 wanted |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
             }
         }
-        if options.pipeline_cache.is_some() {
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let cache_dir = options
+            .pipeline_cache
+            .as_deref()
+            .filter(|_| !cpu || options.pipeline_cache_on_cpu);
+        if cache_dir.is_some() {
             wanted |= wgpu::Features::PIPELINE_CACHE;
         }
         let required_features = adapter.features() & wanted;
@@ -107,9 +112,7 @@ impl Context {
                 wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
             ),
         };
-        let disk = options
-            .pipeline_cache
-            .as_deref()
+        let disk = cache_dir
             .filter(|_| required_features.contains(wgpu::Features::PIPELINE_CACHE))
             .and_then(|dir| DiskCache::open(&device, &info, dir));
         let plan = options.plan.unwrap_or(PlanKind::for_adapter(&info));

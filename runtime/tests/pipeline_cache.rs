@@ -15,6 +15,7 @@ fn context(dir: &std::path::Path) -> Option<Context> {
     }
     let mut options = DeviceOptions::from_env().unwrap();
     options.pipeline_cache = Some(dir.to_path_buf());
+    options.pipeline_cache_on_cpu = true;
     let ctx = Context::new(&options).unwrap();
     let defines = Defines::new().set("WG", 256);
     ctx.pipeline(&SHADER, "argmax", &defines).unwrap();
