@@ -1,12 +1,18 @@
 // Matrix product for prefill: Y[M, N] = X[M, K] * W[N, K]^T (+ bias[N]), f32 accumulation.
 //
-// Tiled: a 256-thread workgroup computes a 64 x 64 tile of Y, staging 64 x 16 slices of X and W
-// in workgroup memory; each thread holds a 4 x 4 register block. X is read as vec4 when X_VEC4
+// Tiled: a 256-thread workgroup computes a 64 x 64 tile of Y, staging 16 x 64 slices of X and W
+// in workgroup memory; each thread holds a 4 x 4 register block, read from the slices as two
+// vec4. The next slice is loaded into registers while the current one is multiplied, so a
+// workgroup waits on memory once per slice, not twice. X is read as vec4 when X_VEC4
 // (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
 // kernel and packed formats are dequantized while the tile is staged. A matrix split into row
 // parts (over the binding limit) is one launch per part, each writing its columns of Y (or a
-// stacked matrix's columns to several outputs, outputs.wgsl). With
-// ACCUMULATE the product is added to Y (Y += ...), a residual add fused into the store.
+// stacked matrix's columns to several outputs, outputs.wgsl). With ACCUMULATE the product is
+// added to Y (Y += ...), a residual add fused into the store.
+//
+// SPLIT_K: too few tiles to fill a GPU. Workgroup g takes tile g % tiles over the K range
+// k_split * (g / tiles) .. + k_split and writes its partial sums to `part` ([splits, M, N]);
+// matmul_reduce.wgsl adds them up, in split order, and stores as above.
 
 struct Params {
     M: u32,
@@ -19,8 +25,8 @@ struct Params {
     col0: u32,      // first column of Y this weight part writes
     cut1: u32,      // first column of output 1 (outputs.wgsl)
     cut2: u32,      // first column of output 2
-    _pad0: u32,
-    _pad1: u32,
+    k_split: u32,   // K values per split (a multiple of TK; K unsplit)
+    splits: u32,    // splits of K (1 unsplit)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,7 +35,9 @@ struct Params {
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #endif
-#if HAS_BIAS
+#if SPLIT_K
+@group(0) @binding(3) var<storage, read_write> part: array<f32>;
+#elif HAS_BIAS
 @group(1) @binding(3) var<storage, read> bias: array<f32>;
 #endif
 
@@ -37,9 +45,10 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-// Stored k-major so the 4 x 4 block reads four neighbours along M or N.
-var<workgroup> xs: array<f32, 1024>; // [TK][TM]
-var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+// Stored k-major, four neighbours along M (or N) to a vec4, so a thread's 4 x 4 block reads
+// one vec4 of each per k.
+var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TM / 4]
+var<workgroup> ws: array<vec4<f32>, 256>; // [TK][TN / 4]
 
 fn x_load4(m: u32, k: u32) -> vec4<f32> {
     if (m >= p.M) {
@@ -61,15 +70,27 @@ fn x_load4(m: u32, k: u32) -> vec4<f32> {
 #endif
 }
 
+// Four weights of row n from column k (zeros past the matrix).
+fn w_fetch(n: u32, k: u32) -> vec4<f32> {
+    if (n < p.N && k < p.K) {
+        return w_load4(n, k, p.K, p.G);
+    }
+    return vec4<f32>(0.0);
+}
+
 @compute @workgroup_size(256)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-    let tile = wid.x + wid.y * nwg.x;
-    if (tile >= p.tiles) {
+    let g = wid.x + wid.y * nwg.x;
+    let tile = g % p.tiles;
+    let split = g / p.tiles;
+    if (split >= p.splits) {
         return;
     }
     let m0 = (tile / p.tiles_n) * TM;
     let n0 = (tile % p.tiles_n) * TN;
+    let k_lo = split * p.k_split;
+    let k_hi = min(p.K, k_lo + p.k_split);
     let tx = tid % 16u; // 4 columns (N) each
     let ty = tid / 16u; // 4 rows (M) each
     // Staging: thread tid loads row tid / 4 of the slice, k offset (tid % 4) * 4.
@@ -77,22 +98,20 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let lk = (tid % 4u) * 4u;
 
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.K; k0 += TK) {
-        let xv = x_load4(m0 + lr, k0 + lk);
-        var wv = vec4<f32>(0.0);
-        if (n0 + lr < p.N && k0 + lk < p.K) {
-            wv = w_load4(n0 + lr, k0 + lk, p.K, p.G);
-        }
+    var xv = x_load4(m0 + lr, k_lo + lk);
+    var wv = w_fetch(n0 + lr, k_lo + lk);
+    for (var k0 = k_lo; k0 < k_hi; k0 += TK) {
         for (var i = 0u; i < 4u; i++) {
-            xs[(lk + i) * TM + lr] = xv[i];
-            ws[(lk + i) * TN + lr] = wv[i];
+            xs[(lk + i) * 16u + lr / 4u][lr % 4u] = xv[i];
+            ws[(lk + i) * 16u + lr / 4u][lr % 4u] = wv[i];
         }
         workgroupBarrier();
+        // The next slice is in flight while this one is multiplied (past k_hi it is unused).
+        xv = x_load4(m0 + lr, k0 + TK + lk);
+        wv = w_fetch(n0 + lr, k0 + TK + lk);
         for (var kk = 0u; kk < TK; kk++) {
-            let a = vec4<f32>(xs[kk * TM + ty * 4u], xs[kk * TM + ty * 4u + 1u],
-                              xs[kk * TM + ty * 4u + 2u], xs[kk * TM + ty * 4u + 3u]);
-            let b = vec4<f32>(ws[kk * TN + tx * 4u], ws[kk * TN + tx * 4u + 1u],
-                              ws[kk * TN + tx * 4u + 2u], ws[kk * TN + tx * 4u + 3u]);
+            let a = xs[kk * 16u + ty];
+            let b = ws[kk * 16u + tx];
             acc[0] += a[0] * b;
             acc[1] += a[1] * b;
             acc[2] += a[2] * b;
@@ -110,10 +129,14 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let n = n0 + tx * 4u + j;
             if (n < p.N) {
                 var v = acc[i][j];
+#if SPLIT_K
+                part[(split * p.M + m) * p.N + n] = v;
+#else
 #if HAS_BIAS
                 v += bias[n];
 #endif
                 y_put(m, p.col0 + n, v, Y_ADD);
+#endif
             }
         }
     }

@@ -164,9 +164,9 @@ fn matrices(c: &mut Criterion, b: &Bench) {
     }
     g.finish();
 
-    let m = 128;
+    // The plan's matmul, and K forced unsplit and in 8, at a short and a long prompt.
     let mut g = c.benchmark_group("matmul");
-    for (label, n, k) in shapes {
+    for (m, (label, n, k)) in [32, 128].into_iter().flat_map(|m| shapes.map(|s| (m, s))) {
         let x = b.ctx.upload_f32(&vec![0.5; m * k], &[m, k]).unwrap();
         let y = b.ctx.zeros(DType::F32, &[m, n]).unwrap();
         for (name, format) in formats()
@@ -175,17 +175,23 @@ fn matrices(c: &mut Criterion, b: &Bench) {
         {
             let w = Weights::upload(&b.ctx, &synthetic_weights(format, n, k).unwrap()).unwrap();
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
-            g.bench_function(
-                BenchmarkId::new(name, format!("{label} {m}x{n}x{k}")),
-                |bench| {
-                    bench.iter_custom(|iters| {
-                        b.time(iters, &mut |rec| {
-                            let out = Output::write(&y);
-                            linear_by(rec, Input::Rows(&x), &w, out, Kernel::Matmul)
+            for (how, kernel) in [
+                ("", Kernel::Matmul),
+                (" unsplit", Kernel::MatmulSplitK(1)),
+                (" K in 8", Kernel::MatmulSplitK(8)),
+            ] {
+                g.bench_function(
+                    BenchmarkId::new(format!("{name}{how}"), format!("{label} {m}x{n}x{k}")),
+                    |bench| {
+                        bench.iter_custom(|iters| {
+                            b.time(iters, &mut |rec| {
+                                let out = Output::write(&y);
+                                linear_by(rec, Input::Rows(&x), &w, out, kernel)
+                            })
                         })
-                    })
-                },
-            );
+                    },
+                );
+            }
         }
     }
     g.finish();

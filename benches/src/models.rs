@@ -68,19 +68,21 @@ pub struct ModelResult {
     pub batches: Vec<Batch>,
     pub kv_curve: Vec<KvPoint>,
     /// The batch-1 decode steps again, kernel by kernel (where timestamps are granted).
-    pub decode_profile: Option<DecodeProfile>,
+    pub decode_profile: Option<StepProfile>,
+    /// One prefill of each prompt length again, kernel by kernel (where timestamps are granted).
+    pub prefill_profiles: Vec<(usize, StepProfile)>,
 }
 
-/// Where a decode step's time goes: GPU time per kernel variant over `steps` profiled steps.
+/// Where a step's time goes: GPU time per kernel variant over `steps` profiled steps.
 #[derive(Clone, Debug)]
-pub struct DecodeProfile {
+pub struct StepProfile {
     pub steps: usize,
     pub profile: Profile,
     /// Wall time of the profiled steps (timing every launch makes them slower).
     pub wall_seconds: f64,
 }
 
-impl DecodeProfile {
+impl StepProfile {
     /// Rows of (kernel, weight format or "", launches per step, seconds per step), summed over
     /// variants that differ in anything else, the most time first.
     pub fn rows(&self) -> Vec<(String, String, f64, f64)> {
@@ -215,7 +217,7 @@ pub fn measure(
         let wall_seconds = t.elapsed().as_secs_f64();
         let profile = ctx.profile_end();
         steps?;
-        Some(DecodeProfile {
+        Some(StepProfile {
             steps: plan.decode_steps,
             profile,
             wall_seconds,
@@ -223,6 +225,25 @@ pub fn measure(
     } else {
         None
     };
+    // Each prompt's prefill once more with every dispatch timed: which kernels a short prompt
+    // waits on, against a long one.
+    let mut prefill_profiles = Vec::new();
+    if ctx.features.timestamps {
+        for &n in &plan.prompts {
+            s.reset(0);
+            ctx.profile_begin()?;
+            let wall = timed_step(ctx, model, &mut s, 0, &tokens(n, vocab));
+            let profile = ctx.profile_end();
+            prefill_profiles.push((
+                n,
+                StepProfile {
+                    steps: 1,
+                    profile,
+                    wall_seconds: wall?,
+                },
+            ));
+        }
+    }
     let mean_pos = (first + plan.decode_steps / 2) as u64;
     let bytes_per_token =
         model.weight_bytes_per_token() + s.kv_bytes() / capacity as u64 * mean_pos;
@@ -294,5 +315,6 @@ pub fn measure(
         batches,
         kv_curve,
         decode_profile,
+        prefill_profiles,
     })
 }

@@ -4,7 +4,7 @@
 use kiln_runtime::Context;
 use serde_json::{Value, json};
 
-use crate::models::{DecodeProfile, ModelResult};
+use crate::models::{ModelResult, StepProfile};
 use crate::peer::PeerResult;
 use crate::roofline::{Bandwidth, KernelResult};
 
@@ -112,6 +112,15 @@ impl Report {
                     "prefill": m.prefill.iter().map(|p| json!({"tokens": p.tokens, "tokens_per_s": p.tokens_per_s})).collect::<Vec<_>>(),
                     "batches": m.batches.iter().map(|b| json!({"batch": b.batch, "tokens_per_s": b.tokens_per_s, "step_ms": b.step_ms})).collect::<Vec<_>>(),
                     "kv_cache": m.kv_curve.iter().map(|k| json!({"length": k.length, "cached_tokens_per_s": k.cached_tokens_per_s, "uncached_tokens_per_s": k.uncached_tokens_per_s})).collect::<Vec<_>>(),
+                    "prefill_profiles": m.prefill_profiles.iter().map(|(tokens, p)| json!({
+                        "tokens": tokens,
+                        "gpu_seconds": p.profile.seconds(),
+                        "wall_seconds": p.wall_seconds,
+                        "kernels": p.rows().iter().map(|(kernel, format, launches, seconds)| json!({
+                            "kernel": kernel, "weight_format": format,
+                            "launches": launches, "seconds": seconds,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
                     "decode_profile": m.decode_profile.as_ref().map(|p| json!({
                         "steps": p.steps,
                         "gpu_seconds_per_step": p.profile.seconds() / p.steps.max(1) as f64,
@@ -266,13 +275,41 @@ impl Report {
             if let Some(p) = &m.decode_profile {
                 md.push_str(&decode_profile_markdown(p, m.decode_tokens_per_s));
             }
+            for (tokens, p) in &m.prefill_profiles {
+                md.push_str(&prefill_profile_markdown(*tokens, p));
+            }
         }
         md
     }
 }
 
+/// Where a prefill's time goes, kernel by kernel.
+fn prefill_profile_markdown(tokens: usize, p: &StepProfile) -> String {
+    let total = p.profile.seconds();
+    let rows = p.rows();
+    let launches: f64 = rows.iter().map(|r| r.2).sum();
+    let mut md = format!(
+        "\n### Prefill of {tokens} tokens by kernel\n\n\
+         One prefill again with GPU timestamps around every launch: {:.2} ms of GPU time in \
+         {launches:.0} launches, {:.2} ms of wall time (timing slows it).\n\n\
+         | kernel | weights | launches | µs | µs per launch | share |\n\
+         |---|---|---|---|---|---|\n",
+        total * 1e3,
+        p.wall_seconds * 1e3,
+    );
+    for (kernel, format, launches, seconds) in rows {
+        md.push_str(&format!(
+            "| {kernel} | {format} | {launches:.0} | {:.0} | {:.0} | {:.1}% |\n",
+            seconds * 1e6,
+            seconds / launches.max(1.0) * 1e6,
+            100.0 * seconds / total
+        ));
+    }
+    md
+}
+
 /// Where a decode step's time goes, kernel by kernel.
-fn decode_profile_markdown(p: &DecodeProfile, decode_tokens_per_s: f64) -> String {
+fn decode_profile_markdown(p: &StepProfile, decode_tokens_per_s: f64) -> String {
     let total = p.profile.seconds() / p.steps.max(1) as f64;
     let rows = p.rows();
     let launches: f64 = rows.iter().map(|r| r.2).sum();

@@ -10,7 +10,7 @@ use half::f16;
 use kiln_kernels::DevicePlan;
 use kiln_kernels::argmax::{Scan, argmax_with};
 use kiln_kernels::elementwise::silu;
-use kiln_kernels::linear::{Input, Kernel, Layout, Output, linear, linear_by};
+use kiln_kernels::linear::{Input, Kernel, Layout, Output, linear_by, matmul_splits};
 use kiln_kernels::norm::rms_norm;
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::stream;
@@ -163,8 +163,9 @@ fn result(kernel: &str, shape: &str, bytes: u64, flops: u64, t: &Timings) -> Ker
 /// A matrix shape of a named model: (label, rows n, columns k).
 pub type MatrixShape = (&'static str, usize, usize);
 
-/// SmolLM2-135M's feed-forward up projection and tied LM head.
+/// SmolLM2-135M's feed-forward up and down projections and tied LM head.
 pub const SMOLLM2_FFN_UP: MatrixShape = ("SmolLM2-135M ffn_up", 1536, 576);
+pub const SMOLLM2_FFN_DOWN: MatrixShape = ("SmolLM2-135M ffn_down", 576, 1536);
 pub const SMOLLM2_HEAD: MatrixShape = ("SmolLM2-135M output", 49152, 576);
 /// SmolLM2-135M's gate and up projections stacked into one matrix, as the model runs them.
 pub const SMOLLM2_GATE_UP: MatrixShape = ("SmolLM2-135M ffn_gate+ffn_up stacked", 3072, 576);
@@ -241,7 +242,8 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
 }
 
 /// `rows` activation rows times weights of each format at `shape`, through the kernel the models
-/// use for that many rows on this device ([`Kernel::pick`]), timed alongside `peak`.
+/// use for that many rows on this device ([`Kernel::pick`]), timed alongside `peak`. Where the
+/// plan splits the matmul's K, the unsplit matmul is timed beside it.
 pub fn matrix(
     ctx: &Context,
     peak: &PeakStream,
@@ -256,20 +258,28 @@ pub fn matrix(
     let mut out = Vec::new();
     for &(name, format) in formats {
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
-        let kernel = match Kernel::pick(ctx, rows, &w) {
-            Kernel::Matvec { .. } => "matvec",
-            Kernel::Matmul => "matmul",
+        let kernels = match Kernel::pick(ctx, rows, &w) {
+            Kernel::Matmul => match matmul_splits(ctx, rows, &w) {
+                1 => vec![(Kernel::Matmul, "matmul".to_string())],
+                s => vec![
+                    (Kernel::Matmul, format!("matmul K in {s}")),
+                    (Kernel::MatmulSplitK(1), "matmul unsplit".to_string()),
+                ],
+            },
+            picked => vec![(picked, "matvec".to_string())],
         };
-        let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
-        let (t, ceiling) = peak.alongside(ctx, reps, |rec| {
-            linear(rec, Input::Rows(&x), &w, Output::write(&y))
-        })?;
-        let shape = format!("{label} {n}x{k}, {rows} row(s)");
-        let flops = (2 * rows * n * k) as u64;
-        out.push(KernelResult {
-            peak_alongside_gbps: Some(ceiling),
-            ..result(&format!("{kernel} {name}"), &shape, bytes, flops, &t)
-        });
+        for (kernel, kernel_name) in kernels {
+            let bytes = w.size_bytes() + 4 * (rows * (n + k)) as u64;
+            let (t, ceiling) = peak.alongside(ctx, reps, |rec| {
+                linear_by(rec, Input::Rows(&x), &w, Output::write(&y), kernel)
+            })?;
+            let shape = format!("{label} {n}x{k}, {rows} row(s)");
+            let flops = (2 * rows * n * k) as u64;
+            out.push(KernelResult {
+                peak_alongside_gbps: Some(ceiling),
+                ..result(&format!("{kernel_name} {name}"), &shape, bytes, flops, &t)
+            });
+        }
     }
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! The report's JSON carries the fields the README promises, and its markdown the tables, for
 //! measurements made up here (the runner itself is exercised by `kiln-bench --quick` in CI).
 
-use kiln_benches::models::{Batch, DecodeProfile, KvPoint, ModelResult, Prefill};
+use kiln_benches::models::{Batch, KvPoint, ModelResult, Prefill, StepProfile};
 use kiln_benches::report::Report;
 use kiln_benches::roofline::{Bandwidth, KernelResult, formats, synthetic_weights};
 use kiln_runtime::testing::test_context;
@@ -45,7 +45,7 @@ fn report() -> Report {
                 cached_tokens_per_s: 2.0,
                 uncached_tokens_per_s: 0.1,
             }],
-            decode_profile: Some(DecodeProfile {
+            decode_profile: Some(StepProfile {
                 steps: 2,
                 profile: Profile {
                     kernels: vec![
@@ -58,6 +58,20 @@ fn report() -> Report {
                 },
                 wall_seconds: 1.2,
             }),
+            prefill_profiles: vec![(
+                32,
+                StepProfile {
+                    steps: 1,
+                    profile: Profile {
+                        kernels: vec![
+                            KernelTime::new("matmul:matmul", "W_Q4_1=1,SPLIT_K=1", 90, 0.004),
+                            KernelTime::new("matmul_reduce:matmul_reduce", "default", 90, 0.001),
+                        ],
+                        unmeasured: 0,
+                    },
+                    wall_seconds: 0.02,
+                },
+            )],
         }],
         peers: vec![],
     }
@@ -119,6 +133,15 @@ fn json_and_markdown_hold_the_promised_fields() {
     );
     assert!(
         md.contains("| norm:rms_norm |  | 1 | 1000 | 1000 | 2.2% |"),
+        "{md}"
+    );
+    let p = &m["prefill_profiles"][0];
+    assert_eq!(p["tokens"], 32);
+    assert!((p["gpu_seconds"].as_f64().unwrap() - 0.005).abs() < 1e-12);
+    assert_eq!(p["kernels"][0]["weight_format"], "q4_1");
+    assert!(md.contains("### Prefill of 32 tokens by kernel"), "{md}");
+    assert!(
+        md.contains("| matmul:matmul | q4_1 | 90 | 4000 | 44 | 80.0% |"),
         "{md}"
     );
     // 600 ms a step profiled against 500 ms unprofiled (2 tokens/s): 100 ms over 62 launches.

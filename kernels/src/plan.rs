@@ -21,6 +21,10 @@ const CPU_ROWS_FROM: usize = 16;
 /// workgroups each take the norm again.
 pub const FOLD_ROWS_MAX: usize = 16_384;
 
+/// Workgroups the GPU plan's prefill matmul aims for ([`DevicePlan::matmul_fill`]): two for each
+/// of the H200's 132 units, rounded; not yet measured against other counts.
+const MATMUL_FILL: usize = 256;
+
 /// How the mat-vec spreads a matrix's rows over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -158,6 +162,11 @@ pub struct DevicePlan {
     /// Whether decode's KV store folds into its attention launch
     /// ([`crate::attention::store_and_attend`]): one launch a layer fewer on GPUs.
     pub store_in_attend: bool,
+    /// Workgroups the prefill matmul aims to launch: a product of fewer than half as many output
+    /// tiles splits its K into more workgroups and adds the parts in a second launch (the
+    /// H200 ran a 32-row prefill's products on a handful of its 132 units, each looping over all
+    /// of K). `None`: never split (a CPU adapter's few cores are filled by any product).
+    pub matmul_fill: Option<usize>,
     /// Keys per split of a long attention range when few (row, head) pairs would otherwise
     /// leave the device idle.
     pub attention_split: usize,
@@ -191,6 +200,7 @@ impl DevicePlan {
                 fold_norm: false,
                 submit_every: None,
                 store_in_attend: false,
+                matmul_fill: None,
                 attention_split: 256,
                 argmax: Scan::Scalar,
                 run_ahead: false,
@@ -207,6 +217,7 @@ impl DevicePlan {
                 fold_norm: true,
                 submit_every: Some(48),
                 store_in_attend: true,
+                matmul_fill: Some(MATMUL_FILL),
                 attention_split: 64,
                 argmax: Scan::Wide,
                 run_ahead: true,
@@ -284,7 +295,7 @@ impl fmt::Display for DevicePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} plan: mat-vec {:?}{}{}, f16 rows {}, attention split {} keys{}, argmax {:?}{}{}",
+            "{} plan: mat-vec {:?}{}{}, f16 rows {}{}, attention split {} keys{}, argmax {:?}{}{}",
             self.kind,
             self.matvec,
             if self.lane_tiles {
@@ -303,6 +314,10 @@ impl fmt::Display for DevicePlan {
                 "native"
             } else {
                 "packed"
+            },
+            match self.matmul_fill {
+                Some(n) => format!(", matmul K split to fill {n} workgroups"),
+                None => String::new(),
             },
             self.attention_split,
             if self.store_in_attend {

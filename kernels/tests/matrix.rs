@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use kiln_kernels::elementwise::silu_ref;
 use kiln_kernels::linear::{
-    Input, Kernel, Layout, MAX_BATCH, Output, Store, linear, linear_by, matmul_ref,
+    Input, Kernel, Layout, MAX_BATCH, Output, Store, linear, linear_by, matmul_ref, matmul_splits,
 };
 use kiln_kernels::{BlockOrder, DevicePlan, F16Read, KernelError, WeightFormat, Weights};
 use kiln_runtime::{Context, DType};
@@ -109,6 +109,43 @@ fn matmul_matches_reference_for_every_format() {
                     },
                 );
             }
+        }
+    }
+}
+
+/// The matmul with K split over workgroups and the parts added by a second launch: split
+/// counts from 2 to the most, on K that splits unevenly (a short last split, K not a multiple
+/// of 16 or 4), tile-ragged M and N, with and without bias, and in row parts.
+#[test]
+fn split_k_matmul_matches_reference() {
+    let Some(ctx) = test_context() else { return };
+    for (i, &(m, n, k, splits, part_rows)) in [
+        (1, 3, 70, 2, None),
+        (17, 31, 200, 3, None),
+        (65, 67, 131, 16, None),
+        (13, 129, 576, 9, Some(100)),
+        (5, 70, 1536, 16, None),
+        (70, 9, 96, 2, Some(4)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for format in formats_for(k) {
+            check(
+                ctx,
+                800 + i as u64,
+                Case {
+                    format,
+                    m,
+                    n,
+                    k,
+                    bias: i % 2 == 1,
+                    kernel: Some(Kernel::MatmulSplitK(splits)),
+                    f16_read: None,
+                    part_rows,
+                    block_order: None,
+                },
+            );
         }
     }
 }
@@ -376,16 +413,18 @@ fn linear_routes_by_row_count_and_large_decode_shape_matches() {
         let mut rec = ctx.recorder();
         linear(&mut rec, Input::Rows(&x), &w, Output::write(&y)).unwrap();
         let want = match (m <= MAX_BATCH, plan.kind) {
-            (true, kiln_runtime::PlanKind::Gpu) => ("matvec_gpu", "matvec_gpu"),
-            (false, kiln_runtime::PlanKind::Gpu) => ("matmul", "matmul"),
-            (_, kiln_runtime::PlanKind::Cpu) => ("matvec", "matvec"),
+            (true, kiln_runtime::PlanKind::Gpu) => vec![("matvec_gpu", "matvec_gpu")],
+            // The GPU plan splits K over this product's two tiles, and adds the splits up.
+            (false, kiln_runtime::PlanKind::Gpu) => {
+                assert!(
+                    matmul_splits(ctx, m, &w) > 1,
+                    "{m} rows of 96 x 576 unsplit"
+                );
+                vec![("matmul", "matmul"), ("matmul_reduce", "matmul_reduce")]
+            }
+            (_, kiln_runtime::PlanKind::Cpu) => vec![("matvec", "matvec")],
         };
-        assert!(
-            !rec.launched().is_empty() && rec.launched().iter().all(|&k| k == want),
-            "{m} rows on the {} plan launched {:?}, not {want:?}",
-            plan.kind,
-            rec.launched()
-        );
+        assert_eq!(rec.launched(), want, "{m} rows on the {} plan", plan.kind);
     }
     // SmolLM2's FFN down projection at decode (Q4_1, 576 x 1536) and a prefill-sized batch.
     check(

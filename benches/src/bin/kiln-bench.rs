@@ -16,7 +16,7 @@ use clap::Parser;
 use kiln_benches::models::{self, Plan};
 use kiln_benches::report::Report;
 use kiln_benches::roofline::{
-    self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_UP, SMOLLM2_GATE_UP, SMOLLM2_HEAD,
+    self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_DOWN, SMOLLM2_FFN_UP, SMOLLM2_GATE_UP, SMOLLM2_HEAD,
 };
 use kiln_benches::{peer, plots};
 use kiln_kernels::WeightFormat;
@@ -128,14 +128,21 @@ fn main() -> Result<()> {
         bandwidth.peak_gbps()
     );
     let prefill_formats = [("f32", WeightFormat::F32), ("q4_1", WeightFormat::Q4_1)];
-    kernels.extend(roofline::matrix(
-        &ctx,
-        &peak,
-        SMOLLM2_FFN_UP,
-        if quick { 32 } else { 128 },
-        &prefill_formats,
-        reps.min(5),
-    )?);
+    // Prefill's products at a short and a long prompt; SmolLM2's down projection (K = 1536 over
+    // 576 rows) is its fewest tiles for the most K.
+    let prefill_rows: &[usize] = if quick { &[32] } else { &[32, 128, 512] };
+    for &rows in prefill_rows {
+        for shape in [SMOLLM2_FFN_UP, SMOLLM2_FFN_DOWN] {
+            kernels.extend(roofline::matrix(
+                &ctx,
+                &peak,
+                shape,
+                rows,
+                &prefill_formats,
+                reps.min(5),
+            )?);
+        }
+    }
     drop(peak);
     kernels.extend(roofline::rows(&ctx, if quick { 1 } else { 8 }, reps)?);
     for k in &kernels {

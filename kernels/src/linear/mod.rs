@@ -13,7 +13,7 @@ mod outputs;
 
 use kiln_runtime::{Context, DType, Recorder, Tensor};
 
-pub use self::matmul::{TILE, matmul_ref};
+pub use self::matmul::{MAX_SPLITS, TILE, matmul_ref};
 use self::matvec::Fold;
 pub use self::matvec::MAX_BATCH;
 use self::outputs::Outputs;
@@ -177,8 +177,12 @@ impl<'a> Output<'a> {
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// The tiled matmul; a made input is written to its tensor first.
+    /// The tiled matmul; a made input is written to its tensor first. K is split where the
+    /// plan says ([`DevicePlan::matmul_fill`]).
     Matmul,
+    /// The tiled matmul with K in this many splits (1: never split; at most
+    /// [`MAX_SPLITS`], and no split shorter than 64): tests and benchmarks.
+    MatmulSplitK(usize),
     /// The mat-vec in `layout`. A gated MLP's input is made as it reads, and a norm or GELU
     /// where `fold_norm` and the layout can ([`Layout::folds_norm`]).
     Matvec { layout: Layout, fold_norm: bool },
@@ -202,6 +206,11 @@ impl Kernel {
             Kernel::Matmul
         }
     }
+}
+
+/// Splits of K [`Kernel::Matmul`] takes for `rows` rows of `w` on this device (1: unsplit).
+pub fn matmul_splits(ctx: &Context, rows: usize, w: &Weights) -> usize {
+    matmul::splits(&DevicePlan::of(ctx), rows, w)
 }
 
 /// `Y (+)= input · Wᵀ (+ bias)` into `out`, by the kernel [`Kernel::pick`] chooses.
@@ -261,7 +270,8 @@ pub fn linear_by(
         None => (input.make(rec)?, Fold::None),
     };
     match kernel {
-        Kernel::Matmul => matmul::record(rec, x, w, &ys, out.store, m)?,
+        Kernel::Matmul => matmul::record(rec, x, w, &ys, out.store, m, None)?,
+        Kernel::MatmulSplitK(splits) => matmul::record(rec, x, w, &ys, out.store, m, Some(splits))?,
         Kernel::Matvec { layout, .. } => {
             matvec::record(rec, x, fold, w, &ys, (layout, out.store), m)?
         }
@@ -283,7 +293,8 @@ fn bindings_fit(rec: &Recorder<'_>, w: &Weights, ys: &Outputs<'_>, extra: usize)
 
 /// The shader families of the linear kernels and every variant each can launch.
 pub fn shader_variants() -> Vec<ShaderVariants> {
-    let mut all = vec![matmul::shader_variants(), outliers::shader_variants()];
+    let mut all = matmul::shader_variants();
+    all.push(outliers::shader_variants());
     all.extend(matvec::shader_variants());
     all
 }

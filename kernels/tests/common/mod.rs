@@ -163,7 +163,7 @@ pub fn upload_weights_ordered(
 /// Every kernel the device runs for a product, `None` standing for `linear`'s own pick: the
 /// matmul and the mat-vec in every supported layout (folding norms where the layout can).
 pub fn kernels_of(ctx: &Context) -> Vec<Option<Kernel>> {
-    let mut all = vec![None, Some(Kernel::Matmul)];
+    let mut all = vec![None, Some(Kernel::Matmul), Some(Kernel::MatmulSplitK(3))];
     for layout in Layout::ALL {
         if layout.supported(ctx) {
             all.push(Some(matvec_in(layout)));
