@@ -1,9 +1,8 @@
 // Matrix product for prefill: Y[M, N] = X[M, K] * W[N, K]^T (+ bias[N]), f32 accumulation.
 //
 // Tiled: a 256-thread workgroup computes a 64 x 64 tile of Y, staging 16 x 64 slices of X and W
-// in workgroup memory; each thread holds a 4 x 4 register block, read from the slices as two
-// vec4. The next slice is loaded into registers while the current one is multiplied, so a
-// workgroup waits on memory once per slice, not twice. X is read as vec4 when X_VEC4
+// in workgroup memory; each thread holds a 4 x 4 register block. The next slice is loaded into
+// registers while the current one is multiplied, so a workgroup waits on memory once per slice. X is read as vec4 when X_VEC4
 // (K % 4 == 0); W is read through `w_load4` (weights.wgsl), so every weight format shares this
 // kernel and packed formats are dequantized while the tile is staged. A matrix split into row
 // parts (over the binding limit) is one launch per part, each writing its columns of Y (or a
@@ -45,10 +44,11 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-// Stored k-major, four neighbours along M (or N) to a vec4, so a thread's 4 x 4 block reads
-// one vec4 of each per k.
-var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TM / 4]
-var<workgroup> ws: array<vec4<f32>, 256>; // [TK][TN / 4]
+// Stored k-major so the 4 x 4 block reads four neighbours along M or N. Scalar elements: a
+// store to one component of a shared vec4 may become a read-modify-write of the whole vector,
+// which races with the three threads writing its other components (lavapipe did).
+var<workgroup> xs: array<f32, 1024>; // [TK][TM]
+var<workgroup> ws: array<f32, 1024>; // [TK][TN]
 
 fn x_load4(m: u32, k: u32) -> vec4<f32> {
     if (m >= p.M) {
@@ -102,16 +102,18 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var wv = w_fetch(n0 + lr, k_lo + lk);
     for (var k0 = k_lo; k0 < k_hi; k0 += TK) {
         for (var i = 0u; i < 4u; i++) {
-            xs[(lk + i) * 16u + lr / 4u][lr % 4u] = xv[i];
-            ws[(lk + i) * 16u + lr / 4u][lr % 4u] = wv[i];
+            xs[(lk + i) * TM + lr] = xv[i];
+            ws[(lk + i) * TN + lr] = wv[i];
         }
         workgroupBarrier();
         // The next slice is in flight while this one is multiplied (past k_hi it is unused).
         xv = x_load4(m0 + lr, k0 + TK + lk);
         wv = w_fetch(n0 + lr, k0 + TK + lk);
         for (var kk = 0u; kk < TK; kk++) {
-            let a = xs[kk * 16u + ty];
-            let b = ws[kk * 16u + tx];
+            let a = vec4<f32>(xs[kk * TM + ty * 4u], xs[kk * TM + ty * 4u + 1u],
+                              xs[kk * TM + ty * 4u + 2u], xs[kk * TM + ty * 4u + 3u]);
+            let b = vec4<f32>(ws[kk * TN + tx * 4u], ws[kk * TN + tx * 4u + 1u],
+                              ws[kk * TN + tx * 4u + 2u], ws[kk * TN + tx * 4u + 3u]);
             acc[0] += a[0] * b;
             acc[1] += a[1] * b;
             acc[2] += a[2] * b;
