@@ -297,6 +297,12 @@ fn prefill_profile_markdown(tokens: usize, p: &StepProfile) -> String {
         total * 1e3,
         p.wall_seconds * 1e3,
     );
+    push_kernel_rows(&mut md, &rows, total);
+    md
+}
+
+/// One table row per (kernel, weights): launches, µs, µs per launch and share of `total` seconds.
+fn push_kernel_rows(md: &mut String, rows: &[(String, String, f64, f64)], total: f64) {
     for (kernel, format, launches, seconds) in rows {
         md.push_str(&format!(
             "| {kernel} | {format} | {launches:.0} | {:.0} | {:.0} | {:.1}% |\n",
@@ -305,7 +311,6 @@ fn prefill_profile_markdown(tokens: usize, p: &StepProfile) -> String {
             100.0 * seconds / total
         ));
     }
-    md
 }
 
 /// Where a decode step's time goes, kernel by kernel.
@@ -333,13 +338,6 @@ fn decode_profile_markdown(p: &StepProfile, decode_tokens_per_s: f64) -> String 
         unprofiled * 1e3,
         (wall - unprofiled) / launches.max(1.0) * 1e6,
     );
-    for (kernel, format, launches, seconds) in rows {
-        md.push_str(&format!(
-            "| {kernel} | {format} | {launches:.0} | {:.0} | {:.0} | {:.1}% |\n",
-            seconds * 1e6,
-            seconds / launches.max(1.0) * 1e6,
-            100.0 * seconds / total
-        ));
-    }
+    push_kernel_rows(&mut md, &rows, total);
     md
 }
