@@ -35,8 +35,9 @@ pub struct Context {
     /// The open profile, if any ([`Context::profile_begin`]), and the query sets of submitted
     /// profiled recordings, for the next ones.
     pub(crate) profiler: Profiler,
-    /// The buffer [`Context::scratch`] lends, grown to the largest request.
-    scratch: Mutex<Option<Tensor>>,
+    /// The scratch buffer between recordings ([`crate::Recorder::scratch`]): a recorder takes
+    /// it while it records, so recorders on other threads never share one.
+    pub(crate) scratch: Mutex<Option<Tensor>>,
 }
 
 impl Context {
@@ -204,22 +205,6 @@ impl Context {
     /// A zero-filled tensor.
     pub fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Tensor> {
         Tensor::zeros(&self.device, &self.limits, dtype, shape)
-    }
-
-    /// An f32 buffer of at least `len` values for a kernel's intermediate results (a split
-    /// matmul's partial sums), shared by every launch: launches in one queue run in order, so
-    /// each may overwrite what the one before left. Grown by replacement; a recording that holds
-    /// the old buffer keeps it alive.
-    pub fn scratch(&self, len: usize) -> Result<Tensor> {
-        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some(t) if t.len() >= len => Ok(t.clone()),
-            _ => {
-                let t = self.zeros(DType::F32, &[len.max(1)])?;
-                *slot = Some(t.clone());
-                Ok(t)
-            }
-        }
     }
 
     /// A tensor holding `data`, whose byte length must match `shape` and `dtype`.

@@ -13,7 +13,7 @@ use crate::device::Context;
 use crate::error::{Result, RuntimeError};
 use crate::profile::Marks;
 use crate::shader::{Defines, Shader};
-use crate::tensor::{Readback, Submitted, Tensor, padded};
+use crate::tensor::{DType, Readback, Submitted, Tensor, padded};
 
 /// Bytes per parameter chunk; a decode step of a 30-layer model needs about 120 KiB.
 const PARAM_CHUNK_BYTES: u64 = 256 * 1024;
@@ -75,6 +75,8 @@ pub struct Recorder<'c> {
     bind_groups: Option<&'c BindGroupCache>,
     /// Timestamps around each dispatch while the context has a profile open.
     marks: Option<Marks>,
+    /// The scratch buffer this recording holds ([`Recorder::scratch`]).
+    scratch: Option<Tensor>,
 }
 
 impl Context {
@@ -118,6 +120,7 @@ impl Context {
             unsubmitted: 0,
             submit_every: None,
             bind_groups,
+            scratch: None,
             marks: (profiled && self.profiling()).then(Marks::new),
         }
     }
@@ -160,6 +163,29 @@ impl<'c> Recorder<'c> {
     /// The context this recorder submits to (for feature and limit checks in launchers).
     pub fn context(&self) -> &'c Context {
         self.ctx
+    }
+
+    /// An f32 buffer of at least `len` values for intermediate results (a split matmul's
+    /// partial sums) that launches of this recording may overwrite in turn: its launches run in
+    /// order. It is this recording's alone until it is dropped, then the next one's, whose
+    /// submits run after this one's; it grows by replacement.
+    pub fn scratch(&mut self, len: usize) -> Result<Tensor> {
+        if self.scratch.is_none() {
+            self.scratch = self
+                .ctx
+                .scratch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        match &self.scratch {
+            Some(t) if t.len() >= len => Ok(t.clone()),
+            _ => {
+                let t = self.ctx.zeros(DType::F32, &[len.max(1)])?;
+                self.scratch = Some(t.clone());
+                Ok(t)
+            }
+        }
     }
 
     /// Records one kernel launch.
@@ -519,5 +545,12 @@ impl Drop for Recorder<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         pool.append(&mut self.chunks);
+        drop(pool);
+        if let Some(t) = self.scratch.take() {
+            let mut slot = self.ctx.scratch.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.as_ref().is_none_or(|s| s.len() < t.len()) {
+                *slot = Some(t);
+            }
+        }
     }
 }

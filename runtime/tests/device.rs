@@ -92,3 +92,18 @@ fn backend_names_parse_and_unknown_ones_are_errors() {
         Err(RuntimeError::NoAdapter { .. })
     ));
 }
+
+/// Recordings alive at once (sessions on two threads) never share a scratch buffer; a later
+/// recording reuses the one handed back, grown where it asks for more.
+#[test]
+fn scratch_is_one_recordings_alone() {
+    let Some(ctx) = test_context() else { return };
+    let (mut a, mut b) = (ctx.recorder(), ctx.recorder());
+    let (sa, sb) = (a.scratch(100).unwrap(), b.scratch(100).unwrap());
+    assert_ne!(sa.buffer(), sb.buffer());
+    assert_eq!(a.scratch(50).unwrap().buffer(), sa.buffer(), "reused within a recording");
+    assert!(a.scratch(1000).unwrap().len() >= 1000, "grown by replacement");
+    drop((a, b));
+    let mut c = ctx.recorder();
+    assert!(c.scratch(10).unwrap().len() >= 1000, "the largest one handed back");
+}

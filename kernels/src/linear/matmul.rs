@@ -1,7 +1,8 @@
 //! Tiled matrix product for prefill, `Y[M, N] = X[M, K] · W[N, K]ᵀ (+ bias)`:
 //! `shaders/matmul.wgsl`, a workgroup per [`TILE`]² tile of Y. A product of too few tiles to
 //! fill the device ([`DevicePlan::matmul_fill`]) splits K over more workgroups, which write
-//! partial sums to the context's scratch, and `shaders/matmul_reduce.wgsl` adds them up.
+//! partial sums to the recording's scratch ([`Recorder::scratch`]: never shared with a
+//! recording on another thread), and `shaders/matmul_reduce.wgsl` adds them up.
 
 use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Defines, Dispatch, Recorder, Shader, Tensor};
@@ -212,7 +213,7 @@ pub(super) fn record(
             })?;
             continue;
         }
-        let scratch = rec.context().scratch(parts * m * part.n)?;
+        let scratch = rec.scratch(parts * m * part.n)?;
         // The partial products bind no bias (binding 3 of group 1); the reduce adds it.
         let mut bindings = vec![Binding::new(1, x), Binding::new(3, &scratch)];
         bindings.extend(weights.iter().filter(|b| !is_bias(b)).copied());
