@@ -4,7 +4,7 @@
 //! the whole model, and the copy of its result, in a single submit.
 
 use kiln_kernels::DevicePlan;
-use kiln_kernels::attention::{AttnShape, KvCache, KvFormat};
+use kiln_kernels::attention::{AttnShape, KEY_BLOCK, KvCache, KvFormat};
 use kiln_runtime::{BindGroupCache, Context, Readback, Submitted, Tensor};
 
 pub use crate::architecture::Architecture;
@@ -123,6 +123,24 @@ impl Session {
     pub fn reset(&mut self, seq: usize) {
         self.lens[seq] = 0;
         self.ahead.chain = None;
+    }
+
+    /// Keeps the first `keep` (at most [`Session::len`]) cached positions of sequence `seq` and
+    /// forgets the rest, so a new prompt that starts with those tokens skips recomputing them.
+    /// Returns the positions kept: an int8 cache keeps whole [`KEY_BLOCK`]s, since a full
+    /// block's keys are quantized with one scale and cannot take new rows.
+    pub fn truncate(&mut self, seq: usize, keep: usize) -> usize {
+        let mut keep = keep.min(self.lens[seq]);
+        if self
+            .caches
+            .first()
+            .is_some_and(|c| c.format == KvFormat::Int8)
+        {
+            keep -= keep % KEY_BLOCK;
+        }
+        self.lens[seq] = keep;
+        self.ahead.chain = None;
+        keep
     }
 
     /// Appends `rows` — (sequence, token) pairs, each taking the next position of its sequence —

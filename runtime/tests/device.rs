@@ -101,9 +101,19 @@ fn scratch_is_one_recordings_alone() {
     let (mut a, mut b) = (ctx.recorder(), ctx.recorder());
     let (sa, sb) = (a.scratch(100).unwrap(), b.scratch(100).unwrap());
     assert_ne!(sa.buffer(), sb.buffer());
-    assert_eq!(a.scratch(50).unwrap().buffer(), sa.buffer(), "reused within a recording");
-    assert!(a.scratch(1000).unwrap().len() >= 1000, "grown by replacement");
+    assert_eq!(
+        a.scratch(50).unwrap().buffer(),
+        sa.buffer(),
+        "reused within a recording"
+    );
+    assert!(
+        a.scratch(1000).unwrap().len() >= 1000,
+        "grown by replacement"
+    );
     drop((a, b));
     let mut c = ctx.recorder();
-    assert!(c.scratch(10).unwrap().len() >= 1000, "the largest one handed back");
+    assert!(
+        c.scratch(10).unwrap().len() >= 1000,
+        "the largest one handed back"
+    );
 }

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Load generator for kiln-server (or any OpenAI-compatible server, such as llama-server).
+
+N concurrent clients each send R chat requests, streamed, with a shared system prompt and a
+fixed mix of question and answer lengths. Reports aggregate throughput (generated tokens/s), time
+to first token and time between tokens (p50/p99), and, from kiln-server's /metrics, the KV
+positions running sequences held at the peak beside the positions the cache reserves.
+
+    cargo build --release -p kiln-server
+    python3 benches/serve_load.py --clients 1 4 16 64            # starts target/release/kiln-server
+    python3 benches/serve_load.py --url http://127.0.0.1:8080 --model NAME --clients 4
+
+Needs the `openai` package (pip install openai).
+"""
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+
+SYSTEM = (
+    "You are a helpful assistant for a small bakery. Answer briefly and politely. The bakery opens at "
+    "seven, closes at six, sells bread, pastries and cakes, and takes orders for weddings a week ahead."
+)
+QUESTIONS = [
+    "When do you open?",
+    "Do you sell croissants, and are they baked fresh every morning or the evening before?",
+    "I would like to order a three-tier wedding cake with lemon sponge and raspberry filling for two hundred guests next month. What do you need from me?",
+    "Hi!",
+]
+ANSWER_TOKENS = [16, 32, 64, 24]
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def kv_gauges(url):
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    vals = dict(re.findall(r"^(kiln_\w+) (\S+)$", text, re.M))
+    return {k: float(v) for k, v in vals.items()}
+
+
+def one_request(client, model, i):
+    q = QUESTIONS[i % len(QUESTIONS)]
+    n = ANSWER_TOKENS[i % len(ANSWER_TOKENS)]
+    start = time.perf_counter()
+    stamps = []
+    usage = None
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
+        max_tokens=n,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if any(c.delta.content for c in chunk.choices):
+            stamps.append(time.perf_counter())
+    tokens = usage.completion_tokens if usage else len(stamps)
+    ttft = stamps[0] - start if stamps else float("nan")
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return ttft, gaps, tokens
+
+
+def run_level(url, model, clients, per_client):
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    peak = {"used": 0.0}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            g = kv_gauges(url)
+            if g:
+                peak["used"] = max(peak["used"], g.get("kiln_kv_positions_used", 0.0))
+                peak["total"] = g.get("kiln_kv_positions_total", 0.0)
+                peak["bytes"] = g.get("kiln_kv_cache_bytes", 0.0)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    before = kv_gauges(url) or {}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        jobs = [pool.submit(one_request, client, model, c * per_client + r)
+                for c in range(clients) for r in range(per_client)]
+        results = [j.result() for j in jobs]
+    wall = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    after = kv_gauges(url) or {}
+    tokens = sum(r[2] for r in results)
+    ttfts = [r[0] for r in results]
+    gaps = [g for r in results for g in r[1]]
+    prompt = after.get("kiln_prompt_tokens_total", 0) - before.get("kiln_prompt_tokens_total", 0)
+    cached = after.get("kiln_prefix_cached_tokens_total", 0) - before.get("kiln_prefix_cached_tokens_total", 0)
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "wall_s": wall,
+        "tokens": tokens,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_ms": pct(ttfts, 50) * 1e3,
+        "ttft_p99_ms": pct(ttfts, 99) * 1e3,
+        "tbt_p50_ms": pct(gaps, 50) * 1e3,
+        "tbt_p99_ms": pct(gaps, 99) * 1e3,
+        "kv_positions_peak": peak.get("used", 0),
+        "kv_positions_reserved": peak.get("total", 0),
+        "kv_cache_mb": peak.get("bytes", 0) / 1e6,
+        "prefix_hit": cached / prompt if prompt else 0.0,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="a running server (default: start target/release/kiln-server)")
+    ap.add_argument("--model", help="model name (default: the server's first)")
+    ap.add_argument("--server", default="target/release/kiln-server")
+    ap.add_argument("--server-args", default="--max-batch 8 --ctx-size 512",
+                    help="arguments for the started server")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--requests", type=int, default=4, help="requests per client")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per level")
+    a = ap.parse_args()
+
+    server = None
+    url = a.url
+    if url is None:
+        server = subprocess.Popen([a.server, "--port", "0", *a.server_args.split()],
+                                  stdout=subprocess.PIPE, text=True)
+        for line in server.stdout:
+            if line.startswith("kiln-server: listening on "):
+                url = line.split()[-1]
+                break
+        if url is None:
+            sys.exit("the server did not start")
+    try:
+        model = a.model or openai.OpenAI(base_url=url + "/v1", api_key="unused").models.list().data[0].id
+        if not a.json:
+            print(f"{'clients':>7} {'reqs':>5} {'tok/s':>8} {'TTFT p50':>9} {'p99':>8} {'TBT p50':>8} "
+                  f"{'p99':>8} {'KV peak/reserved':>17} {'prefix hit':>10}")
+        for n in a.clients:
+            r = run_level(url, model, n, a.requests)
+            if a.json:
+                print(json.dumps(r))
+            else:
+                print(f"{n:>7} {r['requests']:>5} {r['tokens_per_s']:>8.1f} {r['ttft_p50_ms']:>7.0f}ms "
+                      f"{r['ttft_p99_ms']:>6.0f}ms {r['tbt_p50_ms']:>6.1f}ms {r['tbt_p99_ms']:>6.1f}ms "
+                      f"{r['kv_positions_peak']:>8.0f}/{r['kv_positions_reserved']:<8.0f} {r['prefix_hit']:>9.0%}")
+            sys.stdout.flush()
+    finally:
+        if server:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

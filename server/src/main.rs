@@ -1,0 +1,101 @@
+//! `kiln-server`: serve a model over the OpenAI API.
+//!
+//!     cargo run --release -p kiln-server -- --port 8080
+//!     curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \
+//!       -d '{"messages":[{"role":"user","content":"Hi"}]}'
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use kiln_kernels::attention::KvFormat;
+use kiln_model::quantize::Quant;
+use kiln_runtime::DeviceOptions;
+use kiln_runtime::device::parse_backends;
+use kiln_server::engine::{Engine, EngineConfig};
+
+#[derive(Parser)]
+#[command(about = "Serve a model over the OpenAI API with Kiln")]
+struct Args {
+    /// GGUF model file or GPT-2 folder (default: SmolLM2-135M-Instruct, fetched if missing)
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// The model name clients pass (default: the file name without its extension)
+    #[arg(long)]
+    model_name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port; the address is printed)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Sequences decoded together; each has its own KV slot of --ctx-size positions
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// KV positions per sequence, prompt and answer (default: the model's, at most 2048)
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+    /// Most prompt tokens prefilled in one step, between decode steps
+    #[arg(long, default_value_t = 128)]
+    prefill_chunk: usize,
+    /// Requests that may wait for a free slot; more are answered 503 with Retry-After
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Store matrices as: none (the file's format), f32, f16, int8-…
+    #[arg(long, default_value = "none")]
+    quant: Quant,
+    /// KV cache storage: f32, f16, or int8
+    #[arg(long, default_value = "f32")]
+    kv: KvFormat,
+    /// Backend: vulkan, metal, dx12, gl
+    #[arg(long)]
+    backend: Option<String>,
+    /// Adapter name substring
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let mut device = DeviceOptions::from_env()?;
+    if let Some(b) = &args.backend {
+        device.backends = Some(parse_backends(b)?);
+    }
+    if let Some(a) = &args.adapter {
+        device.adapter = Some(a.clone());
+    }
+    let engine = Engine::start(EngineConfig {
+        model: args.model,
+        name: args.model_name,
+        quant: args.quant,
+        kv: args.kv,
+        max_batch: args.max_batch,
+        ctx_size: args.ctx_size,
+        prefill_chunk: args.prefill_chunk,
+        max_queue: args.max_queue,
+        device,
+    })?;
+    eprintln!(
+        "kiln-server: {} on {}; {} slots of {} positions",
+        engine.info.name, engine.info.device, args.max_batch, engine.info.capacity
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+        // Tests and scripts read the address from this line.
+        println!(
+            "kiln-server: listening on http://{}",
+            listener.local_addr()?
+        );
+        std::io::stdout().flush()?;
+        axum::serve(listener, kiln_server::routes::router(engine))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}
