@@ -9,6 +9,7 @@ positions running sequences held at the peak beside the positions the cache rese
     cargo build --release -p kiln-server
     python3 benches/serve_load.py --clients 1 4 16 64            # starts target/release/kiln-server
     python3 benches/serve_load.py --url http://127.0.0.1:8080 --model NAME --clients 4
+    python3 benches/serve_load.py --soak 2000      # short requests, a third cancelled; RSS before/after
 
 Needs the `openai` package (pip install openai).
 """
@@ -52,7 +53,7 @@ def kv_gauges(url):
             text = r.read().decode()
     except Exception:
         return None
-    vals = dict(re.findall(r"^(kiln_\w+) (\S+)$", text, re.M))
+    vals = dict(re.findall(r"^(kiln_\w+(?:\{[^}]*\})?) (\S+)$", text, re.M))
     return {k: float(v) for k, v in vals.items()}
 
 
@@ -129,6 +130,39 @@ def run_level(url, model, clients, per_client):
     }
 
 
+def rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def soak(url, model, n, pid):
+    """n short streamed requests from 16 clients, every third dropped after its first chunk."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+
+    def one(i):
+        s = client.completions.create(model=model, prompt=f"Note {i}: the", max_tokens=4, temperature=0, stream=True)
+        for k, _ in enumerate(s):
+            if i % 3 == 0 and k == 0:
+                s.close()
+                break
+
+    marks = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        for done, _ in enumerate(pool.map(one, range(n))):
+            if done in (n // 10, n - 1):
+                marks.append((done + 1, rss_mb(pid) if pid else float("nan")))
+    g = kv_gauges(url) or {}
+    cancelled = g.get('kiln_requests_total{outcome="cancelled"}', float("nan"))
+    print(f"soak: {n} requests in {time.perf_counter() - start:.1f} s; server RSS "
+          + ", ".join(f"{mb:.1f} MB after {k}" for k, mb in marks)
+          + f"; slots used {g.get('kiln_kv_slots_used', float('nan')):.0f}, "
+          f"cancelled {cancelled:.0f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running server (default: start target/release/kiln-server)")
@@ -139,6 +173,7 @@ def main():
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--requests", type=int, default=4, help="requests per client")
     ap.add_argument("--json", action="store_true", help="print one JSON object per level")
+    ap.add_argument("--soak", type=int, help="instead: this many short requests, a third cancelled")
     a = ap.parse_args()
 
     server = None
@@ -154,6 +189,9 @@ def main():
             sys.exit("the server did not start")
     try:
         model = a.model or openai.OpenAI(base_url=url + "/v1", api_key="unused").models.list().data[0].id
+        if a.soak:
+            soak(url, model, a.soak, server.pid if server else None)
+            return
         if not a.json:
             print(f"{'clients':>7} {'reqs':>5} {'tok/s':>8} {'TTFT p50':>9} {'p99':>8} {'TBT p50':>8} "
                   f"{'p99':>8} {'KV peak/reserved':>17} {'prefix hit':>10}")

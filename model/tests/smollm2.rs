@@ -602,6 +602,59 @@ fn cached_steps_match_recomputed_prefixes() {
     }
 }
 
+/// A sequence cut back with [`Session::truncate`] (a server reusing a cached prefix, a rejected
+/// draft) continues as if the cut tokens had never been fed: the logits after feeding other
+/// tokens match a fresh session's. An int8 cache keeps whole key blocks only.
+#[test]
+fn truncated_sequences_continue_as_if_never_longer() {
+    let Some(ctx) = test_context() else { return };
+    let path = ensure_default_model(|m| eprintln!("{m}")).expect("default model");
+    let model = loader::load(ctx, &path, Quant::None, |_, _| {})
+        .unwrap()
+        .model;
+    let model = model.as_ref();
+    // The reference prompts, repeated to span two key blocks.
+    let all: Vec<u32> = all_prompt_ids(&fixture())
+        .into_iter()
+        .cycle()
+        .take(48)
+        .collect();
+    let rows = |ids: &[u32]| ids.iter().map(|&t| (0, t)).collect::<Vec<_>>();
+    for (kv, cut, kept) in [(KvFormat::F32, 37, 37), (KvFormat::Int8, 37, 32)] {
+        let mut fresh = Session::with_kv(ctx, model, 1, 64, 48, kv).unwrap();
+        let mut s = Session::with_kv(ctx, model, 1, 64, 48, kv).unwrap();
+        // Fed 44 tokens, cut back, then fed what the fresh session is fed after the cut.
+        s.step(ctx, model, &rows(&all[..44]), &[], Output::Logits)
+            .unwrap();
+        assert_eq!(s.truncate(0, cut), kept, "{kv}");
+        assert_eq!(s.len(0), kept);
+        // The fresh session is fed the kept tokens, then the same tail in a step of its own
+        // (with an int8 cache, keys of a block are read quantized once the block is full).
+        let tail: Vec<u32> = all[40..48].to_vec();
+        let last = [tail.len() - 1];
+        let got = s
+            .step(ctx, model, &rows(&tail), &last, Output::Logits)
+            .unwrap()
+            .logits;
+        fresh
+            .step(ctx, model, &rows(&all[..kept]), &[], Output::Logits)
+            .unwrap();
+        let want = fresh
+            .step(ctx, model, &rows(&tail), &last, Output::Logits)
+            .unwrap()
+            .logits;
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 5e-3,
+            "{kv}: logits after the cut differ by {worst}"
+        );
+    }
+}
+
 /// On the GPU plan a decode step takes 5 launches per layer (q, k, v from the folded RMSNorm;
 /// the KV store, RoPE and attention; the output projection; gate and up from the folded
 /// RMSNorm; the down projection from the folded SwiGLU), and 4 more: the embedding, the final
