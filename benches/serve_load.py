@@ -153,7 +153,7 @@ def soak(url, model, n, pid):
     start = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         for done, _ in enumerate(pool.map(one, range(n))):
-            if done in (n // 10, n - 1):
+            if done in (n // 10, n // 2, n - 1):
                 marks.append((done + 1, rss_mb(pid) if pid else float("nan")))
     g = kv_gauges(url) or {}
     cancelled = g.get('kiln_requests_total{outcome="cancelled"}', float("nan"))

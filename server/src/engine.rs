@@ -154,6 +154,11 @@ impl Engine {
         })
     }
 
+    /// Whether the engine thread is still serving.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Queues `request`; its events arrive on the returned receiver. Dropping the receiver
     /// cancels the request.
     pub fn submit(&self, request: Request) -> UnboundedReceiver<Event> {

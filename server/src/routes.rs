@@ -22,6 +22,9 @@ use crate::api::{Body, Content, Endpoint, Header, Prompt, model_list};
 use crate::engine::{Engine, Event, Input, Request};
 use crate::error::ApiError;
 
+/// Stop strings a request may give (OpenAI's limit).
+const MAX_STOP: usize = 4;
+
 /// What every handler shares.
 pub struct AppState {
     pub engine: Engine,
@@ -38,7 +41,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             (
@@ -52,6 +55,18 @@ pub fn router(engine: Engine) -> Router {
 async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let info = &s.engine.info;
     Json(model_list(&info.name, info.created))
+}
+
+/// 200 while the engine runs; 503 once its thread has ended (a bug or a lost device).
+async fn health(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    if s.engine.is_running() {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "message": "the engine has stopped"})),
+        )
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
@@ -155,6 +170,13 @@ async fn serve(
             Some("top_p"),
         ));
     }
+    let stop = p.stop.map(|s| s.into_vec()).unwrap_or_default();
+    if stop.len() > MAX_STOP {
+        return Err(ApiError::bad(
+            format!("{} stop strings; at most {MAX_STOP}", stop.len()),
+            Some("stop"),
+        ));
+    }
     let max_tokens = p.max_completion_tokens.or(p.max_tokens).or(default_max);
     if max_tokens == Some(0) {
         return Err(ApiError::bad(
@@ -173,7 +195,7 @@ async fn serve(
             seed: p.seed.unwrap_or_else(rand::random),
             ..SamplerConfig::default()
         },
-        stop: p.stop.map(|s| s.into_vec()).unwrap_or_default(),
+        stop,
     };
     let mut events = s.engine.submit(request);
     match events.recv().await {

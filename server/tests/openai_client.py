@@ -162,6 +162,10 @@ class Api(unittest.TestCase):
         self.assertEqual((status, body["error"]["param"]), (400, "n"))
         status, body, _ = post("/v1/completions", {"model": MODEL, "prompt": "x", "temperature": 9})
         self.assertEqual(status, 400)
+        status, body, _ = post("/v1/completions", {"model": MODEL, "prompt": "x", "stop": list("abcde")})
+        self.assertEqual((status, body["error"]["param"]), (400, "stop"))
+        status, body, _ = post("/v1/completions", {"model": MODEL})
+        self.assertEqual((status, body["error"]["param"]), (400, "prompt"))
         with self.assertRaises(openai.NotFoundError) as e:
             client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
         self.assertEqual(error_of(e.exception)["code"], "model_not_found")
