@@ -6,18 +6,11 @@ use anyhow::{Context as _, Result};
 use kiln::model::fetch::ensure_default_model;
 use kiln::model::loader::{Loaded, load};
 use kiln::model::quantize::Quant;
-use kiln::runtime::{Context, DeviceOptions, device::parse_backends};
+use kiln::runtime::{Context, DeviceOptions};
 
 /// Device from the environment (`KILN_BACKEND`, `KILN_ADAPTER`, ...), overridden by flags.
 pub fn device(backend: Option<&str>, adapter: Option<&str>) -> Result<Context> {
-    let mut options = DeviceOptions::from_env()?;
-    if let Some(b) = backend {
-        options.backends = Some(parse_backends(b)?);
-    }
-    if let Some(a) = adapter {
-        options.adapter = Some(a.to_string());
-    }
-    let ctx = Context::new(&options)?;
+    let ctx = Context::new(&DeviceOptions::from_env_and_flags(backend, adapter)?)?;
     eprintln!(
         "kiln: {}; {}",
         ctx.describe(),

@@ -115,6 +115,18 @@ impl DeviceOptions {
             pipeline_cache_on_cpu: false,
         })
     }
+
+    /// [`DeviceOptions::from_env`] with a command line's `--backend` and `--adapter` over it.
+    pub fn from_env_and_flags(backend: Option<&str>, adapter: Option<&str>) -> Result<Self> {
+        let mut options = Self::from_env()?;
+        if let Some(b) = backend {
+            options.backends = Some(parse_backends(b)?);
+        }
+        if let Some(a) = adapter {
+            options.adapter = Some(a.to_string());
+        }
+        Ok(options)
+    }
 }
 
 /// Parses `vulkan`, `metal`, `dx12`, `gl` (or `opengl`), `primary`, `all`, or a comma list.

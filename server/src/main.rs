@@ -12,7 +12,6 @@ use clap::Parser;
 use kiln_kernels::attention::KvFormat;
 use kiln_model::quantize::Quant;
 use kiln_runtime::DeviceOptions;
-use kiln_runtime::device::parse_backends;
 use kiln_server::engine::{Engine, EngineConfig};
 
 #[derive(Parser)]
@@ -58,13 +57,8 @@ struct Args {
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let mut device = DeviceOptions::from_env()?;
-    if let Some(b) = &args.backend {
-        device.backends = Some(parse_backends(b)?);
-    }
-    if let Some(a) = &args.adapter {
-        device.adapter = Some(a.clone());
-    }
+    let device =
+        DeviceOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let engine = Engine::start(EngineConfig {
         model: args.model,
         name: args.model_name,

@@ -22,7 +22,6 @@ use kiln_benches::{peer, plots};
 use kiln_kernels::WeightFormat;
 use kiln_model::fetch::ensure_default_model;
 use kiln_model::quantize::Quant;
-use kiln_runtime::device::parse_backends;
 use kiln_runtime::{Context, DeviceOptions};
 
 #[derive(Parser)]
@@ -51,13 +50,8 @@ struct Args {
 fn main() -> Result<()> {
     env_logger::init();
     let args = Args::parse();
-    let mut options = DeviceOptions::from_env()?;
-    if let Some(b) = &args.backend {
-        options.backends = Some(parse_backends(b)?);
-    }
-    if let Some(a) = &args.adapter {
-        options.adapter = Some(a.clone());
-    }
+    let options =
+        DeviceOptions::from_env_and_flags(args.backend.as_deref(), args.adapter.as_deref())?;
     let ctx = Context::new(&options)?;
     eprintln!(
         "kiln-bench: {} (kernel clock: {}; {})",
