@@ -92,7 +92,9 @@ def run_level(url, model, clients, per_client):
             g = kv_gauges(url)
             if g:
                 peak["used"] = max(peak["used"], g.get("kiln_kv_positions_used", 0.0))
-                peak["total"] = g.get("kiln_kv_positions_total", 0.0)
+                blocks = g.get("kiln_kv_blocks_used", 0.0) * g.get("kiln_kv_block_size", 0.0)
+                peak["blocks"] = max(peak.get("blocks", 0.0), blocks)
+                peak["contiguous"] = g.get("kiln_kv_contiguous_positions", 0.0)
                 peak["bytes"] = g.get("kiln_kv_cache_bytes", 0.0)
             time.sleep(0.05)
 
@@ -124,7 +126,8 @@ def run_level(url, model, clients, per_client):
         "tbt_p50_ms": pct(gaps, 50) * 1e3,
         "tbt_p99_ms": pct(gaps, 99) * 1e3,
         "kv_positions_peak": peak.get("used", 0),
-        "kv_positions_reserved": peak.get("total", 0),
+        "kv_block_positions_peak": peak.get("blocks", 0),
+        "kv_contiguous_positions": peak.get("contiguous", 0),
         "kv_cache_mb": peak.get("bytes", 0) / 1e6,
         "prefix_hit": cached / prompt if prompt else 0.0,
     }
@@ -160,6 +163,7 @@ def soak(url, model, n, pid):
     print(f"soak: {n} requests in {time.perf_counter() - start:.1f} s; server RSS "
           + ", ".join(f"{mb:.1f} MB after {k}" for k, mb in marks)
           + f"; slots used {g.get('kiln_kv_slots_used', float('nan')):.0f}, "
+          f"blocks used {g.get('kiln_kv_blocks_used', float('nan')):.0f}, "
           f"cancelled {cancelled:.0f}")
 
 
@@ -194,7 +198,7 @@ def main():
             return
         if not a.json:
             print(f"{'clients':>7} {'reqs':>5} {'tok/s':>8} {'TTFT p50':>9} {'p99':>8} {'TBT p50':>8} "
-                  f"{'p99':>8} {'KV peak/reserved':>17} {'prefix hit':>10}")
+                  f"{'p99':>8} {'KV blocks peak/contiguous':>26} {'prefix hit':>10}")
         for n in a.clients:
             r = run_level(url, model, n, a.requests)
             if a.json:
@@ -202,7 +206,7 @@ def main():
             else:
                 print(f"{n:>7} {r['requests']:>5} {r['tokens_per_s']:>8.1f} {r['ttft_p50_ms']:>7.0f}ms "
                       f"{r['ttft_p99_ms']:>6.0f}ms {r['tbt_p50_ms']:>6.1f}ms {r['tbt_p99_ms']:>6.1f}ms "
-                      f"{r['kv_positions_peak']:>8.0f}/{r['kv_positions_reserved']:<8.0f} {r['prefix_hit']:>9.0%}")
+                      f"{r['kv_block_positions_peak']:>12.0f}/{r['kv_contiguous_positions']:<13.0f} {r['prefix_hit']:>9.0%}")
             sys.stdout.flush()
     finally:
         if server:

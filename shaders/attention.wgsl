@@ -58,9 +58,8 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     amax = reduce(tid, amax, true);
     let vs = select(1.0, amax / 127.0, amax > 0.0);
-    let base = aux_base(seq, kvh);
     if (tid == 0u) {
-        aux[aux_vscale(base) + position] = vs;
+        aux[aux_vscale(seq, kvh, position)] = vs;
     }
     let c = 4u * tid;   // this thread's four channels
     if (c < p.D) {
@@ -90,25 +89,25 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         // The block is complete: per-channel absmax over its rows, then int8 with those scales.
         var kmax = vec4<f32>(0.0);
         for (var j = b0; j < hi; j++) {
-            kmax = max(kmax, abs(block_key(seq, kvh, base, position, j, c)));
+            kmax = max(kmax, abs(block_key(seq, kvh, position, j, c)));
         }
         let ks = select(vec4<f32>(1.0), kmax / 127.0, kmax > vec4<f32>(0.0));
         for (var j = b0; j < hi; j++) {
             let e = cache_row(seq, kvh, j) + c;
-            k_cache[e >> 2u] = pack_i8(block_key(seq, kvh, base, position, j, c) / ks);
+            k_cache[e >> 2u] = pack_i8(block_key(seq, kvh, position, j, c) / ks);
         }
-        let sc = aux_kscale(base, block) + c;
+        let sc = aux_kscale(seq, kvh, b0) + c;
         aux[sc] = ks.x;
         aux[sc + 1u] = ks.y;
         aux[sc + 2u] = ks.z;
         aux[sc + 3u] = ks.w;
         if (tid == 0u) {
-            aux[base + block] = 1.0;
+            aux[aux_flag(seq, kvh, b0)] = 1.0;
         }
     } else {
         // Still open: the new keys wait in the residual.
         for (var j = position; j < hi; j++) {
-            let r = aux_resid(base, j) + c;
+            let r = aux_resid(seq, kvh, j) + c;
             let k = new_key4((new_row(seq, j) * p.KVH + kvh) * p.D + c, j);
             aux[r] = k.x;
             aux[r + 1u] = k.y;
@@ -116,7 +115,7 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             aux[r + 3u] = k.w;
         }
         if (tid == 0u) {
-            aux[base + block] = 0.0;
+            aux[aux_flag(seq, kvh, b0)] = 0.0;
         }
     }
 #else

@@ -1,12 +1,15 @@
 // The KV cache the attention kernels share (attention.wgsl: store, attend, combine;
 // attention_cpu.wgsl: the CPU-adapter kernels), with their parameters and bindings.
 //
-// Cache layout: k_cache / v_cache [n_seq][KVH][C][D] (C = capacity in positions), stored as f32;
-//   KV_F16: f16 pairs packed in u32; KV_I8: int8 quadruples packed in u32 with f32 scales in `aux`
-//   (as KIVI, Liu et al. 2024): values per token (one absmax scale per position), keys per channel
-//   (one absmax scale per channel for each block of KB positions). A key block is quantized once
-//   all its KB positions are written; until then its keys stay f32 in a residual block in `aux`,
-//   and the block's flag says which to read.
+// Cache layout (paged, as vLLM's PagedAttention): k_cache / v_cache hold a pool of blocks of B
+//   positions, [blocks][KVH][B][D]; a sequence's positions j*B .. (j+1)*B live in block
+//   table[seq * TW + j], so sequences take blocks as they grow and may share full ones.
+//   Stored as f32; KV_F16: f16 pairs packed in u32; KV_I8: int8 quadruples packed in u32 with
+//   f32 scales in `aux` (as KIVI, Liu et al. 2024): values per token (one absmax scale per
+//   position), keys per channel (one absmax scale per channel for each key group of KB
+//   positions, B a multiple of KB). A key group is quantized once all its KB positions are
+//   written; until then its keys stay f32 in the sequence's residual in `aux`, and the group's
+//   flag says which to read.
 
 struct Params {
     H: u32,
@@ -20,6 +23,10 @@ struct Params {
     scale: f32,      // softmax scale, usually 1 / sqrt(D)
     rope_base: f32,
     rope_mode: u32,
+    B: u32,          // positions per KV block, a power of two
+    B_shift: u32,    // log2(B)
+    TW: u32,         // block table entries per sequence
+    resid_at: u32,   // KV_I8: where the residual keys start in `aux`
     _pad: u32,
 }
 
@@ -46,10 +53,11 @@ struct Params {
 @group(0) @binding(9) var<storage, read> src_k: array<f32>;   // attend with STORE_NEW: new K
 #endif
 #if KV_I8
-// Per (sequence, KV head), NB = ceil(C / KB) blocks:
-//   [flags: NB][key scales: NB x D][value scales: C][residual keys: KB x D]
+// Per (block, KV head), G = B / KB key groups: [flags: G][key scales: G x D][value scales: B];
+// from resid_at, per (sequence, KV head): [residual keys: KB x D].
 @group(0) @binding(8) var<storage, read_write> aux: array<f32>;
 #endif
+@group(0) @binding(10) var<storage, read> table: array<u32>;   // [n_seq, TW] block ids
 
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;
@@ -111,30 +119,41 @@ fn new_key4(k: u32, position: u32) -> vec4<f32> {
                      new_key(k + 3u, position));
 }
 
+// Row (of D values) of the cache that holds `position` of `seq` for KV head `kvh`.
+fn cache_row_index(seq: u32, kvh: u32, position: u32) -> u32 {
+    let block = table[seq * p.TW + (position >> p.B_shift)];
+    return (block * p.KVH + kvh) * p.B + (position & (p.B - 1u));
+}
+
 fn cache_row(seq: u32, kvh: u32, position: u32) -> u32 {
-    return ((seq * p.KVH + kvh) * p.C + position) * p.D;
+    return cache_row_index(seq, kvh, position) * p.D;
 }
 
 #if KV_I8
-fn n_blocks() -> u32 {
-    return (p.C + KB - 1u) / KB;
+// Where the scales of `position`'s block begin for KV head `kvh`.
+fn aux_block(seq: u32, kvh: u32, position: u32) -> u32 {
+    let groups = p.B / KB;
+    let block = table[seq * p.TW + (position >> p.B_shift)];
+    return (block * p.KVH + kvh) * (groups * (1u + p.D) + p.B);
 }
 
-fn aux_base(seq: u32, kvh: u32) -> u32 {
-    let nb = n_blocks();
-    return (seq * p.KVH + kvh) * (nb + nb * p.D + p.C + KB * p.D);
+// The flag of `position`'s key group: 1 once its keys are int8.
+fn aux_flag(seq: u32, kvh: u32, position: u32) -> u32 {
+    return aux_block(seq, kvh, position) + (position & (p.B - 1u)) / KB;
 }
 
-fn aux_kscale(base: u32, block: u32) -> u32 {
-    return base + n_blocks() + block * p.D;
+// The first of the D key scales of `position`'s key group.
+fn aux_kscale(seq: u32, kvh: u32, position: u32) -> u32 {
+    return aux_block(seq, kvh, position) + p.B / KB + ((position & (p.B - 1u)) / KB) * p.D;
 }
 
-fn aux_vscale(base: u32) -> u32 {
-    return base + n_blocks() * (1u + p.D);
+fn aux_vscale(seq: u32, kvh: u32, position: u32) -> u32 {
+    return aux_block(seq, kvh, position) + (p.B / KB) * (1u + p.D) + (position & (p.B - 1u));
 }
 
-fn aux_resid(base: u32, position: u32) -> u32 {
-    return aux_vscale(base) + p.C + (position % KB) * p.D;
+// The first of the D residual keys of `position` (in its sequence's open key group).
+fn aux_resid(seq: u32, kvh: u32, position: u32) -> u32 {
+    return p.resid_at + ((seq * p.KVH + kvh) * KB + position % KB) * p.D;
 }
 
 // Signed byte e of a packed int8 array.
@@ -161,9 +180,9 @@ fn new_row(seq: u32, position: u32) -> u32 {
 
 // Channels c .. c + 3 of the key at position j of a block being completed: positions before
 // `first` (the first new one) were written by earlier steps into the residual.
-fn block_key(seq: u32, kvh: u32, base: u32, first: u32, j: u32, c: u32) -> vec4<f32> {
+fn block_key(seq: u32, kvh: u32, first: u32, j: u32, c: u32) -> vec4<f32> {
     if (j < first) {
-        let r = aux_resid(base, j) + c;
+        let r = aux_resid(seq, kvh, j) + c;
         return vec4<f32>(aux[r], aux[r + 1u], aux[r + 2u], aux[r + 3u]);
     }
     return new_key4((new_row(seq, j) * p.KVH + kvh) * p.D + c, j);
@@ -176,12 +195,10 @@ fn load_key(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
 #if KV_F16
     return unpack2x16float(k_cache[e >> 1u])[e & 1u];
 #elif KV_I8
-    let base = aux_base(seq, kvh);
-    let block = position / KB;
-    if (aux[base + block] > 0.5) {
-        return i8_at(k_cache[e >> 2u], e) * aux[aux_kscale(base, block) + d];
+    if (aux[aux_flag(seq, kvh, position)] > 0.5) {
+        return i8_at(k_cache[e >> 2u], e) * aux[aux_kscale(seq, kvh, position) + d];
     }
-    return aux[aux_resid(base, position) + d];
+    return aux[aux_resid(seq, kvh, position) + d];
 #else
     return k_cache[e];
 #endif
@@ -192,7 +209,7 @@ fn load_value(seq: u32, kvh: u32, position: u32, d: u32) -> f32 {
 #if KV_F16
     return unpack2x16float(v_cache[e >> 1u])[e & 1u];
 #elif KV_I8
-    return i8_at(v_cache[e >> 2u], e) * aux[aux_vscale(aux_base(seq, kvh)) + position];
+    return i8_at(v_cache[e >> 2u], e) * aux[aux_vscale(seq, kvh, position)];
 #else
     return v_cache[e];
 #endif

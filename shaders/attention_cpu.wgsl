@@ -176,7 +176,6 @@ fn attend_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let rh = task.rh;
     let start = task.start;
     let end = task.end;
-    let first_row = (task.seq * p.KVH + task.kvh) * p.C;
 
     var q: array<vec4<f32>, QUADS>;
     for (var i = 0u; i < QUADS; i++) {
@@ -191,7 +190,7 @@ fn attend_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var c0 = start; c0 < end; c0 += LANES) {
         let c = c0 + lane;
         let live = c < end;
-        let row = first_row + min(c, end - 1u);
+        let row = cache_row_index(task.seq, task.kvh, min(c, end - 1u));
         let k = kv_row(row, true);
         var dot4 = vec4<f32>(0.0);
         for (var i = 0u; i < QUADS; i++) {

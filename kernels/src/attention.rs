@@ -1,21 +1,16 @@
 //! Attention over a KV cache with grouped-query heads: `shaders/attention.wgsl`.
 //!
-//! A [`KvCache`] holds `[n_seq, kv_heads, capacity, head_dim]` keys and values as f32, f16, or
-//! int8 as KIVI (Liu et al. 2024) suggests: values with one absmax scale per position, keys with
-//! one absmax scale per channel for each block of [`KEY_BLOCK`] positions, a block's keys kept in
-//! f32 until it is full. [`kv_store`] writes new rows at their positions; [`attention`] runs causal
+//! A [`KvCache`] (`kv_cache.rs`) holds keys and values in blocks of positions named by a block
+//! table per sequence. [`kv_store`] writes new rows at their positions; [`attention`] runs causal
 //! prefill (one query row per prompt token, each with its own key count) and batched decode (one
 //! row per sequence), dequantizing inside the kernel. Long key ranges are split across workgroups
 //! and merged, as in flash-decoding (Dao et al. 2023).
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytemuck::{Pod, Zeroable};
-use half::f16;
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::error::{Result, ensure, expect, groups_for};
+pub use crate::kv_cache::{DEFAULT_BLOCK, KEY_BLOCK, KvCache, KvFormat, Paging};
 pub use crate::plan::Attend;
 use crate::plan::DevicePlan;
 use crate::rope::{ROTARY_WGSL, Rope, RopeLayout};
@@ -48,8 +43,6 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// The fewest keys per split any device plan takes ([`DevicePlan::attention_split`]): scratch
 /// sized with [`scratch_len`] for it serves every plan.
 pub const MIN_SPLIT: usize = 64;
-/// Positions that share one int8 key scale per channel (KIVI's key group).
-pub const KEY_BLOCK: usize = 32;
 
 /// Heads and cache geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +57,8 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
-    /// Elements of one cache tensor (keys or values).
+    /// Elements of one cache tensor (keys or values) in sequence order, `[n_seq, kv_heads,
+    /// capacity, head_dim]`: what [`KvCache::read_f32`] returns and [`attention_ref`] reads.
     pub fn cache_len(&self) -> usize {
         self.n_seq * self.kv_heads * self.capacity * self.head_dim
     }
@@ -87,183 +81,6 @@ impl AttnShape {
             || format!("the cache was made for {:?}, not {self:?}", cache.shape),
         )
     }
-
-    /// f32 elements of the int8 side buffer per (sequence, KV head): block flags, key scales,
-    /// value scales, and the open block's keys.
-    fn aux_per_head(&self) -> usize {
-        let blocks = self.capacity.div_ceil(KEY_BLOCK);
-        blocks + blocks * self.head_dim + self.capacity + KEY_BLOCK * self.head_dim
-    }
-}
-
-/// How a [`KvCache`] stores keys and values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum KvFormat {
-    #[default]
-    F32,
-    /// f16 pairs packed in u32 (needs no SHADER_F16); the head dim must be even.
-    F16,
-    /// int8 with f32 scales (keys per channel and block, values per position); the head dim must
-    /// be a multiple of 4.
-    Int8,
-}
-
-impl KvFormat {
-    /// Bytes one cached value takes (int8's scales aside).
-    pub fn value_bytes(self) -> usize {
-        match self {
-            KvFormat::F32 => 4,
-            KvFormat::F16 => 2,
-            KvFormat::Int8 => 1,
-        }
-    }
-}
-
-impl fmt::Display for KvFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KvFormat::F32 => "f32",
-            KvFormat::F16 => "f16",
-            KvFormat::Int8 => "int8",
-        })
-    }
-}
-
-impl FromStr for KvFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(KvFormat::F32),
-            "f16" => Ok(KvFormat::F16),
-            "int8" => Ok(KvFormat::Int8),
-            _ => Err(format!(
-                "unknown KV format {s:?}: expected f32, f16 or int8"
-            )),
-        }
-    }
-}
-
-/// One layer's keys and values on the device.
-pub struct KvCache {
-    pub format: KvFormat,
-    pub shape: AttnShape,
-    k: Tensor,
-    v: Tensor,
-    /// int8 only: per (sequence, KV head) block flags, key scales, value scales, residual keys.
-    aux: Option<Tensor>,
-}
-
-impl KvCache {
-    /// An empty cache for `shape`.
-    pub fn new(ctx: &Context, shape: &AttnShape, format: KvFormat) -> Result<Self> {
-        let n = shape.cache_len();
-        let d = shape.head_dim;
-        let words = |per_word: usize| -> Result<Tensor> {
-            ensure(d.is_multiple_of(per_word), "kv_cache", || {
-                format!("a {format} KV cache needs a head dim divisible by {per_word}, got {d}")
-            })?;
-            Ok(ctx.zeros(DType::U32, &[n / per_word])?)
-        };
-        let (k, v, aux) = match format {
-            KvFormat::F32 => (
-                ctx.zeros(DType::F32, &[n])?,
-                ctx.zeros(DType::F32, &[n])?,
-                None,
-            ),
-            KvFormat::F16 => (words(2)?, words(2)?, None),
-            KvFormat::Int8 => {
-                let aux = shape.n_seq * shape.kv_heads * shape.aux_per_head();
-                (words(4)?, words(4)?, Some(ctx.zeros(DType::F32, &[aux])?))
-            }
-        };
-        Ok(Self {
-            format,
-            shape: *shape,
-            k,
-            v,
-            aux,
-        })
-    }
-
-    /// An f32 cache holding `k` and `v` (`[cache_len]` each), for tests.
-    pub fn from_f32(ctx: &Context, shape: &AttnShape, k: &[f32], v: &[f32]) -> Result<Self> {
-        let n = shape.cache_len();
-        Ok(Self {
-            format: KvFormat::F32,
-            shape: *shape,
-            k: ctx.upload_f32(k, &[n])?,
-            v: ctx.upload_f32(v, &[n])?,
-            aux: None,
-        })
-    }
-
-    /// Bytes on the device.
-    pub fn size_bytes(&self) -> u64 {
-        self.k.size_bytes() + self.v.size_bytes() + self.aux.as_ref().map_or(0, Tensor::size_bytes)
-    }
-
-    fn bindings(&self) -> Vec<Binding<'_>> {
-        let mut b = vec![Binding::new(4, &self.k), Binding::new(5, &self.v)];
-        if let Some(aux) = &self.aux {
-            b.push(Binding::new(8, aux));
-        }
-        b
-    }
-
-    /// Keys and values as f32 (`[cache_len]` each), decoded on the host from the device buffers:
-    /// the CPU reference of each storage format.
-    pub fn read_f32(&self, ctx: &Context) -> Result<(Vec<f32>, Vec<f32>)> {
-        let s = &self.shape;
-        match self.format {
-            KvFormat::F32 => Ok((ctx.read(&self.k)?, ctx.read(&self.v)?)),
-            KvFormat::F16 => {
-                let unpack = |t: &Tensor| -> Result<Vec<f32>> {
-                    let words: Vec<u32> = ctx.read(t)?;
-                    Ok(words
-                        .iter()
-                        .flat_map(|w| [*w as u16, (*w >> 16) as u16])
-                        .map(|h| f16::from_bits(h).to_f32())
-                        .collect())
-                };
-                Ok((unpack(&self.k)?, unpack(&self.v)?))
-            }
-            KvFormat::Int8 => {
-                let bytes = |t: &Tensor| -> Result<Vec<i8>> {
-                    let words: Vec<u32> = ctx.read(t)?;
-                    Ok(words
-                        .iter()
-                        .flat_map(|w| w.to_le_bytes())
-                        .map(|b| b as i8)
-                        .collect())
-                };
-                let (kq, vq) = (bytes(&self.k)?, bytes(&self.v)?);
-                let aux: Vec<f32> = ctx.read(self.aux.as_ref().expect("int8 cache has aux"))?;
-                let (d, c) = (s.head_dim, s.capacity);
-                let blocks = c.div_ceil(KEY_BLOCK);
-                let (mut k, mut v) = (vec![0f32; kq.len()], vec![0f32; vq.len()]);
-                for head in 0..s.n_seq * s.kv_heads {
-                    let a = &aux[head * s.aux_per_head()..][..s.aux_per_head()];
-                    let (flags, rest) = a.split_at(blocks);
-                    let (kscale, rest) = rest.split_at(blocks * d);
-                    let (vscale, resid) = rest.split_at(c);
-                    for pos in 0..c {
-                        let row = (head * c + pos) * d;
-                        let block = pos / KEY_BLOCK;
-                        for j in 0..d {
-                            k[row + j] = if flags[block] > 0.5 {
-                                kq[row + j] as f32 * kscale[block * d + j]
-                            } else {
-                                resid[(pos % KEY_BLOCK) * d + j]
-                            };
-                            v[row + j] = vq[row + j] as f32 * vscale[pos];
-                        }
-                    }
-                }
-                Ok((k, v))
-            }
-        }
-    }
 }
 
 #[repr(C)]
@@ -281,6 +98,9 @@ struct Params {
     scale: f32,
     rope_base: f32,
     rope_mode: u32,
+    /// The block pool: positions per block and its log2, table entries per sequence, where
+    /// int8's residual keys start ([`KvCache::params`]).
+    paging: [u32; 4],
     _pad: u32,
 }
 
@@ -291,7 +111,7 @@ impl Params {
         self.rope_mode = matches!(rope.layout, RopeLayout::HalfSplit) as u32;
     }
 
-    fn new(s: &AttnShape, rows: usize) -> Self {
+    fn new(s: &AttnShape, cache: &KvCache, rows: usize) -> Self {
         Self {
             h: s.heads as u32,
             kvh: s.kv_heads as u32,
@@ -304,6 +124,7 @@ impl Params {
             scale: 1.0,
             rope_base: 0.0,
             rope_mode: 0,
+            paging: cache.params(),
             _pad: 0,
         }
     }
@@ -466,7 +287,7 @@ fn store(
     let row = shape.kv_heads * shape.head_dim;
     expect(k_new, "kv_store", "k_new", DType::F32, t * row)?;
     expect(v_new, "kv_store", "v_new", DType::F32, t * row)?;
-    let mut params = Params::new(shape, t);
+    let mut params = Params::new(shape, cache, t);
     let mut bindings = vec![
         Binding::new(1, k_new),
         Binding::new(2, v_new),
@@ -699,7 +520,7 @@ fn attend_launch(
         splits: splits as u32,
         split_len: split_len as u32,
         scale,
-        ..Params::new(shape, rows)
+        ..Params::new(shape, cache, rows)
     };
     let mut bindings = vec![
         Binding::new(1, q),
@@ -739,7 +560,7 @@ fn attend_launch(
     Ok(())
 }
 
-/// CPU reference over the same cache layout (f64).
+/// CPU reference over caches in sequence order ([`AttnShape::cache_len`]), in f64.
 pub fn attention_ref(
     shape: &AttnShape,
     q: &[f32],

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod error;
+pub mod kv_cache;
 pub mod linear;
 pub mod norm;
 pub mod plan;

@@ -66,6 +66,14 @@ pub enum ModelError {
         tokens: usize,
         capacity: usize,
     },
+    #[error(
+        "the KV cache is full: this step needs {needed} more blocks of {block} positions and {available} are left (raise the pool or wait for sequences to finish)"
+    )]
+    KvFull {
+        needed: usize,
+        available: usize,
+        block: usize,
+    },
     #[error("chat template: {0}")]
     Template(String),
     #[error(transparent)]

@@ -23,6 +23,7 @@ pub mod generate;
 pub mod gguf;
 mod gguf_weights;
 pub mod gpt2;
+pub mod kv_blocks;
 pub mod llama;
 pub mod loader;
 pub mod matrix;

@@ -1,7 +1,10 @@
-//! The engine: one thread that owns the device, the model and a [`Session`] whose KV cache has
-//! a slot per sequence of the batch, and runs continuous batching over it. Requests arrive on a
-//! channel; each answers on its own channel of [`Event`]s, and a request whose receiver is
-//! dropped (the client went away) is removed before the next step and its slot given back.
+//! The engine: one thread that owns the device, the model and a [`Session`] with a slot per
+//! sequence of the batch over one pool of KV blocks, and runs continuous batching over it.
+//! Requests arrive on a channel; each answers on its own channel of [`Event`]s, and a request
+//! whose receiver is dropped (the client went away) is removed before the next step and its
+//! slot and blocks given back. A new request shares the cached blocks of any earlier prompt
+//! that starts as its own does; when a step needs more blocks than are left, the request
+//! admitted last goes back to the head of the queue and is recomputed later (as vLLM preempts).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use kiln_model::fetch::ensure_default_model;
 use kiln_model::loader::{Loaded, load};
 use kiln_model::quantize::Quant;
 use kiln_model::sampling::{Sampler, SamplerConfig};
-use kiln_model::session::{Output, Session};
+use kiln_model::session::{Output, PoolSize, Session};
 use kiln_model::tokenizer::TextStream;
 use kiln_runtime::{Context, DeviceOptions};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -41,6 +44,12 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// KV positions per sequence (default: the model's context, at most 2048).
     pub ctx_size: Option<usize>,
+    /// Positions per KV block (default 16; int8 KV takes at least 32).
+    pub block_size: Option<usize>,
+    /// Blocks in the KV pool (default: room for `max_batch` whole contexts).
+    pub kv_blocks: Option<usize>,
+    /// The KV pool's size in MiB, instead of `kv_blocks`.
+    pub kv_memory_mb: Option<usize>,
     /// Most prompt tokens one step prefills.
     pub prefill_chunk: usize,
     /// Requests that may wait for a slot; more are refused as busy.
@@ -57,6 +66,9 @@ impl Default for EngineConfig {
             kv: KvFormat::F32,
             max_batch: 8,
             ctx_size: None,
+            block_size: None,
+            kv_blocks: None,
+            kv_memory_mb: None,
             prefill_chunk: 128,
             max_queue: 64,
             device: DeviceOptions::default(),
@@ -182,15 +194,34 @@ impl Drop for Engine {
     }
 }
 
-/// A request admitted to the queue, its prompt tokenized.
-struct Waiting {
-    ids: Vec<u32>,
-    job: Job,
+/// A request in the queue: new, its prompt tokenized, or sent back from the batch.
+enum Waiting {
+    New { ids: Vec<u32>, job: Job },
+    Preempted(Running),
+}
+
+impl Waiting {
+    /// The tokens it will feed (all of them: a preempted request recomputes its KV).
+    fn ids(&self) -> &[u32] {
+        match self {
+            Waiting::New { ids, .. } => ids,
+            Waiting::Preempted(r) => &r.ids,
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        match self {
+            Waiting::New { job, .. } => job.events.is_closed(),
+            Waiting::Preempted(r) => r.events.is_closed(),
+        }
+    }
 }
 
 /// A sequence in the running batch.
 struct Running {
     slot: usize,
+    /// Admission order: the latest is preempted first.
+    admitted: u64,
     /// Prompt and generated tokens.
     ids: Vec<u32>,
     prompt_len: usize,
@@ -212,6 +243,7 @@ struct Worker {
     waiting: VecDeque<Waiting>,
     info: ModelInfo,
     max_queue: usize,
+    admissions: u64,
     metrics: Arc<Metrics>,
     /// The text of BOS and EOS, for chat templates.
     bos_eos: (String, String),
@@ -231,14 +263,16 @@ impl Worker {
             .with_context(|| format!("loading {}", path.display()))?;
         let capacity = cfg.ctx_size.unwrap_or(loaded.n_ctx.min(2048));
         let max_rows = cfg.prefill_chunk + cfg.max_batch;
-        let session = Session::with_kv(
+        let pool = pool_size(cfg, loaded.model.dims(), capacity)?;
+        let session = Session::with_pool(
             &ctx,
             loaded.model.as_ref(),
-            cfg.max_batch,
-            capacity,
-            max_rows,
+            (cfg.max_batch, capacity, max_rows),
             cfg.kv,
+            pool,
         )?;
+        // A sequence can hold no more than the whole pool.
+        let capacity = capacity.min(pool.blocks * pool.block);
         let name = cfg.name.clone().unwrap_or_else(|| {
             path.file_stem()
                 .or(path.file_name())
@@ -248,7 +282,10 @@ impl Worker {
         let text = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
         let bos_eos = (text(tok.bos), text(tok.eos));
         Metrics::set(&metrics.slots_total, cfg.max_batch);
-        Metrics::set(&metrics.kv_positions_total, cfg.max_batch * capacity);
+        Metrics::set(&metrics.kv_positions_total, pool.blocks * pool.block);
+        Metrics::set(&metrics.kv_blocks_total, pool.blocks);
+        Metrics::set(&metrics.kv_contiguous_positions, cfg.max_batch * capacity);
+        Metrics::set(&metrics.kv_block_size, pool.block);
         Metrics::set(&metrics.kv_bytes, session.kv_bytes() as usize);
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -267,6 +304,7 @@ impl Worker {
                 created,
             },
             max_queue: cfg.max_queue,
+            admissions: 0,
             metrics,
             bos_eos,
         })
@@ -305,7 +343,7 @@ impl Worker {
                 let _ = job.events.send(Event::Started {
                     prompt_tokens: ids.len(),
                 });
-                self.waiting.push_back(Waiting { ids, job });
+                self.waiting.push_back(Waiting::New { ids, job });
             }
             Ok(_) => self.refuse(
                 &job,
@@ -367,54 +405,104 @@ impl Worker {
         Ok(ids)
     }
 
-    /// Removes requests whose client went away; their slots keep their KV for reuse.
+    /// Removes requests whose client went away; their slots and blocks are given back.
     fn drop_cancelled(&mut self) {
         let before = self.waiting.len();
-        self.waiting.retain(|w| !w.job.events.is_closed());
+        self.waiting.retain(|w| !w.is_cancelled());
         let mut cancelled = before - self.waiting.len();
         for i in (0..self.running.len()).rev() {
             if self.running[i].events.is_closed() {
                 let r = self.running.swap_remove(i);
-                self.slots.release(r.slot, &r.ids[..r.fed]);
+                self.free_slot(r.slot);
                 cancelled += 1;
             }
         }
         Metrics::add(&self.metrics.requests_cancelled, cancelled);
     }
 
-    /// Moves waiting requests into free slots, reusing a slot's cached prefix where one matches.
+    fn free_slot(&mut self, slot: usize) {
+        self.session.reset(slot);
+        self.slots.release(slot);
+    }
+
+    /// Moves waiting requests into free slots while the pool has blocks for their prompts
+    /// (and one more for each running sequence to grow into), sharing cached prefix blocks.
     fn admit(&mut self) {
         while self.slots.free() > 0 {
-            let Some(w) = self.waiting.pop_front() else {
+            let Some(front) = self.waiting.front() else {
                 break;
             };
-            let (slot, shared) = self.slots.claim(&w.ids).expect("a slot is free");
-            let fed = self.session.truncate(slot, shared);
-            Metrics::add(&self.metrics.prompt_tokens, w.ids.len());
-            Metrics::add(&self.metrics.prefix_cached_tokens, fed);
-            let r = &w.job.request;
-            let seed = r.sampler.seed;
-            self.running.push(Running {
-                slot,
-                prompt_len: w.ids.len(),
-                fed,
-                max_tokens: r.max_tokens.unwrap_or(usize::MAX),
-                sampler: Sampler::new(SamplerConfig {
-                    seed,
-                    ..r.sampler.clone()
-                }),
-                stream: TextStream::default(),
-                stop: StopText::new(&r.stop),
-                ids: w.ids,
-                events: w.job.events,
-            });
+            let ids = front.ids();
+            let block = self.session.block_size();
+            let cached = self.session.cached_prefix(ids);
+            let need = ids.len().div_ceil(block) - cached / block + self.running.len();
+            if need > self.session.blocks_available() && !self.running.is_empty() {
+                break;
+            }
+            let slot = self.slots.claim().expect("a slot is free");
+            let fed = self
+                .session
+                .attach_prefix(slot, ids)
+                .expect("a free slot holds nothing");
+            self.admissions += 1;
+            let mut r = match self.waiting.pop_front().expect("front") {
+                Waiting::Preempted(r) => r,
+                Waiting::New { ids, job } => {
+                    Metrics::add(&self.metrics.prompt_tokens, ids.len());
+                    Metrics::add(&self.metrics.prefix_cached_tokens, fed);
+                    let req = &job.request;
+                    Running {
+                        slot,
+                        admitted: 0,
+                        prompt_len: ids.len(),
+                        fed,
+                        max_tokens: req.max_tokens.unwrap_or(usize::MAX),
+                        sampler: Sampler::new(req.sampler.clone()),
+                        stream: TextStream::default(),
+                        stop: StopText::new(&req.stop),
+                        ids,
+                        events: job.events,
+                    }
+                }
+            };
+            r.slot = slot;
+            r.fed = fed;
+            r.admitted = self.admissions;
+            self.running.push(r);
         }
+    }
+
+    /// Sends the running request admitted last back to the head of the queue, giving back its
+    /// slot and blocks (its full blocks stay cached, so it recomputes little if it returns soon).
+    fn preempt_last(&mut self) {
+        let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].admitted) else {
+            return;
+        };
+        let r = self.running.swap_remove(i);
+        self.free_slot(r.slot);
+        Metrics::add(&self.metrics.preemptions, 1);
+        self.waiting.push_front(Waiting::Preempted(r));
     }
 
     /// One model step: a decode row for each generating sequence and prompt chunks for the rest.
     fn step(&mut self) -> kiln_model::Result<()> {
-        let needs: Vec<usize> = self.running.iter().map(|r| r.ids.len() - r.fed).collect();
-        let alloc = plan(&needs, self.session.max_rows());
+        let (needs, alloc) = loop {
+            let needs: Vec<usize> = self.running.iter().map(|r| r.ids.len() - r.fed).collect();
+            let alloc = plan(&needs, self.session.max_rows());
+            let blocks: usize = (self.running.iter().zip(&alloc))
+                .map(|(r, &n)| self.session.blocks_needed(r.slot, n))
+                .sum();
+            if blocks <= self.session.blocks_available() {
+                break (needs, alloc);
+            }
+            if self.running.len() > 1 {
+                self.preempt_last();
+                continue;
+            }
+            // A lone sequence that has filled the whole pool ends there.
+            self.finish(0, FinishReason::Length);
+            return Ok(());
+        };
         let (mut rows, mut select, mut picked) = (Vec::new(), Vec::new(), Vec::new());
         for (i, r) in self.running.iter().enumerate() {
             rows.extend(r.ids[r.fed..r.fed + alloc[i]].iter().map(|&t| (r.slot, t)));
@@ -460,18 +548,23 @@ impl Worker {
         // Highest index first, so swap_remove leaves the others' indices valid.
         finished.sort_by_key(|&(i, _)| std::cmp::Reverse(i));
         for (i, finish) in finished {
-            let r = self.running.swap_remove(i);
-            let usage = Usage::new(r.prompt_len, r.ids.len() - r.prompt_len);
-            let tokens = r.ids[r.prompt_len..].to_vec();
-            let _ = r.events.send(Event::Done {
-                finish,
-                usage,
-                tokens,
-            });
-            Metrics::add(&self.metrics.requests_ok, 1);
-            self.slots.release(r.slot, &r.ids[..r.fed]);
+            self.finish(i, finish);
         }
         Ok(())
+    }
+
+    /// Ends running request `i`: its answer is complete.
+    fn finish(&mut self, i: usize, finish: FinishReason) {
+        let r = self.running.swap_remove(i);
+        let usage = Usage::new(r.prompt_len, r.ids.len() - r.prompt_len);
+        let tokens = r.ids[r.prompt_len..].to_vec();
+        let _ = r.events.send(Event::Done {
+            finish,
+            usage,
+            tokens,
+        });
+        Metrics::add(&self.metrics.requests_ok, 1);
+        self.free_slot(r.slot);
     }
 
     /// Appends a new token to sequence `i`, sends its text, and says whether it finished.
@@ -513,7 +606,7 @@ impl Worker {
                 "the model step failed: {message}"
             ))));
             Metrics::add(&self.metrics.requests_error, 1);
-            self.slots.release(r.slot, &[]);
+            self.slots.release(r.slot);
             self.session.reset(r.slot);
         }
     }
@@ -527,5 +620,45 @@ impl Worker {
             &m.kv_positions_used,
             self.running.iter().map(|r| r.fed).sum(),
         );
+        let blocks = self.session.blocks();
+        Metrics::set(&m.kv_blocks_used, blocks.used);
+        Metrics::set(&m.kv_blocks_cached, blocks.cached);
     }
+}
+
+/// The KV pool `cfg` asks for: blocks of `--block-size` positions (16 by default, int8 KV at
+/// least 32), `--kv-blocks` of them, or as many as `--kv-memory` MiB hold, or room for
+/// `--max-batch` whole contexts.
+fn pool_size(
+    cfg: &EngineConfig,
+    dims: kiln_model::step::Dims,
+    capacity: usize,
+) -> anyhow::Result<PoolSize> {
+    let block = cfg.block_size.unwrap_or(16).max(cfg.kv.min_block());
+    anyhow::ensure!(
+        block.is_power_of_two() && block.is_multiple_of(cfg.kv.min_block()),
+        "--block-size {block}: a power of two{}",
+        if cfg.kv.min_block() > 1 {
+            format!(", at least {} for {} KV", cfg.kv.min_block(), cfg.kv)
+        } else {
+            String::new()
+        }
+    );
+    let whole = PoolSize::whole(cfg.max_batch, capacity, block);
+    let blocks = match (cfg.kv_blocks, cfg.kv_memory_mb) {
+        (Some(_), Some(_)) => anyhow::bail!("give --kv-blocks or --kv-memory, not both"),
+        (Some(n), None) => n,
+        (None, Some(mb)) => {
+            // Keys and values of every layer; int8's scales aside.
+            let per_block =
+                2 * dims.n_layer * dims.n_kv_head * dims.head_dim * block * cfg.kv.value_bytes();
+            (mb << 20) / per_block
+        }
+        (None, None) => whole.blocks,
+    };
+    anyhow::ensure!(
+        blocks >= 1,
+        "the KV pool must hold at least one block of {block} positions"
+    );
+    Ok(PoolSize { block, blocks })
 }

@@ -28,12 +28,21 @@ struct Args {
     /// Port (0: any free port; the address is printed)
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Sequences decoded together; each has its own KV slot of --ctx-size positions
+    /// Sequences decoded together
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
-    /// KV positions per sequence, prompt and answer (default: the model's, at most 2048)
+    /// Most KV positions of one sequence, prompt and answer (default: the model's, at most 2048)
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
+    /// Positions per KV block, a power of two (default 16; int8 KV: at least 32)
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Blocks in the KV pool that all sequences share (default: --max-batch whole contexts)
+    #[arg(long, conflicts_with = "kv_memory")]
+    kv_blocks: Option<usize>,
+    /// The KV pool's size in MiB, instead of --kv-blocks
+    #[arg(long)]
+    kv_memory: Option<usize>,
     /// Most prompt tokens prefilled in one step, between decode steps
     #[arg(long, default_value_t = 128)]
     prefill_chunk: usize,
@@ -66,13 +75,23 @@ fn main() -> Result<()> {
         kv: args.kv,
         max_batch: args.max_batch,
         ctx_size: args.ctx_size,
+        block_size: args.block_size,
+        kv_blocks: args.kv_blocks,
+        kv_memory_mb: args.kv_memory,
         prefill_chunk: args.prefill_chunk,
         max_queue: args.max_queue,
         device,
     })?;
+    let m = &engine.metrics;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "kiln-server: {} on {}; {} slots of {} positions",
-        engine.info.name, engine.info.device, args.max_batch, engine.info.capacity
+        "kiln-server: {} on {}; {} sequences of up to {} positions over {} KV blocks of {}",
+        engine.info.name,
+        engine.info.device,
+        args.max_batch,
+        engine.info.capacity,
+        load(&m.kv_blocks_total),
+        load(&m.kv_block_size)
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

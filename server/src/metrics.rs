@@ -20,6 +20,12 @@ pub struct Metrics {
     pub kv_positions_used: AtomicU64,
     pub kv_positions_total: AtomicU64,
     pub kv_bytes: AtomicU64,
+    pub kv_block_size: AtomicU64,
+    pub kv_contiguous_positions: AtomicU64,
+    pub kv_blocks_total: AtomicU64,
+    pub kv_blocks_used: AtomicU64,
+    pub kv_blocks_cached: AtomicU64,
+    pub preemptions: AtomicU64,
     pub steps: AtomicU64,
     pub step_rows: AtomicU64,
     pub step_micros: AtomicU64,
@@ -76,6 +82,11 @@ impl Metrics {
                 g(&self.generation_tokens),
             ),
             ("steps_total", "Model steps run.", g(&self.steps)),
+            (
+                "preemptions_total",
+                "Running requests sent back to the queue for want of KV blocks (recomputed later).",
+                g(&self.preemptions),
+            ),
             (
                 "step_rows_total",
                 "Token rows run in all steps.",
@@ -136,8 +147,38 @@ impl Metrics {
             ),
             (
                 "kv_positions_total",
-                "KV positions of all slots.",
+                "KV positions the pool holds (blocks times block size).",
                 g(&self.kv_positions_total),
+            ),
+            (
+                "kv_contiguous_positions",
+                "KV positions a contiguous cache would reserve: every slot's whole context.",
+                g(&self.kv_contiguous_positions),
+            ),
+            (
+                "kv_block_size",
+                "Positions per KV block.",
+                g(&self.kv_block_size),
+            ),
+            (
+                "kv_blocks_total",
+                "Blocks in the KV pool.",
+                g(&self.kv_blocks_total),
+            ),
+            (
+                "kv_blocks_used",
+                "KV blocks held by running sequences (a shared block counts once).",
+                g(&self.kv_blocks_used),
+            ),
+            (
+                "kv_blocks_cached",
+                "KV blocks no sequence holds that keep a prefix for reuse until needed.",
+                g(&self.kv_blocks_cached),
+            ),
+            (
+                "kv_blocks_free",
+                "KV blocks no sequence holds (cached ones included).",
+                g(&self.kv_blocks_total).saturating_sub(g(&self.kv_blocks_used)),
             ),
             (
                 "kv_cache_bytes",
@@ -162,7 +203,10 @@ mod tests {
         Metrics::add(&m.prefix_cached_tokens, 4);
         Metrics::set(&m.slots_total, 8);
         Metrics::set(&m.slots_used, 3);
+        Metrics::set(&m.kv_blocks_total, 100);
+        Metrics::set(&m.kv_blocks_used, 30);
         let text = m.render();
+        assert!(text.contains("kiln_kv_blocks_free 70\n"));
         assert!(text.contains("kiln_prompt_tokens_total 10\n"));
         assert!(text.contains("kiln_prefix_cache_hit_ratio 0.4\n"));
         assert!(text.contains("kiln_kv_slots_free 5\n"));

@@ -3,22 +3,18 @@
 //!
 //! Every step runs one decode row for each sequence that is generating, then fills the rest of
 //! the step's rows with prompt chunks in arrival order, so a long prompt is prefilled a chunk at
-//! a time between everyone else's tokens (as vLLM's chunked prefill does). A slot that is given
-//! back keeps its tokens' KV; the next request whose prompt starts with them takes that slot and
-//! skips prefilling the shared prefix.
+//! a time between everyone else's tokens (as vLLM's chunked prefill does).
 
-/// The KV cache's sequence slots and the tokens each one holds.
+/// The session's sequence slots: which are running. What a slot's sequence holds in the KV
+/// cache is the session's block pool's affair (its prefix cache outlives the slot).
 #[derive(Debug)]
 pub struct Slots {
-    /// Tokens whose keys and values are in each slot, from position 0.
-    cached: Vec<Vec<u32>>,
     busy: Vec<bool>,
 }
 
 impl Slots {
     pub fn new(n: usize) -> Self {
         Self {
-            cached: vec![Vec::new(); n],
             busy: vec![false; n],
         }
     }
@@ -31,31 +27,15 @@ impl Slots {
         self.busy.len() - self.free()
     }
 
-    /// Takes the free slot whose cached tokens share the longest prefix with `prompt` (among
-    /// equals the one caching least, so other prefixes stay) and returns it with that length, at
-    /// most `prompt.len() - 1`:
-    /// the prompt's last token always runs, since its logits give the first new token.
-    pub fn claim(&mut self, prompt: &[u32]) -> Option<(usize, usize)> {
-        let shared = |c: &Vec<u32>| c.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let (slot, len) = (0..self.busy.len())
-            .filter(|&s| !self.busy[s])
-            .map(|s| (s, shared(&self.cached[s])))
-            .max_by_key(|&(s, len)| {
-                (
-                    len,
-                    std::cmp::Reverse(self.cached[s].len()),
-                    std::cmp::Reverse(s),
-                )
-            })?;
+    /// Takes the lowest free slot.
+    pub fn claim(&mut self) -> Option<usize> {
+        let slot = self.busy.iter().position(|b| !b)?;
         self.busy[slot] = true;
-        self.cached[slot].clear();
-        Some((slot, len.min(prompt.len().saturating_sub(1))))
+        Some(slot)
     }
 
-    /// Gives `slot` back, holding the KV of `cached`.
-    pub fn release(&mut self, slot: usize, cached: &[u32]) {
+    pub fn release(&mut self, slot: usize) {
         self.busy[slot] = false;
-        self.cached[slot] = cached.to_vec();
     }
 }
 
@@ -83,21 +63,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_prefer_the_longest_cached_prefix() {
-        let mut s = Slots::new(3);
-        assert_eq!(s.claim(&[1, 2, 3]), Some((0, 0)));
-        assert_eq!(s.claim(&[1, 2, 3]), Some((1, 0)));
-        s.release(0, &[1, 2, 3, 4]);
-        s.release(1, &[1, 2]);
-        // Slot 0 shares three tokens, but the last prompt token must run.
-        assert_eq!(s.claim(&[1, 2, 3]), Some((0, 2)));
-        assert_eq!(s.claim(&[9]), Some((2, 0)));
-        assert_eq!(s.claim(&[1, 2, 7, 7]), Some((1, 2)));
-        assert_eq!(s.claim(&[1]), None);
-        assert_eq!((s.used(), s.free()), (3, 0));
-        // A claimed slot forgets what it held until it is released again.
-        s.release(2, &[]);
-        assert_eq!(s.claim(&[9, 9]), Some((2, 0)));
+    fn slots_are_claimed_and_released() {
+        let mut s = Slots::new(2);
+        assert_eq!((s.claim(), s.claim(), s.claim()), (Some(0), Some(1), None));
+        s.release(0);
+        assert_eq!((s.used(), s.free()), (1, 1));
+        assert_eq!(s.claim(), Some(0));
     }
 
     #[test]

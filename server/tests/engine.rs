@@ -1,7 +1,8 @@
 //! The engine under load, on the default model (SmolLM2-135M-Instruct): requests batched
 //! together, joining mid-decode and prefilled in chunks give what each gives alone; a cached
 //! prefix is reused; cancelled requests free their slots; a full queue refuses; bad prompts are
-//! named errors.
+//! named errors; a KV pool too small for everyone preempts and recomputes without changing an
+//! answer.
 
 use std::time::{Duration, Instant};
 
@@ -198,8 +199,11 @@ fn batched_requests_match_alone_and_slots_come_back() {
     drop(open);
     let short = finish(engine.submit(greedy(&prompts[2], 3))).unwrap();
     same_or_near_tie(&prompts[2], &alone[2].tokens[..3], &short.tokens);
-    wait_for("every slot free", || {
-        get(&m.slots_used) == 0 && get(&m.running) == 0 && get(&m.waiting) == 0
+    wait_for("every slot and block free", || {
+        get(&m.slots_used) == 0
+            && get(&m.running) == 0
+            && get(&m.waiting) == 0
+            && get(&m.kv_blocks_used) == 0
     });
     assert_eq!(get(&m.requests_cancelled), 8);
 
@@ -224,4 +228,84 @@ fn batched_requests_match_alone_and_slots_come_back() {
     ));
     let again = finish(engine.submit(greedy(&prompts[3], budgets[3]))).unwrap();
     assert_eq!(again.finish, FinishReason::Length);
+}
+
+/// A KV pool of 10 blocks of 16 positions for 4 slots: prompts that share a system prompt share
+/// its blocks, requests that outgrow the pool are preempted and recomputed, and every answer is
+/// still what the request gives alone.
+#[test]
+fn a_small_kv_pool_preempts_and_shares_without_changing_answers() {
+    if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+        eprintln!("{SKIP_VAR}=1: skipping");
+        return;
+    }
+    let path = ensure_default_model(|m| eprintln!("{m}")).unwrap();
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let engine = Engine::start(EngineConfig {
+        model: Some(path),
+        max_batch: 4,
+        ctx_size: Some(160),
+        block_size: Some(16),
+        kv_blocks: Some(10),
+        prefill_chunk: 32,
+        device: DeviceOptions::from_env().unwrap(),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let m = engine.metrics.clone();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    // Counting runs on without an end of text, so every answer takes its whole budget.
+    let system =
+        "You are a careful assistant who writes out every number in order, separated by commas.";
+    let prompts: Vec<Vec<u32>> = [3, 17, 40, 112, 250]
+        .iter()
+        .map(|k| {
+            let text = format!("{system} Count from {k} to 500: {k}, {}, {},", k + 1, k + 2);
+            tok.encode(&text).unwrap()
+        })
+        .collect();
+    assert!(prompts[0].len() > 16, "the system prompt fills a block");
+    let budget = 24;
+    let alone: Vec<Answer> = prompts
+        .iter()
+        .map(|p| finish(engine.submit(greedy(p, budget))).unwrap())
+        .collect();
+    for (i, a) in alone.iter().enumerate() {
+        assert_eq!(
+            a.tokens.len(),
+            budget,
+            "request {i} alone ran to its budget: {:?} {:?}",
+            a.finish,
+            a.text
+        );
+    }
+    assert_eq!(get(&m.preemptions), 0, "one request at a time fits");
+    let shared = 16 * (prompts.len() - 1) as u64;
+    assert!(
+        get(&m.prefix_cached_tokens) >= shared,
+        "each later request shares the system prompt's first block"
+    );
+    // Five requests of up to 4 blocks each (prompt and 24 tokens) for a pool of 10.
+    let receivers: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit(greedy(p, budget)))
+        .collect();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let got = finish(rx).unwrap();
+        assert_eq!(got.tokens.len(), budget, "request {i} ran to its budget");
+        same_or_near_tie(&prompts[i], &alone[i].tokens, &got.tokens);
+    }
+    let preempted = get(&m.preemptions);
+    eprintln!(
+        "preemptions {preempted}, prefix cached {} of {} prompt tokens",
+        get(&m.prefix_cached_tokens),
+        get(&m.prompt_tokens)
+    );
+    assert!(preempted > 0, "the pool was too small for all four at once");
+    wait_for("every block given back", || {
+        get(&m.kv_blocks_used) == 0 && get(&m.running) == 0
+    });
+    // A lone prompt that takes the whole pool still runs.
+    let long = finish(engine.submit(greedy(&vec![28u32; 150], 2))).unwrap();
+    assert_eq!(long.tokens.len(), 2);
 }

@@ -217,12 +217,14 @@ class Api(unittest.TestCase):
         deadline = time.time() + 30
         while True:
             m = metrics()
-            idle = (m["kiln_kv_slots_used"], m["kiln_running_sequences"], m["kiln_queued_requests"]) == (0, 0, 0)
+            idle = (m["kiln_kv_slots_used"], m["kiln_kv_blocks_used"], m["kiln_running_sequences"],
+                    m["kiln_queued_requests"]) == (0, 0, 0, 0)
             if idle or time.time() > deadline:
                 break
             time.sleep(0.1)
         self.assertTrue(idle, m)
         self.assertEqual(m["kiln_kv_slots_free"], 4)
+        self.assertEqual(m["kiln_kv_blocks_free"], m["kiln_kv_blocks_total"])
         self.assertGreaterEqual(m['kiln_requests_total{outcome="cancelled"}'], 100)
         self.assertGreater(m["kiln_generation_tokens_total"], 0)
 
