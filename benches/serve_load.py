@@ -4,12 +4,15 @@
 N concurrent clients each send R chat requests, streamed, with a shared system prompt and a
 fixed mix of question and answer lengths. Reports aggregate throughput (generated tokens/s), time
 to first token and time between tokens (p50/p99), and, from kiln-server's /metrics, the KV
-positions running sequences held at the peak beside the positions the cache reserves.
+blocks held at the peak (in positions) beside the positions a contiguous cache reserves (every
+slot's whole context), and the share of prompt tokens served from cached prefix blocks.
 
     cargo build --release -p kiln-server
     python3 benches/serve_load.py --clients 1 4 16 64            # starts target/release/kiln-server
     python3 benches/serve_load.py --url http://127.0.0.1:8080 --model NAME --clients 4
     python3 benches/serve_load.py --soak 2000      # short requests, a third cancelled; RSS before/after
+    python3 benches/serve_load.py --prefix-ttft 500 --server-args "--ctx-size 1024"
+        # time to first token with a 500-token system prompt, uncached and then cached
 
 Needs the `openai` package (pip install openai).
 """
@@ -115,6 +118,7 @@ def run_level(url, model, clients, per_client):
     gaps = [g for r in results for g in r[1]]
     prompt = after.get("kiln_prompt_tokens_total", 0) - before.get("kiln_prompt_tokens_total", 0)
     cached = after.get("kiln_prefix_cached_tokens_total", 0) - before.get("kiln_prefix_cached_tokens_total", 0)
+    preempted = after.get("kiln_preemptions_total", 0) - before.get("kiln_preemptions_total", 0)
     return {
         "clients": clients,
         "requests": len(results),
@@ -130,6 +134,7 @@ def run_level(url, model, clients, per_client):
         "kv_contiguous_positions": peak.get("contiguous", 0),
         "kv_cache_mb": peak.get("bytes", 0) / 1e6,
         "prefix_hit": cached / prompt if prompt else 0.0,
+        "preemptions": preempted,
     }
 
 
@@ -167,6 +172,36 @@ def soak(url, model, n, pid):
           f"cancelled {cancelled:.0f}")
 
 
+def prefix_ttft(url, model, tokens, rounds=3):
+    """Time to first token for a request whose long system prompt no request sent before, then
+    for one with the same system prompt and another question (its blocks cached)."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    words = ["bread", "flour", "oven", "crust", "rye", "yeast", "honey", "salt", "butter", "seed"]
+
+    def ttft(system, question):
+        start = time.perf_counter()
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=4, temperature=0, stream=True)
+        first = None
+        for chunk in stream:
+            if first is None and any(c.delta.content for c in chunk.choices):
+                first = time.perf_counter() - start
+        return first
+
+    ratios = []
+    for r in range(rounds):
+        # A system prompt of about `tokens` tokens (one word each), new to the server each round.
+        nonce = f"{time.time_ns()}-{r}"
+        system = f"Bakery notes {nonce}: " + " ".join(words[(i * 7 + r) % len(words)] for i in range(tokens))
+        cold = ttft(system, "When do you open?")
+        warm = ttft(system, "Do you sell rye bread?")
+        ratios.append(cold / warm)
+        print(f"round {r}: TTFT uncached {cold * 1e3:.0f} ms, cached {warm * 1e3:.0f} ms: {cold / warm:.1f}x")
+    print(f"prefix sharing cuts time to first token by {statistics.median(ratios):.1f}x (median of {rounds})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running server (default: start target/release/kiln-server)")
@@ -178,6 +213,8 @@ def main():
     ap.add_argument("--requests", type=int, default=4, help="requests per client")
     ap.add_argument("--json", action="store_true", help="print one JSON object per level")
     ap.add_argument("--soak", type=int, help="instead: this many short requests, a third cancelled")
+    ap.add_argument("--prefix-ttft", type=int, metavar="TOKENS",
+                    help="instead: time to first token with a TOKENS-long system prompt, uncached then cached")
     a = ap.parse_args()
 
     server = None
@@ -196,9 +233,12 @@ def main():
         if a.soak:
             soak(url, model, a.soak, server.pid if server else None)
             return
+        if a.prefix_ttft:
+            prefix_ttft(url, model, a.prefix_ttft)
+            return
         if not a.json:
             print(f"{'clients':>7} {'reqs':>5} {'tok/s':>8} {'TTFT p50':>9} {'p99':>8} {'TBT p50':>8} "
-                  f"{'p99':>8} {'KV blocks peak/contiguous':>26} {'prefix hit':>10}")
+                  f"{'p99':>8} {'KV blocks peak/contiguous':>26} {'prefix hit':>10} {'preempted':>9}")
         for n in a.clients:
             r = run_level(url, model, n, a.requests)
             if a.json:
@@ -206,7 +246,7 @@ def main():
             else:
                 print(f"{n:>7} {r['requests']:>5} {r['tokens_per_s']:>8.1f} {r['ttft_p50_ms']:>7.0f}ms "
                       f"{r['ttft_p99_ms']:>6.0f}ms {r['tbt_p50_ms']:>6.1f}ms {r['tbt_p99_ms']:>6.1f}ms "
-                      f"{r['kv_block_positions_peak']:>12.0f}/{r['kv_contiguous_positions']:<13.0f} {r['prefix_hit']:>9.0%}")
+                      f"{r['kv_block_positions_peak']:>12.0f}/{r['kv_contiguous_positions']:<13.0f} {r['prefix_hit']:>9.0%} {r['preemptions']:>9.0f}")
             sys.stdout.flush()
     finally:
         if server:
