@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use kiln_runtime::{Binding, Context, DType, Defines, Dispatch, Recorder, Shader, Tensor};
 
 use crate::error::{Result, ensure, expect, groups_for};
-pub use crate::kv_cache::{DEFAULT_BLOCK, KEY_BLOCK, KvCache, KvFormat, Paging};
+pub use crate::kv_cache::{AttnShape, DEFAULT_BLOCK, KEY_BLOCK, KvCache, KvFormat, Paging};
 pub use crate::plan::Attend;
 use crate::plan::DevicePlan;
 use crate::rope::{ROTARY_WGSL, Rope, RopeLayout};
@@ -44,43 +44,24 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// sized with [`scratch_len`] for it serves every plan.
 pub const MIN_SPLIT: usize = 64;
 
-/// Heads and cache geometry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttnShape {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Positions per sequence in the cache.
-    pub capacity: usize,
-    /// Sequences in the cache.
-    pub n_seq: usize,
-}
-
-impl AttnShape {
-    /// Elements of one cache tensor (keys or values) in sequence order, `[n_seq, kv_heads,
-    /// capacity, head_dim]`: what [`KvCache::read_f32`] returns and [`attention_ref`] reads.
-    pub fn cache_len(&self) -> usize {
-        self.n_seq * self.kv_heads * self.capacity * self.head_dim
-    }
-
-    fn check(&self, kernel: &'static str, cache: &KvCache) -> Result<()> {
-        ensure(
-            self.kv_heads > 0
-                && self.heads.is_multiple_of(self.kv_heads)
-                && self.head_dim > 0
-                && self.head_dim <= MAX_HEAD_DIM,
-            kernel,
-            || format!("{self:?}: kv_heads must divide heads and head_dim be 1..={MAX_HEAD_DIM}"),
-        )?;
-        ensure(
-            cache.shape.kv_heads == self.kv_heads
-                && cache.shape.head_dim == self.head_dim
-                && cache.shape.capacity == self.capacity
-                && cache.shape.n_seq == self.n_seq,
-            kernel,
-            || format!("the cache was made for {:?}, not {self:?}", cache.shape),
-        )
-    }
+/// Checks that `shape` is one the kernels take and `cache` was made for it.
+fn check_shape(shape: &AttnShape, kernel: &'static str, cache: &KvCache) -> Result<()> {
+    ensure(
+        shape.kv_heads > 0
+            && shape.heads.is_multiple_of(shape.kv_heads)
+            && shape.head_dim > 0
+            && shape.head_dim <= MAX_HEAD_DIM,
+        kernel,
+        || format!("{shape:?}: kv_heads must divide heads and head_dim be 1..={MAX_HEAD_DIM}"),
+    )?;
+    ensure(
+        cache.shape.kv_heads == shape.kv_heads
+            && cache.shape.head_dim == shape.head_dim
+            && cache.shape.capacity == shape.capacity
+            && cache.shape.n_seq == shape.n_seq,
+        kernel,
+        || format!("the cache was made for {:?}, not {shape:?}", cache.shape),
+    )
 }
 
 #[repr(C)]
@@ -281,7 +262,7 @@ fn store(
     cache: &KvCache,
     rope: Option<(&Tensor, &Rope)>,
 ) -> Result<()> {
-    shape.check("kv_store", cache)?;
+    check_shape(shape, "kv_store", cache)?;
     let t = slots.len() / 2;
     expect(slots, "kv_store", "slots", DType::U32, 2 * t)?;
     let row = shape.kv_heads * shape.head_dim;
@@ -443,7 +424,7 @@ fn attend_launch(
         split_len,
         kernel,
     } = *step;
-    shape.check("attention", cache)?;
+    check_shape(shape, "attention", cache)?;
     let rows = meta.len() / 2;
     expect(meta, "attention", "meta", DType::U32, rows * 2)?;
     let width = shape.heads * shape.head_dim;

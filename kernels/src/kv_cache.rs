@@ -13,13 +13,32 @@ use std::str::FromStr;
 use half::f16;
 use kiln_runtime::{Binding, Context, DType, Tensor};
 
-use crate::attention::AttnShape;
 use crate::error::{Result, ensure};
 
 /// Positions that share one int8 key scale per channel (KIVI's key group).
 pub const KEY_BLOCK: usize = 32;
 /// Positions per block of a cache made by [`KvCache::new`].
 pub const DEFAULT_BLOCK: usize = 32;
+
+/// Heads and cache geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Positions per sequence in the cache.
+    pub capacity: usize,
+    /// Sequences in the cache.
+    pub n_seq: usize,
+}
+
+impl AttnShape {
+    /// Elements of one cache tensor (keys or values) in sequence order, `[n_seq, kv_heads,
+    /// capacity, head_dim]`: what [`KvCache::read_f32`] returns and [`crate::attention::attention_ref`] reads.
+    pub fn cache_len(&self) -> usize {
+        self.n_seq * self.kv_heads * self.capacity * self.head_dim
+    }
+}
 
 /// How a [`KvCache`] stores keys and values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -471,11 +471,12 @@ impl Session {
             .all(|&(seq, _)| !std::mem::replace(&mut seen[seq], true));
 
         let io = self.io.view(n, (max_keys, sole), select, output)?;
-        self.take_blocks(ctx, rows, &lens, known)?;
         ctx.write(&io.ids, &ids)?;
         ctx.write(&io.pos, &pos)?;
         ctx.write(&io.slots, &slots)?;
         ctx.write(&io.meta, &meta)?;
+        // Last, so that nothing after it can fail and leave the pool ahead of `self.lens`.
+        self.take_blocks(ctx, rows, &lens, known)?;
         Ok((io, lens))
     }
 }
@@ -509,7 +510,9 @@ impl Session {
         }
         let table = self.pool.table();
         if table != self.table {
-            self.paging.write_table(ctx, &table)?;
+            if let Err(e) = self.paging.write_table(ctx, &table) {
+                self.settle::<()>(Err(e.into()), lens.to_vec())?;
+            }
             self.table = table;
         }
         Ok(())
