@@ -123,18 +123,7 @@ impl Pair {
 
     /// Attention of `meta`'s rows over both caches with every kernel the device runs; all equal.
     fn attend_all(&self, ctx: &Context, q: &[f32], meta: &[u32], label: &str) -> Vec<f32> {
-        let s = self.shape;
-        let rows = meta.len() / 2;
-        let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap();
-        let qt = ctx.upload_f32(q, &[q.len()]).unwrap();
-        let mt = ctx.upload(meta, DType::U32, &[meta.len()]).unwrap();
-        let scratch = ctx
-            .zeros(
-                DType::F32,
-                &[scratch_len(&s, rows, max_keys, Some(64)).max(1)],
-            )
-            .unwrap();
-        let scale = 1.0 / (s.head_dim as f32).sqrt();
+        let query = Query::new(ctx, self.shape, q, meta);
         let mut first: Option<Vec<f32>> = None;
         for kernel in [Attend::Keys, Attend::Rows, Attend::Lanes] {
             if !attend_supported(ctx, kernel, &self.flat) {
@@ -142,30 +131,12 @@ impl Pair {
             }
             let mut got = Vec::new();
             for cache in [&self.flat, &self.paged] {
-                let out = ctx
-                    .upload_f32(&vec![f32::NAN; q.len()], &[q.len()])
-                    .unwrap();
-                let mut rec = ctx.recorder();
-                attention_in(
-                    &mut rec,
-                    &s,
-                    &qt,
-                    &mt,
-                    max_keys,
-                    cache,
-                    &out,
-                    &scratch,
-                    scale,
-                    Some(64),
-                    kernel,
-                )
-                .unwrap();
-                rec.submit().unwrap();
-                got.push(ctx.read::<f32>(&out).unwrap());
+                got.push(query.run(ctx, cache, kernel));
             }
-            assert_eq!(
-                got[0], got[1],
-                "{label}: {kernel:?} attention, flat and paged"
+            same(
+                &format!("{label}: {kernel:?} attention, flat and paged"),
+                &got[0],
+                &got[1],
             );
             assert!(got[0].iter().all(|x| x.is_finite()), "{label}: {kernel:?}");
             first.get_or_insert(got.swap_remove(0));
@@ -308,49 +279,67 @@ fn attend_paged(
     read: &(Vec<f32>, Vec<f32>),
     label: &str,
 ) {
-    let s = pair.shape;
-    let rows = meta.len() / 2;
-    let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap();
-    let qt = ctx.upload_f32(q, &[q.len()]).unwrap();
-    let mt = ctx.upload(meta, DType::U32, &[meta.len()]).unwrap();
-    let scratch = ctx
-        .zeros(
-            DType::F32,
-            &[scratch_len(&s, rows, max_keys, Some(64)).max(1)],
-        )
-        .unwrap();
-    let scale = 1.0 / (s.head_dim as f32).sqrt();
-    let want = attention_ref(&s, q, meta, &read.0, &read.1, scale);
+    let query = Query::new(ctx, pair.shape, q, meta);
+    let want = attention_ref(&pair.shape, q, meta, &read.0, &read.1, query.scale);
     for kernel in [Attend::Keys, Attend::Rows, Attend::Lanes] {
         if !attend_supported(ctx, kernel, &pair.paged) {
             continue;
         }
-        let out = ctx
-            .upload_f32(&vec![f32::NAN; q.len()], &[q.len()])
-            .unwrap();
+        assert_close(
+            &format!("{label}: {kernel:?}"),
+            &query.run(ctx, &pair.paged, kernel),
+            &want,
+            2e-5,
+            1e-4,
+        );
+    }
+}
+
+/// Query rows uploaded once for attention over several caches and kernels.
+struct Query {
+    shape: AttnShape,
+    q: Tensor,
+    meta: Tensor,
+    max_keys: usize,
+    scratch: Tensor,
+    scale: f32,
+}
+
+impl Query {
+    fn new(ctx: &Context, shape: AttnShape, q: &[f32], meta: &[u32]) -> Self {
+        let max_keys = meta.chunks(2).map(|m| m[1] as usize).max().unwrap();
+        let scratch = scratch_len(&shape, meta.len() / 2, max_keys, Some(64)).max(1);
+        Self {
+            shape,
+            q: ctx.upload_f32(q, &[q.len()]).unwrap(),
+            meta: ctx.upload(meta, DType::U32, &[meta.len()]).unwrap(),
+            max_keys,
+            scratch: ctx.zeros(DType::F32, &[scratch]).unwrap(),
+            scale: 1.0 / (shape.head_dim as f32).sqrt(),
+        }
+    }
+
+    /// The attention of these rows over `cache` with `kernel`, in splits of 64 keys.
+    fn run(&self, ctx: &Context, cache: &KvCache, kernel: Attend) -> Vec<f32> {
+        let n = self.q.len();
+        let out = ctx.upload_f32(&vec![f32::NAN; n], &[n]).unwrap();
         let mut rec = ctx.recorder();
         attention_in(
             &mut rec,
-            &s,
-            &qt,
-            &mt,
-            max_keys,
-            &pair.paged,
+            &self.shape,
+            &self.q,
+            &self.meta,
+            self.max_keys,
+            cache,
             &out,
-            &scratch,
-            scale,
+            &self.scratch,
+            self.scale,
             Some(64),
             kernel,
         )
         .unwrap();
         rec.submit().unwrap();
-        assert_close(
-            &format!("{label}: {kernel:?}"),
-            &ctx.read::<f32>(&out).unwrap(),
-            &want,
-            2e-5,
-            1e-4,
-        );
+        ctx.read::<f32>(&out).unwrap()
     }
 }
 

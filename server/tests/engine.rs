@@ -103,24 +103,35 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn batched_requests_match_alone_and_slots_come_back() {
+/// An engine on the default model with `cfg`'s batch and cache, and the model's tokenizer;
+/// `None` where GPU tests are skipped.
+fn start(cfg: EngineConfig) -> Option<(Engine, Tokenizer)> {
     if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
         eprintln!("{SKIP_VAR}=1: skipping");
-        return;
+        return None;
     }
     let path = ensure_default_model(|m| eprintln!("{m}")).unwrap();
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let engine = Engine::start(EngineConfig {
         model: Some(path),
+        device: DeviceOptions::from_env().unwrap(),
+        ..cfg
+    })
+    .unwrap();
+    Some((engine, tok))
+}
+
+#[test]
+fn batched_requests_match_alone_and_slots_come_back() {
+    let Some((engine, tok)) = start(EngineConfig {
         max_batch: 4,
         ctx_size: Some(160),
         prefill_chunk: 16,
         max_queue: 4,
-        device: DeviceOptions::from_env().unwrap(),
         ..EngineConfig::default()
-    })
-    .unwrap();
+    }) else {
+        return;
+    };
     let m = engine.metrics.clone();
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
 
@@ -235,23 +246,16 @@ fn batched_requests_match_alone_and_slots_come_back() {
 /// still what the request gives alone.
 #[test]
 fn a_small_kv_pool_preempts_and_shares_without_changing_answers() {
-    if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
-        eprintln!("{SKIP_VAR}=1: skipping");
-        return;
-    }
-    let path = ensure_default_model(|m| eprintln!("{m}")).unwrap();
-    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
-    let engine = Engine::start(EngineConfig {
-        model: Some(path),
+    let Some((engine, tok)) = start(EngineConfig {
         max_batch: 4,
         ctx_size: Some(160),
         block_size: Some(16),
         kv_blocks: Some(10),
         prefill_chunk: 32,
-        device: DeviceOptions::from_env().unwrap(),
         ..EngineConfig::default()
-    })
-    .unwrap();
+    }) else {
+        return;
+    };
     let m = engine.metrics.clone();
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     // Counting runs on without an end of text, so every answer takes its whole budget.
