@@ -10,6 +10,11 @@
 //   W_Q4_0  GGUF blocks of 32: f16 d, 16 bytes of nibbles    w = d * (q - 8)
 //   W_Q4_1  GGUF blocks of 32: f16 d, f16 m, 16 bytes        w = d * q + m
 //   W_I8    rows of K int8 padded to 4 bytes; f32 scale per group of G (and a zero point when W_ZP)
+//   W_BF16  bfloat16 halves packed in array<u32>
+//   W_Q5_0, W_Q5_1, W_Q2_K, W_Q3_K, W_Q4_K, W_Q5_K, W_Q6_K: whole GGUF blocks (32 values, or 256
+//           for the K-quants) in array<u32>, each padded to a word (Q5_0 with its quants moved
+//           two bytes on; kernels/src/weights/packing.rs, pad_blocks), row by row; dequantized
+//           four values at a time as ggml's dequantize_row_* does (`w_kblock_load4`).
 // GGUF blocks (34, 18 and 20 bytes, so often not even word-aligned) are split at upload: binding 0
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
@@ -327,6 +332,18 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
     return dm.x * q + vec4<f32>(dm.y);
 #endif
 #endif
+#elif W_BF16
+    let base = n * K + k;
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let e = base + i;
+        if (k + i < K) {
+            v[i] = bitcast<f32>(((w[e >> 1u] >> (16u * (e & 1u))) & 0xffffu) << 16u);
+        }
+    }
+    return v;
+#elif W_Q5_0 || W_Q5_1 || W_Q2_K || W_Q3_K || W_Q4_K || W_Q5_K || W_Q6_K
+    return w_kblock_load4(n, k, K);
 #elif W_I8
     let row_words = (K + 3u) >> 2u;
     let groups = (K + G - 1u) / G;
@@ -339,3 +356,129 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
 #endif
 #endif
 }
+
+#if W_Q5_0 || W_Q5_1 || W_Q2_K || W_Q3_K || W_Q4_K || W_Q5_K || W_Q6_K
+// Blocks kept whole: words per padded block and values per block.
+#if W_Q5_0 || W_Q5_1
+const KB_WORDS: u32 = 6u;
+const KB_SHIFT: u32 = 5u;
+#elif W_Q2_K
+const KB_WORDS: u32 = 21u;
+const KB_SHIFT: u32 = 8u;
+#elif W_Q3_K
+const KB_WORDS: u32 = 28u;
+const KB_SHIFT: u32 = 8u;
+#elif W_Q4_K
+const KB_WORDS: u32 = 36u;
+const KB_SHIFT: u32 = 8u;
+#elif W_Q5_K
+const KB_WORDS: u32 = 44u;
+const KB_SHIFT: u32 = 8u;
+#else
+const KB_WORDS: u32 = 53u;
+const KB_SHIFT: u32 = 8u;
+#endif
+
+// Byte i of the block whose first word is b.
+fn kb_byte(b: u32, i: u32) -> u32 {
+    return (w[b + (i >> 2u)] >> ((i & 3u) * 8u)) & 255u;
+}
+
+// Bit s of each byte of a word, as 0.0 or 1.0.
+fn bits4(v: u32, s: u32) -> vec4<f32> {
+    let x = v >> s;
+    return vec4<f32>(f32(x & 1u), f32((x >> 8u) & 1u), f32((x >> 16u) & 1u), f32((x >> 24u) & 1u));
+}
+
+// Bits s, s + 1 of each byte of a word.
+fn crumbs4(v: u32, s: u32) -> vec4<f32> {
+    let x = v >> s;
+    return vec4<f32>(f32(x & 3u), f32((x >> 8u) & 3u), f32((x >> 16u) & 3u), f32((x >> 24u) & 3u));
+}
+
+#if W_Q4_K || W_Q5_K
+// The 6-bit scale and minimum of sub-block j of the 12 scale bytes at byte 4 of block b (ggml's
+// get_scale_min_k4).
+fn kb_scale_min(b: u32, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(kb_byte(b, 4u + j) & 63u), f32(kb_byte(b, 8u + j) & 63u));
+    }
+    let hi = kb_byte(b, 8u + j);
+    let sc = (hi & 15u) | ((kb_byte(b, j) >> 6u) << 4u);
+    let m = (hi >> 4u) | ((kb_byte(b, 4u + j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}
+#endif
+
+// W[n, k .. k + 4] from the whole block that holds it (k a multiple of 4): the four values share
+// their block's scales, and their quants are four bytes of one word of every field.
+fn w_kblock_load4(n: u32, k: u32, K: u32) -> vec4<f32> {
+    let b = (n * (K >> KB_SHIFT) + (k >> KB_SHIFT)) * KB_WORDS;
+    let e = k & ((1u << KB_SHIFT) - 1u);
+#if W_Q5_0 || W_Q5_1
+    // d (and m) in word 0, the 32 high bits in word 1, the nibbles in words 2..5.
+    let dm = unpack2x16float(w[b]);
+    let nib = u4x4(w[b + 2u + ((e & 15u) >> 2u)] >> select(0u, 4u, e >= 16u));
+    let hb = (w[b + 1u] >> e) & 15u;
+    let high = vec4<f32>(f32(hb & 1u), f32((hb >> 1u) & 1u), f32((hb >> 2u) & 1u), f32(hb >> 3u));
+    let q = nib + 16.0 * high;
+#if W_Q5_0
+    return (q - vec4<f32>(16.0)) * dm.x;
+#else
+    return q * dm.x + vec4<f32>(dm.y);
+#endif
+#elif W_Q2_K || W_Q3_K
+    // Halves of 128 values; in each, 4 shifts of 32 values; a scale per 16.
+    let h = e >> 7u;
+    let j = (e >> 5u) & 3u;
+    let l = e & 31u;
+    let is = h * 8u + j * 2u + (l >> 4u);
+#if W_Q2_K
+    // 16 scale bytes (words 0..3), 64 quant bytes (words 4..19), d and dmin (word 20).
+    let sc = kb_byte(b, is);
+    let q = crumbs4(w[b + 4u + ((h * 32u + l) >> 2u)], 2u * j);
+    let dm = unpack2x16float(w[b + 20u]);
+    return (dm.x * f32(sc & 15u)) * q - vec4<f32>(dm.y * f32(sc >> 4u));
+#else
+    // 32 high-bit bytes (words 0..7), 64 quant bytes (words 8..23), 12 scale bytes (bytes
+    // 96..107), d (word 27).
+    let low = (kb_byte(b, 96u + (is & 7u)) >> (4u * (is >> 3u))) & 15u;
+    let high = (kb_byte(b, 104u + (is & 3u)) >> (2u * (is >> 2u))) & 3u;
+    let sc = f32(i32(low | (high << 4u)) - 32);
+    let q = crumbs4(w[b + 8u + ((h * 32u + l) >> 2u)], 2u * j);
+    let hm = bits4(w[b + (l >> 2u)], h * 4u + j);
+    let d = unpack2x16float(w[b + 27u]).x;
+    return (d * sc) * (q - 4.0 * (vec4<f32>(1.0) - hm));
+#endif
+#elif W_Q4_K || W_Q5_K
+    // d and dmin (word 0), 12 scale bytes (words 1..3), [Q5_K: 32 high-bit bytes (words 4..11)],
+    // the nibbles: 4 chunks of 64 values, low nibbles the first 32 and high the next.
+    let c = e >> 6u;
+    let hi = (e >> 5u) & 1u;
+    let l = e & 31u;
+    let dm = unpack2x16float(w[b]);
+    let sm = kb_scale_min(b, 2u * c + hi);
+#if W_Q4_K
+    let qs = 4u;
+#else
+    let qs = 12u;
+#endif
+    var q = u4x4(w[b + qs + c * 8u + (l >> 2u)] >> (4u * hi));
+#if W_Q5_K
+    q += 16.0 * bits4(w[b + 4u + (l >> 2u)], 2u * c + hi);
+#endif
+    return (dm.x * sm.x) * q - vec4<f32>(dm.y * sm.y);
+#else
+    // Q6_K: 128 low-nibble bytes (words 0..31), 64 bytes of high 2 bits (words 32..47), 16
+    // signed scales (bytes 192..207), d (word 52). Halves of 128 values, quarters of 32.
+    let h = e >> 7u;
+    let quarter = (e >> 5u) & 3u;
+    let l = e & 31u;
+    let low = u4x4(w[b + ((h * 64u + l + 32u * (quarter & 1u)) >> 2u)] >> (4u * (quarter >> 1u)));
+    let high = crumbs4(w[b + 32u + ((h * 32u + l) >> 2u)], 2u * quarter);
+    let sc = f32(extractBits(i32(kb_byte(b, 192u + h * 8u + (l >> 4u) + 2u * quarter)), 0u, 8u));
+    let d = unpack2x16float(w[b + 52u]).x;
+    return (d * sc) * (low + 16.0 * high - vec4<f32>(32.0));
+#endif
+}
+#endif

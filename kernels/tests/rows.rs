@@ -229,6 +229,7 @@ fn embedding_gathers_every_format() {
         (11, 7, 5),
         (50, 64, 9),
         (300, 576, 33),
+        (20, 512, 7),
         (40, 8, 70_000),
     ] {
         for format in formats_for(k) {

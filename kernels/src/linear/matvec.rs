@@ -227,7 +227,7 @@ impl Variant {
             WeightFormat::Int8 { .. } => {
                 !self.blockwise || (self.layout != Layout::Lanes && self.read.vec4)
             }
-            _ => self.blockwise == format.block_bytes().is_some(),
+            _ => self.blockwise == format.split_blocks(),
         };
         let int64_ok = !self.int64 || (self.layout == Layout::RowsShared && self.blockwise);
         let lanes_ok = if self.layout == Layout::RowGroups && self.blockwise {
@@ -394,7 +394,7 @@ pub(super) fn blockwise(format: WeightFormat, k: usize, layout: Layout) -> bool 
         WeightFormat::Int8 { group, .. } => {
             layout != Layout::Lanes && k.is_multiple_of(32) && group.is_multiple_of(32)
         }
-        _ => format.block_bytes().is_some(),
+        _ => format.split_blocks(),
     }
 }
 

@@ -8,7 +8,8 @@ use super::format::{WeightFormat, WeightRead};
 use super::host::HostWeights;
 use super::outliers::Outliers;
 use super::packing::{
-    INTERLEAVE, LANE_TILE, join_blocks, pack_lane_tiles, split_blocks, unpack_lane_tiles,
+    INTERLEAVE, LANE_TILE, join_blocks, pack_lane_tiles, pad_blocks, split_blocks,
+    unpack_lane_tiles, unpad_blocks,
 };
 use crate::error::{KernelError, Result};
 use crate::plan::{BlockOrder, DevicePlan, F16Read};
@@ -102,7 +103,7 @@ impl Weights {
             BlockOrder::LaneTiles => LANE_TILE,
             _ => INTERLEAVE,
         };
-        let rows_per_part = if host.format.block_bytes().is_some() && rows_per_part > group {
+        let rows_per_part = if host.format.split_blocks() && rows_per_part > group {
             rows_per_part / group * group
         } else {
             rows_per_part
@@ -116,7 +117,13 @@ impl Weights {
                 |v: &[f32]| ctx.upload_f32(&v[row0 * groups..(row0 + n) * groups], &[n, groups]);
             let (data, scales) = match host.format {
                 WeightFormat::F32 => (ctx.upload(bytes, DType::F32, &[n, host.k])?, None),
-                WeightFormat::F16 => (ctx.upload(bytes, DType::F16, &[n, host.k])?, None),
+                // bf16 is kept as 2-byte elements like f16 and read as bits by the shader.
+                WeightFormat::F16 | WeightFormat::BF16 => {
+                    (ctx.upload(bytes, DType::F16, &[n, host.k])?, None)
+                }
+                whole if !whole.split_blocks() && whole.block_bytes().is_some() => {
+                    (ctx.upload_bytes(&pad_blocks(whole, bytes))?, None)
+                }
                 WeightFormat::Int8 { .. } => {
                     (ctx.upload_bytes(bytes)?, Some(per_group(&host.scales)?))
                 }
@@ -175,8 +182,11 @@ impl Weights {
                 WeightFormat::F32 => {
                     data.extend(bytemuck::cast_slice(&ctx.read::<f32>(&part.data)?))
                 }
-                WeightFormat::F16 => {
+                WeightFormat::F16 | WeightFormat::BF16 => {
                     data.extend(bytemuck::cast_slice(&ctx.read::<u16>(&part.data)?))
+                }
+                whole if !whole.split_blocks() && whole.block_bytes().is_some() => {
+                    data.extend(unpad_blocks(whole, &ctx.read::<u8>(&part.data)?))
                 }
                 WeightFormat::Int8 { .. } => data.extend(ctx.read::<u8>(&part.data)?),
                 WeightFormat::Q4_1 if self.block_order == BlockOrder::LaneTiles => data.extend(

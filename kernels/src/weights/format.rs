@@ -1,16 +1,22 @@
 //! Weight formats and their byte math. A matrix has `n` rows of `k` values, row-major (the GGUF /
-//! PyTorch `[out, in]` layout). GGUF block layouts follow ggml's `block_q8_0`, `block_q4_0` and
-//! `block_q4_1`: 32 values per block, an f16 scale (and an f16 minimum for Q4_1), then the quants;
-//! in Q4 blocks element j < 16 is the low nibble of byte j and element j + 16 its high nibble.
+//! PyTorch `[out, in]` layout). GGUF block layouts follow ggml's `block_*` structs: Q8_0, Q4_0,
+//! Q4_1, Q5_0 and Q5_1 hold 32 values per block, the K-quants (Q2_K .. Q6_K) 256 in a super-block
+//! of 16- or 32-value sub-blocks with quantized scales; in Q4 blocks element j < 16 is the low
+//! nibble of byte j and element j + 16 its high nibble.
 
 use kiln_runtime::Defines;
 
 use crate::error::{KernelError, Result};
 use crate::plan::{BlockOrder, F16Read};
 
-/// Values per GGUF block.
+/// Values per GGUF block (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
 pub const BLOCK: usize = 32;
 
+/// Values per K-quant super-block (ggml's `QK_K`).
+pub const SUPER_BLOCK: usize = 256;
+
+/// A weight format; block formats are named as GGUF names their types.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightFormat {
     F32,
@@ -18,6 +24,15 @@ pub enum WeightFormat {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    /// bfloat16: the top half of an f32.
+    BF16,
     /// int8 with an f32 scale per `group` values of a row (`group == k` is per output channel),
     /// and with an f32 zero point per group when `zero_point` (asymmetric).
     Int8 {
@@ -33,17 +48,59 @@ impl WeightFormat {
             WeightFormat::Q8_0 => Some(34),
             WeightFormat::Q4_0 => Some(18),
             WeightFormat::Q4_1 => Some(20),
+            WeightFormat::Q5_0 => Some(22),
+            WeightFormat::Q5_1 => Some(24),
+            WeightFormat::Q2_K => Some(84),
+            WeightFormat::Q3_K => Some(110),
+            WeightFormat::Q4_K => Some(144),
+            WeightFormat::Q5_K => Some(176),
+            WeightFormat::Q6_K => Some(210),
             _ => None,
         }
+    }
+
+    /// Values per block, for block formats (32, or 256 for the K-quants).
+    pub fn block_values(self) -> usize {
+        match self {
+            WeightFormat::Q2_K
+            | WeightFormat::Q3_K
+            | WeightFormat::Q4_K
+            | WeightFormat::Q5_K
+            | WeightFormat::Q6_K => SUPER_BLOCK,
+            _ => BLOCK,
+        }
+    }
+
+    /// Whether the device splits the format's blocks into quants and scales and the mat-vec
+    /// reads it by whole blocks (Q8_0, Q4_0, Q4_1: `split_blocks`). The other block formats keep
+    /// each GGUF block whole, padded to a word (`pad_blocks`), and are read four values at a time.
+    pub fn split_blocks(self) -> bool {
+        matches!(
+            self,
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1
+        )
     }
 
     /// Bytes of one row of `k` values in the data buffer.
     pub fn row_bytes(self, k: usize) -> usize {
         match self {
             WeightFormat::F32 => 4 * k,
-            WeightFormat::F16 => 2 * k,
+            WeightFormat::F16 | WeightFormat::BF16 => 2 * k,
             WeightFormat::Int8 { .. } => k.div_ceil(4) * 4,
-            block => k / BLOCK * block.block_bytes().unwrap_or(0),
+            block => k / block.block_values() * block.block_bytes().unwrap_or(0),
+        }
+    }
+
+    /// The name GGUF gives the type (`Q5_0`, `BF16`), or the int8 scheme's.
+    pub fn name(self) -> String {
+        match self {
+            WeightFormat::Int8 { group, zero_point } => {
+                format!(
+                    "int8 (group {group}{})",
+                    if zero_point { ", zero point" } else { "" }
+                )
+            }
+            other => format!("{other:?}"),
         }
     }
 
@@ -54,6 +111,14 @@ impl WeightFormat {
             WeightFormat::Q8_0 => "W_Q8_0",
             WeightFormat::Q4_0 => "W_Q4_0",
             WeightFormat::Q4_1 => "W_Q4_1",
+            WeightFormat::Q5_0 => "W_Q5_0",
+            WeightFormat::Q5_1 => "W_Q5_1",
+            WeightFormat::Q2_K => "W_Q2_K",
+            WeightFormat::Q3_K => "W_Q3_K",
+            WeightFormat::Q4_K => "W_Q4_K",
+            WeightFormat::Q5_K => "W_Q5_K",
+            WeightFormat::Q6_K => "W_Q6_K",
+            WeightFormat::BF16 => "W_BF16",
             WeightFormat::Int8 { .. } => "W_I8",
         }
     }
@@ -61,20 +126,22 @@ impl WeightFormat {
     /// Checks that `k` values per row fit this format.
     pub fn check_k(self, k: usize) -> Result<()> {
         let ok = match self {
-            WeightFormat::F32 | WeightFormat::F16 => k > 0,
+            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => k > 0,
             WeightFormat::Int8 { group, .. } => {
                 k > 0 && (group == k || (group > 0 && group % 4 == 0))
             }
-            _ => k > 0 && k.is_multiple_of(BLOCK),
+            block => k > 0 && k.is_multiple_of(block.block_values()),
         };
         if ok {
             return Ok(());
         }
+        let rule = match self {
+            WeightFormat::Int8 { .. } => "int8 groups a multiple of 4 or the whole row".to_string(),
+            block => format!("blocks of {}", block.block_values()),
+        };
         Err(KernelError::Shape {
             kernel: "weights",
-            message: format!(
-                "{self:?} cannot hold rows of {k} values (blocks of 32; int8 groups a multiple of 4 or the whole row)"
-            ),
+            message: format!("{} cannot hold rows of {k} values ({rule})", self.name()),
         })
     }
 
@@ -129,6 +196,14 @@ impl WeightRead {
             WeightFormat::Q8_0,
             WeightFormat::Q4_0,
             WeightFormat::Q4_1,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+            WeightFormat::Q2_K,
+            WeightFormat::Q3_K,
+            WeightFormat::Q4_K,
+            WeightFormat::Q5_K,
+            WeightFormat::Q6_K,
+            WeightFormat::BF16,
             int8(false),
             int8(true),
         ];

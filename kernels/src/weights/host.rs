@@ -3,6 +3,7 @@
 
 use half::f16;
 
+use super::dequant::dequantize_block;
 use super::format::WeightFormat;
 use crate::error::{KernelError, Result};
 
@@ -39,7 +40,7 @@ impl HostWeights {
         )
     }
 
-    /// Raw GGUF blocks (Q8_0, Q4_0, Q4_1) or f32 / f16 bytes.
+    /// Raw GGUF blocks or f32 / f16 / bf16 bytes.
     pub fn new(format: WeightFormat, n: usize, k: usize, data: Vec<u8>) -> Result<Self> {
         let w = Self {
             format,
@@ -182,6 +183,11 @@ impl HostWeights {
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             ),
             WeightFormat::F16 => out.extend(bytes.chunks(2).map(half)),
+            WeightFormat::BF16 => out.extend(
+                bytes
+                    .chunks(2)
+                    .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+            ),
             WeightFormat::Q8_0 => {
                 for block in bytes.chunks(34) {
                     let d = half(&block[0..2]);
@@ -201,6 +207,17 @@ impl HostWeights {
                     let lows = qs.iter().map(|&b| (b & 15) as f32);
                     let highs = qs.iter().map(|&b| (b >> 4) as f32);
                     out.extend(lows.chain(highs).map(|q| d * (q + offset) + min));
+                }
+            }
+            WeightFormat::Q5_0
+            | WeightFormat::Q5_1
+            | WeightFormat::Q2_K
+            | WeightFormat::Q3_K
+            | WeightFormat::Q4_K
+            | WeightFormat::Q5_K
+            | WeightFormat::Q6_K => {
+                for block in bytes.chunks(self.format.block_bytes().unwrap_or(1)) {
+                    dequantize_block(self.format, block, &mut out);
                 }
             }
             WeightFormat::Int8 { group, zero_point } => {

@@ -2,6 +2,7 @@
 //! and their byte math, the host copy with its CPU dequantizer (the shader's reference), the
 //! device layouts the blocks are packed into, and the upload in row parts.
 
+mod dequant;
 pub mod device;
 pub mod format;
 pub mod host;
@@ -9,7 +10,7 @@ pub mod outliers;
 mod packing;
 
 pub use device::Weights;
-pub use format::{BLOCK, WeightFormat, WeightRead};
+pub use format::{BLOCK, SUPER_BLOCK, WeightFormat, WeightRead};
 pub use host::{HostWeights, split_columns};
 pub use outliers::Outliers;
 

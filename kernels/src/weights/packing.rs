@@ -162,3 +162,43 @@ pub(super) const LANE_CELL: usize = LANE_ROWS * 20;
 /// Rows whose blocks the device keeps side by side (see [`split_blocks`] and `w_block_index`
 /// in `shaders/weights.wgsl`).
 pub(super) const INTERLEAVE: usize = 8;
+
+/// Bytes of one block as the device keeps the formats it does not split
+/// ([`WeightFormat::split_blocks`] false): the GGUF block padded to a word, so that every field
+/// the shader reads four quants of is word-aligned. Q5_0 moves its quants two bytes on: f16 d
+/// and two zero bytes, then as Q5_1 (high bits, nibbles).
+pub(super) fn padded_block_bytes(format: WeightFormat) -> usize {
+    format.block_bytes().unwrap_or(0).next_multiple_of(4)
+}
+
+/// GGUF blocks of a format kept whole, each padded as [`padded_block_bytes`] says
+/// (`w_kblock` in `shaders/weights.wgsl`).
+pub(super) fn pad_blocks(format: WeightFormat, bytes: &[u8]) -> Vec<u8> {
+    let size = format.block_bytes().unwrap_or(1);
+    let padded = padded_block_bytes(format);
+    let mut out = vec![0u8; bytes.len() / size * padded];
+    for (block, cell) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(padded)) {
+        if format == WeightFormat::Q5_0 {
+            cell[0..2].copy_from_slice(&block[0..2]);
+            cell[4..24].copy_from_slice(&block[2..22]);
+        } else {
+            cell[..size].copy_from_slice(block);
+        }
+    }
+    out
+}
+
+/// The inverse of [`pad_blocks`].
+pub(super) fn unpad_blocks(format: WeightFormat, padded: &[u8]) -> Vec<u8> {
+    let size = format.block_bytes().unwrap_or(1);
+    let mut out = Vec::with_capacity(padded.len() / padded_block_bytes(format) * size);
+    for cell in padded.chunks_exact(padded_block_bytes(format)) {
+        if format == WeightFormat::Q5_0 {
+            out.extend_from_slice(&cell[0..2]);
+            out.extend_from_slice(&cell[4..24]);
+        } else {
+            out.extend_from_slice(&cell[..size]);
+        }
+    }
+    out
+}

@@ -64,6 +64,23 @@ pub fn random_weights(rng: &mut StdRng, format: WeightFormat, n: usize, k: usize
             }
             HostWeights::new(format, n, k, data).unwrap()
         }
+        WeightFormat::BF16 => {
+            let bits: Vec<u8> = rand_vec(rng, n * k, -1.0, 1.0)
+                .into_iter()
+                .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            HostWeights::new(format, n, k, bits).unwrap()
+        }
+        WeightFormat::Q5_0
+        | WeightFormat::Q5_1
+        | WeightFormat::Q2_K
+        | WeightFormat::Q3_K
+        | WeightFormat::Q4_K
+        | WeightFormat::Q5_K
+        | WeightFormat::Q6_K => {
+            let blocks = random_blocks(rng, format, n * k / format.block_values());
+            HostWeights::new(format, n, k, blocks).unwrap()
+        }
         WeightFormat::Int8 { group, zero_point } => {
             let q: Vec<i8> = (0..n * k).map(|_| rng.random::<i8>()).collect();
             let groups = n * k.div_ceil(group);
@@ -76,6 +93,52 @@ pub fn random_weights(rng: &mut StdRng, format: WeightFormat, n: usize, k: usize
             HostWeights::int8(n, k, group, &q, scales, zeros).unwrap()
         }
     }
+}
+
+/// Byte offsets of a block format's f16 fields (d first, then the minimum where it has one) and
+/// a plausible magnitude for d.
+pub fn half_fields(format: WeightFormat) -> (&'static [usize], f32) {
+    match format {
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => (&[0], 0.05),
+        WeightFormat::Q5_0 => (&[0], 0.05),
+        WeightFormat::Q4_1 | WeightFormat::Q5_1 => (&[0, 2], 0.05),
+        WeightFormat::Q2_K => (&[80, 82], 0.02),
+        WeightFormat::Q3_K => (&[108], 0.005),
+        WeightFormat::Q4_K | WeightFormat::Q5_K => (&[0, 2], 0.002),
+        WeightFormat::Q6_K => (&[208], 0.0005),
+        other => panic!("{other:?} has no blocks"),
+    }
+}
+
+/// `count` GGUF blocks of `format`: every quant and scale byte random (or, with `patterned`,
+/// block j < 256 all bytes j, so that every bit pattern of every field appears), the f16
+/// super-scales plausible, of either sign, now and then subnormal.
+pub fn blocks_of(rng: &mut StdRng, format: WeightFormat, count: usize, patterned: bool) -> Vec<u8> {
+    let size = format.block_bytes().unwrap();
+    let (halves, scale) = half_fields(format);
+    let mut data = Vec::with_capacity(count * size);
+    for b in 0..count {
+        let mut block: Vec<u8> = if patterned && b < 256 {
+            vec![b as u8; size]
+        } else {
+            (0..size).map(|_| rng.random::<u8>()).collect()
+        };
+        for (i, &at) in halves.iter().enumerate() {
+            let v = match (b + i) % 11 {
+                3 => -rng.random_range(0.1..1.0) * scale,
+                7 => rng.random_range(1e-6..5e-5),
+                _ => rng.random_range(0.1..1.0) * scale,
+            };
+            block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+        data.extend(block);
+    }
+    data
+}
+
+/// `count` random GGUF blocks of a format the device keeps whole ([`blocks_of`]).
+pub fn random_blocks(rng: &mut StdRng, format: WeightFormat, count: usize) -> Vec<u8> {
+    blocks_of(rng, format, count, false)
 }
 
 /// The formats that can hold rows of `k` values.
@@ -95,8 +158,24 @@ pub fn formats_for(k: usize) -> Vec<WeightFormat> {
         });
     }
     if k.is_multiple_of(32) {
-        f.extend([WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1]);
+        f.extend([
+            WeightFormat::Q8_0,
+            WeightFormat::Q4_0,
+            WeightFormat::Q4_1,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+        ]);
     }
+    if k.is_multiple_of(256) {
+        f.extend([
+            WeightFormat::Q2_K,
+            WeightFormat::Q3_K,
+            WeightFormat::Q4_K,
+            WeightFormat::Q5_K,
+            WeightFormat::Q6_K,
+        ]);
+    }
+    f.push(WeightFormat::BF16);
     f
 }
 
