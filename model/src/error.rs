@@ -31,7 +31,7 @@ pub enum ModelError {
     #[error("{path}: tensor {tensor:?} is missing")]
     MissingTensor { path: PathBuf, tensor: String },
     #[error(
-        "{path}: tensor {tensor:?} has type {ggml_type}, which Kiln does not support (F32, F16, Q8_0, Q4_0, Q4_1)"
+        "{path}: tensor {tensor:?} has type {ggml_type}, which Kiln does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
     )]
     UnsupportedTensorType {
         path: PathBuf,

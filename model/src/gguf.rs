@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use kiln_kernels::WeightFormat;
+
 use crate::error::{ModelError, Result};
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -64,15 +66,47 @@ impl Value {
 }
 
 /// ggml tensor types Kiln reads, and the others by number.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
     F16,
+    BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
     Other(u32),
 }
+
+/// ggml's names for the types Kiln does not read, by number (`ggml_type` in ggml.h).
+const OTHER_NAMES: &[(u32, &str)] = &[
+    (9, "Q8_1"),
+    (15, "Q8_K"),
+    (16, "IQ2_XXS"),
+    (17, "IQ2_XS"),
+    (18, "IQ3_XXS"),
+    (19, "IQ1_S"),
+    (20, "IQ4_NL"),
+    (21, "IQ3_S"),
+    (22, "IQ2_S"),
+    (23, "IQ4_XS"),
+    (24, "I8"),
+    (25, "I16"),
+    (26, "I32"),
+    (27, "I64"),
+    (28, "F64"),
+    (29, "IQ1_M"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
+    (39, "MXFP4"),
+];
 
 impl GgmlType {
     fn from_u32(v: u32) -> Self {
@@ -81,28 +115,56 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2_K,
+            11 => GgmlType::Q3_K,
+            12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
+            14 => GgmlType::Q6_K,
+            30 => GgmlType::BF16,
             other => GgmlType::Other(other),
         }
     }
 
+    /// The weight format the kernels read this type in (`None`: Kiln cannot read it).
+    pub fn format(self) -> Option<WeightFormat> {
+        Some(match self {
+            GgmlType::F32 => WeightFormat::F32,
+            GgmlType::F16 => WeightFormat::F16,
+            GgmlType::BF16 => WeightFormat::BF16,
+            GgmlType::Q4_0 => WeightFormat::Q4_0,
+            GgmlType::Q4_1 => WeightFormat::Q4_1,
+            GgmlType::Q5_0 => WeightFormat::Q5_0,
+            GgmlType::Q5_1 => WeightFormat::Q5_1,
+            GgmlType::Q8_0 => WeightFormat::Q8_0,
+            GgmlType::Q2_K => WeightFormat::Q2_K,
+            GgmlType::Q3_K => WeightFormat::Q3_K,
+            GgmlType::Q4_K => WeightFormat::Q4_K,
+            GgmlType::Q5_K => WeightFormat::Q5_K,
+            GgmlType::Q6_K => WeightFormat::Q6_K,
+            GgmlType::Other(_) => return None,
+        })
+    }
+
     /// (values per block, bytes per block) for supported types.
     pub fn block(self) -> Option<(u64, u64)> {
-        match self {
-            GgmlType::F32 => Some((1, 4)),
-            GgmlType::F16 => Some((1, 2)),
-            GgmlType::Q4_0 => Some((32, 18)),
-            GgmlType::Q4_1 => Some((32, 20)),
-            GgmlType::Q8_0 => Some((32, 34)),
-            GgmlType::Other(_) => None,
-        }
+        let format = self.format()?;
+        Some(match format.block_bytes() {
+            Some(bytes) => (format.block_values() as u64, bytes as u64),
+            None => (1, format.row_bytes(1) as u64),
+        })
     }
 }
 
 impl fmt::Display for GgmlType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GgmlType::Other(n) => write!(f, "ggml type {n}"),
+            GgmlType::Other(n) => match OTHER_NAMES.iter().find(|(v, _)| v == n) {
+                Some((_, name)) => write!(f, "{name}"),
+                None => write!(f, "ggml type {n}"),
+            },
             known => write!(f, "{known:?}"),
         }
     }
@@ -321,7 +383,9 @@ impl GgufFile {
                         t.name, t.dims[0], t.ggml_type
                     )));
                 }
-                t.size = elements / block * bytes;
+                t.size = (elements / block)
+                    .checked_mul(bytes)
+                    .ok_or_else(|| c.err(format!("tensor {:?} size overflows", t.name)))?;
             }
             t.offset = data_start
                 .checked_add(t.offset)

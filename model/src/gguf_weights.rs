@@ -1,11 +1,11 @@
 //! GGUF tensors onto the device: matrices keep their block format (dequantized in the kernels),
 //! vectors (norm weights, biases) become f32. Shared by every architecture read from GGUF.
 
-use kiln_kernels::{HostWeights, WeightFormat, Weights};
+use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, DType, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::GgufFile;
 use crate::matrix::Matrix;
 use crate::quantize::Quant;
 
@@ -60,19 +60,12 @@ pub(crate) fn host_matrix(
 ) -> Result<HostWeights> {
     let t = g.tensor(name)?;
     g.check_dims(t, &[k as u64, n as u64])?;
-    let format = match t.ggml_type {
-        GgmlType::F32 => WeightFormat::F32,
-        GgmlType::F16 => WeightFormat::F16,
-        GgmlType::Q8_0 => WeightFormat::Q8_0,
-        GgmlType::Q4_0 => WeightFormat::Q4_0,
-        GgmlType::Q4_1 => WeightFormat::Q4_1,
-        other => {
-            return Err(ModelError::UnsupportedTensorType {
-                path: g.path.clone(),
-                tensor: name.into(),
-                ggml_type: other.to_string(),
-            });
-        }
+    let Some(format) = t.ggml_type.format() else {
+        return Err(ModelError::UnsupportedTensorType {
+            path: g.path.clone(),
+            tensor: name.into(),
+            ggml_type: t.ggml_type.to_string(),
+        });
     };
     // A block format needs whole blocks per row.
     format.check_k(k)?;
@@ -80,23 +73,21 @@ pub(crate) fn host_matrix(
     Ok(quant.apply(HostWeights::new(format, n, k, data.to_vec())?)?)
 }
 
-/// An f32 vector of `n` values (norm weights, biases), converting F16.
+/// An f32 vector of `n` values (norm weights, biases), dequantized from any type Kiln reads.
 pub(crate) fn vector_values(g: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     let t = g.tensor(name)?;
     g.check_dims(t, &[n as u64])?;
     let data = g.tensor_data(t)?;
-    match t.ggml_type {
-        GgmlType::F32 => Ok(bytemuck::pod_collect_to_vec(data)),
-        GgmlType::F16 => Ok(data
-            .chunks(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect()),
-        other => Err(ModelError::UnsupportedTensorType {
-            path: g.path.clone(),
-            tensor: name.into(),
-            ggml_type: other.to_string(),
-        }),
+    let unsupported = || ModelError::UnsupportedTensorType {
+        path: g.path.clone(),
+        tensor: name.into(),
+        ggml_type: t.ggml_type.to_string(),
+    };
+    let format = t.ggml_type.format().ok_or_else(unsupported)?;
+    if format == kiln_kernels::WeightFormat::F32 {
+        return Ok(bytemuck::pod_collect_to_vec(data));
     }
+    Ok(HostWeights::new(format, 1, n, data.to_vec())?.row(0))
 }
 
 /// Uploads an f32 vector of `n` values.

@@ -1,0 +1,155 @@
+//! Llama-family checkpoints in the GGUF tensor types people download, against the independent
+//! float64 reference (`model/reference/llama_reference.py`): random blocks of every type in one
+//! file (Q2_K .. Q6_K, Q5_0, Q5_1, Q8_0, Q4_0, Q4_1, BF16, F16, an untied head), all F16 with a
+//! tied head, and all BF16 (norm weights too). Kiln's logits at every prompt position and every
+//! decode step must match within LOGIT_TOL, and its 16 greedy tokens the reference's (or differ
+//! first where the reference's top-2 gap is a near tie). The script runs once per test process
+//! (it needs `python3 -m pip install numpy gguf`, as `.ci/run` does).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use kiln_model::gguf::GgufFile;
+use kiln_model::llama::Llama;
+use kiln_model::quantize::Quant;
+use kiln_model::session::{Output, Session};
+use kiln_runtime::testing::test_context;
+use serde_json::Value;
+
+/// Largest |kiln − reference| allowed on a logit (f32 on the GPU against float64).
+const LOGIT_TOL: f32 = 1e-3;
+
+fn reference_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-llama-reference-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/llama_reference.py");
+        let status = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .status()
+            .expect("running python3");
+        assert!(
+            status.success(),
+            "{} failed: python3 -m pip install numpy gguf",
+            script.display()
+        );
+        dir
+    })
+}
+
+fn expected(case: &str) -> Value {
+    let text = std::fs::read_to_string(reference_dir().join(case).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
+}
+
+/// The largest |got − want| over a row, asserted within LOGIT_TOL.
+fn check_row(what: &str, got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: vocabulary");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= LOGIT_TOL, "{what}: a logit is off by {worst}");
+    worst
+}
+
+/// Loads `case` as `quant` and checks it against its reference.
+fn check_case(case: &str, quant: Quant) {
+    let Some(ctx) = test_context() else { return };
+    let fx = expected(case);
+    let g = GgufFile::open(reference_dir().join(case).join("model.gguf")).unwrap();
+    let model = Llama::load(ctx, &g, quant, |_, _| {}).unwrap();
+    let vocab = model.cfg.n_vocab;
+    let prompt = ids(&fx["prompt"]);
+    let what = format!("{case} as {quant}");
+
+    let mut s = Session::new(ctx, &model, 1, 64, 16).unwrap();
+    let rows: Vec<(usize, u32)> = prompt.iter().map(|&t| (0, t)).collect();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let out = s.step(ctx, &model, &rows, &all, Output::Logits).unwrap();
+    let mut worst = 0f32;
+    for (i, want) in fx["logits"].as_array().unwrap().iter().enumerate() {
+        let got = &out.logits[i * vocab..][..vocab];
+        worst = worst.max(check_row(
+            &format!("{what} position {i}"),
+            got,
+            &floats(want),
+        ));
+    }
+
+    // Greedy tokens from Kiln's own logits; a first difference only at a near tie.
+    let want = ids(&fx["greedy"]);
+    let gaps = floats(&fx["top2_gaps"]);
+    let mut got = vec![argmax(&out.logits[(prompt.len() - 1) * vocab..][..vocab])];
+    while got.len() < want.len() {
+        let last = *got.last().unwrap();
+        let step = s.step(ctx, &model, &[(0, last)], &[0], Output::Argmax);
+        got.push(step.unwrap().tokens[0]);
+    }
+    if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+        assert!(
+            gaps[i] < 2.0 * LOGIT_TOL,
+            "{what}: greedy token {i} is {} (reference {}, top-2 gap {})",
+            got[i],
+            want[i],
+            gaps[i]
+        );
+        eprintln!(
+            "{what}: greedy diverged at token {i}, a near tie ({})",
+            gaps[i]
+        );
+    }
+
+    // Every decode step's logits with the reference's tokens fed back.
+    let mut t = Session::new(ctx, &model, 1, 64, 16).unwrap();
+    t.step(ctx, &model, &rows, &[], Output::Logits).unwrap();
+    for (i, step) in fx["step_logits"].as_array().unwrap().iter().enumerate() {
+        let out = t.step(ctx, &model, &[(0, want[i])], &[0], Output::Logits);
+        let got = out.unwrap().logits;
+        worst = worst.max(check_row(&format!("{what} step {i}"), &got, &floats(step)));
+    }
+    eprintln!("{what}: largest logit error {worst}");
+}
+
+#[test]
+fn every_gguf_type_in_one_file_matches_reference() {
+    check_case("kquant_mix", Quant::None);
+}
+
+/// `--quant f32` converts every type on the host (the CPU dequantizers) before upload.
+#[test]
+fn every_gguf_type_converted_to_f32_matches_reference() {
+    check_case("kquant_mix", Quant::F32);
+}
+
+#[test]
+fn f16_file_with_tied_head_matches_reference() {
+    check_case("f16", Quant::None);
+}
+
+#[test]
+fn bf16_file_matches_reference() {
+    check_case("bf16", Quant::None);
+}
