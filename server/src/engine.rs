@@ -197,7 +197,7 @@ impl Drop for Engine {
 /// A request in the queue: new, its prompt tokenized, or sent back from the batch.
 enum Waiting {
     New { ids: Vec<u32>, job: Job },
-    Preempted(Running),
+    Preempted(Box<Running>),
 }
 
 impl Waiting {
@@ -446,7 +446,7 @@ impl Worker {
                 .expect("a free slot holds nothing");
             self.admissions += 1;
             let mut r = match self.waiting.pop_front().expect("front") {
-                Waiting::Preempted(r) => r,
+                Waiting::Preempted(r) => *r,
                 Waiting::New { ids, job } => {
                     Metrics::add(&self.metrics.prompt_tokens, ids.len());
                     Metrics::add(&self.metrics.prefix_cached_tokens, fed);
@@ -481,7 +481,7 @@ impl Worker {
         let r = self.running.swap_remove(i);
         self.free_slot(r.slot);
         Metrics::add(&self.metrics.preemptions, 1);
-        self.waiting.push_front(Waiting::Preempted(r));
+        self.waiting.push_front(Waiting::Preempted(Box::new(r)));
     }
 
     /// One model step: a decode row for each generating sequence and prompt chunks for the rest.
