@@ -2,7 +2,8 @@
 //   rms_norm:   y = x / sqrt(mean(x^2) + eps) * gamma                 (Llama)
 //   layer_norm: y = (x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta   (GPT-2)
 // The variance is taken around the mean in a second pass, which keeps it accurate for rows
-// with a large mean.
+// with a large mean. With IN_PLACE, rms_norm writes y over x (binding 2 alone; Qwen3's norm of
+// each head of q and k): each invocation reads only the values it writes, after the reduction.
 
 struct Params {
     rows: u32,
@@ -12,8 +13,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if !IN_PLACE
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+fn x_at(i: u32) -> f32 {
+#if IN_PLACE
+    return y[i];
+#else
+    return x[i];
+#endif
+}
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 
@@ -43,14 +54,15 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = row * p.D;
     var sq = 0.0;
     for (var i = tid; i < p.D; i += 256u) {
-        sq += x[base + i] * x[base + i];
+        sq += x_at(base + i) * x_at(base + i);
     }
     let inv = inverseSqrt(sum_all(tid, sq) / f32(p.D) + p.eps);
     for (var i = tid; i < p.D; i += 256u) {
-        y[base + i] = x[base + i] * inv * gamma[i];
+        y[base + i] = x_at(base + i) * inv * gamma[i];
     }
 }
 
+#if !IN_PLACE
 @compute @workgroup_size(256)
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) tid: u32) {
@@ -74,3 +86,4 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         y[base + i] = (x[base + i] - mean) * inv * gamma[i] + beta[i];
     }
 }
+#endif

@@ -20,15 +20,18 @@ struct Params {
     _pad: u32,
 }
 
+/// One launch of `entry`; `x` is `None` in place (over `y`).
 fn launch(
     rec: &mut Recorder<'_>,
     entry: &'static str,
-    x: &Tensor,
+    x: Option<&Tensor>,
     gamma: &Tensor,
     beta: Option<&Tensor>,
     y: &Tensor,
     eps: f32,
 ) -> Result<()> {
+    let in_place = x.is_none();
+    let x = x.unwrap_or(y);
     let d = gamma.len();
     ensure(
         d > 0 && x.len().is_multiple_of(d) && x.dtype() == DType::F32,
@@ -44,11 +47,10 @@ fn launch(
     expect(gamma, entry, "gamma", DType::F32, d)?;
     expect(y, entry, "y", DType::F32, x.len())?;
     let rows = x.len() / d;
-    let mut bindings = vec![
-        Binding::new(1, x),
-        Binding::new(2, y),
-        Binding::new(3, gamma),
-    ];
+    let mut bindings = vec![Binding::new(2, y), Binding::new(3, gamma)];
+    if !in_place {
+        bindings.push(Binding::new(1, x));
+    }
     if let Some(beta) = beta {
         expect(beta, entry, "beta", DType::F32, d)?;
         bindings.push(Binding::new(4, beta));
@@ -62,7 +64,7 @@ fn launch(
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry,
-        defines: &Defines::new(),
+        defines: &defines(in_place),
         params: bytemuck::bytes_of(&params),
         bindings: &bindings,
         workgroups: groups_for(rows, 1)?,
@@ -78,7 +80,25 @@ pub fn rms_norm(
     y: &Tensor,
     eps: f32,
 ) -> Result<()> {
-    launch(rec, "rms_norm", x, gamma, None, y, eps)
+    launch(rec, "rms_norm", Some(x), gamma, None, y, eps)
+}
+
+/// [`rms_norm`] over `x` in place.
+pub fn rms_norm_in_place(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    gamma: &Tensor,
+    eps: f32,
+) -> Result<()> {
+    launch(rec, "rms_norm", None, gamma, None, x, eps)
+}
+
+fn defines(in_place: bool) -> Defines {
+    if in_place {
+        Defines::new().flag("IN_PLACE")
+    } else {
+        Defines::new()
+    }
 }
 
 /// `y = (x − mean) / sqrt(var + eps) · gamma + beta` over rows of `gamma.len()` values.
@@ -90,7 +110,7 @@ pub fn layer_norm(
     y: &Tensor,
     eps: f32,
 ) -> Result<()> {
-    launch(rec, "layer_norm", x, gamma, Some(beta), y, eps)
+    launch(rec, "layer_norm", Some(x), gamma, Some(beta), y, eps)
 }
 
 /// CPU reference for [`rms_norm`] (f64 statistics).
@@ -124,6 +144,9 @@ pub fn layer_norm_ref(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f
 pub fn shader_variants() -> ShaderVariants {
     ShaderVariants {
         shader: SHADER,
-        variants: vec![(Defines::new(), vec!["rms_norm", "layer_norm"])],
+        variants: vec![
+            (defines(false), vec!["rms_norm", "layer_norm"]),
+            (defines(true), vec!["rms_norm"]),
+        ],
     }
 }

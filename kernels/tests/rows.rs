@@ -8,7 +8,7 @@ use kiln_kernels::Weights;
 use kiln_kernels::argmax::{Scan, argmax, argmax_ref, argmax_with};
 use kiln_kernels::elementwise::{self, gelu_ref, silu_ref};
 use kiln_kernels::embedding::{embedding, embedding_ref};
-use kiln_kernels::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
+use kiln_kernels::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_in_place, rms_norm_ref};
 use kiln_kernels::softmax::{Causal, softmax, softmax_ref};
 use kiln_runtime::DType;
 
@@ -43,10 +43,17 @@ fn rms_and_layer_norm_match_reference() {
             ctx.zeros(DType::F32, &[rows, d]).unwrap(),
             ctx.zeros(DType::F32, &[rows, d]).unwrap(),
         );
+        let y3 = ctx.upload_f32(&x, &[rows, d]).unwrap();
         let mut rec = ctx.recorder();
         rms_norm(&mut rec, &xt, &gt, &y1, 1e-5).unwrap();
         layer_norm(&mut rec, &xt, &gt, &bt, &y2, 1e-5).unwrap();
+        rms_norm_in_place(&mut rec, &y3, &gt, 1e-5).unwrap();
         rec.submit().unwrap();
+        assert_eq!(
+            ctx.read::<f32>(&y3).unwrap(),
+            ctx.read::<f32>(&y1).unwrap(),
+            "rms_norm in place {rows}x{d}"
+        );
         assert_close(
             &format!("rms_norm {rows}x{d}"),
             &ctx.read(&y1).unwrap(),

@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smollm2_reference import Runner  # noqa: E402
 
 N_EMBD, N_HEAD, N_KV, N_FF, N_LAYER, N_VOCAB, N_CTX = 256, 4, 2, 512, 2, 320, 128
-HEAD_DIM = N_EMBD // N_HEAD
 EPS, ROPE_BASE = 1e-5, 10000.0
 N_GREEDY = 16
 
@@ -48,13 +47,14 @@ MIX = {
 }
 
 
-def matrices():
+def matrices(head_dim):
     """(GGUF name without .weight, rows, columns) of every matrix."""
+    q, kv = N_HEAD * head_dim, N_KV * head_dim
     out = [("token_embd", N_VOCAB, N_EMBD), ("output", N_VOCAB, N_EMBD)]
     for l in range(N_LAYER):
         b = f"blk.{l}."
-        out += [(b + "attn_q", N_EMBD, N_EMBD), (b + "attn_k", N_KV * HEAD_DIM, N_EMBD),
-                (b + "attn_v", N_KV * HEAD_DIM, N_EMBD), (b + "attn_output", N_EMBD, N_EMBD),
+        out += [(b + "attn_q", q, N_EMBD), (b + "attn_k", kv, N_EMBD),
+                (b + "attn_v", kv, N_EMBD), (b + "attn_output", N_EMBD, q),
                 (b + "ffn_gate", N_FF, N_EMBD), (b + "ffn_up", N_FF, N_EMBD),
                 (b + "ffn_down", N_EMBD, N_FF)]
     return out
@@ -100,60 +100,76 @@ def stored(rng, kind, n, k):
 class Model:
     """What smollm2_reference.Runner reads: sizes and dequantized tensors."""
 
-    def __init__(self, tensors):
+    def __init__(self, tensors, head_dim, neox):
         self.tensors = tensors
-        self.n_layer, self.n_head, self.n_kv, self.head_dim = N_LAYER, N_HEAD, N_KV, HEAD_DIM
-        self.eps, self.base = EPS, ROPE_BASE
+        self.n_layer, self.n_head, self.n_kv, self.head_dim = N_LAYER, N_HEAD, N_KV, head_dim
+        self.eps, self.base, self.neox = EPS, ROPE_BASE, neox
 
     def w(self, name):
         return self.tensors[name]
 
 
-def write_case(folder, name, seed, kinds, tied, vector_kind="F32"):
+def vector(rng, kind, n, around):
+    """A vector of n values near `around` stored as `kind` (F32 or BF16): (data, raw_dtype,
+    values as stored)."""
+    a = (around + rng.normal(0.0, 0.05, size=n)).astype(np.float32)
+    if kind == "F32":
+        return a, None, a.astype(np.float64)
+    bits = (a.view(np.uint32) >> 16).astype(np.uint16)
+    values = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return bits.view(np.uint8), gguf.GGMLQuantizationType.BF16, values
+
+
+def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD // N_HEAD,
+               vector_kind="F32"):
+    """One checkpoint: `kinds(tensor)` names each matrix's GGML type; qwen2 adds q/k/v biases,
+    qwen3 per-head q/k norms (and a head_dim other than n_embd / n_head)."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(folder, name), exist_ok=True)
     path = os.path.join(folder, name, "model.gguf")
-    wr = gguf.GGUFWriter(path, "llama")
+    wr = gguf.GGUFWriter(path, arch)
     wr.add_context_length(N_CTX)
     wr.add_embedding_length(N_EMBD)
     wr.add_feed_forward_length(N_FF)
     wr.add_block_count(N_LAYER)
     wr.add_head_count(N_HEAD)
     wr.add_head_count_kv(N_KV)
-    wr.add_rope_dimension_count(HEAD_DIM)
+    if head_dim != N_EMBD // N_HEAD:
+        wr.add_key_length(head_dim)
+        wr.add_value_length(head_dim)
+    wr.add_rope_dimension_count(head_dim)
     wr.add_rope_freq_base(ROPE_BASE)
     wr.add_layer_norm_rms_eps(EPS)
     wr.add_vocab_size(N_VOCAB)
     tensors = {}
-    for t, n, k in matrices():
+
+    def add(name, data, raw_dtype, values):
+        wr.add_tensor(name, data, raw_dtype=raw_dtype)
+        tensors[name] = values
+
+    types = {}
+    for t, n, k in matrices(head_dim):
         if t == "output" and tied:
             continue
-        data, raw_dtype, values = stored(rng, kinds(t), n, k)
-        wr.add_tensor(t + ".weight", data, raw_dtype=raw_dtype)
-        tensors[t + ".weight"] = values
-    norms = ["output_norm"] + [f"blk.{l}.{t}" for l in range(N_LAYER) for t in ("attn_norm", "ffn_norm")]
-    for t in norms:
-        data, raw_dtype, values = stored(rng, vector_kind, 1, N_EMBD)
-        values = values.reshape(-1)
-        data = data.reshape(-1)
-        # Norm weights near 1, as trained models have them.
-        if raw_dtype is None:
-            data = (data + 1.0).astype(data.dtype)
-            values = data.astype(np.float64)
-        else:
-            bits = ((values + 1.0).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-            data = bits.view(np.uint8)
-            values = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-        wr.add_tensor(t + ".weight", data, raw_dtype=raw_dtype)
-        tensors[t + ".weight"] = values
+        types[t] = kinds(t)
+        add(t + ".weight", *stored(rng, types[t], n, k))
+    for t in ["output_norm"] + [f"blk.{l}.{t}" for l in range(N_LAYER) for t in ("attn_norm", "ffn_norm")]:
+        add(t + ".weight", *vector(rng, vector_kind, N_EMBD, 1.0))
+    for l in range(N_LAYER):
+        b = f"blk.{l}."
+        if arch == "qwen2":
+            for t, n in [("attn_q", N_HEAD * head_dim), ("attn_k", N_KV * head_dim), ("attn_v", N_KV * head_dim)]:
+                add(b + t + ".bias", *vector(rng, vector_kind, n, 0.0))
+        if arch == "qwen3":
+            for t in ("attn_q_norm", "attn_k_norm"):
+                add(b + t + ".weight", *vector(rng, vector_kind, head_dim, 1.0))
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()
     wr.close()
 
-    model = Model(tensors)
+    run = Runner(Model(tensors, head_dim, neox=arch != "llama"))
     prompt = [int(i) for i in rng.integers(0, N_VOCAB, size=11)]
-    run = Runner(model)
     logits = run.forward(np.array(prompt))
     greedy, gaps, steps = [], [], []
     last = logits[-1]
@@ -164,9 +180,16 @@ def write_case(folder, name, seed, kinds, tied, vector_kind="F32"):
         last = run.forward(np.array([greedy[-1]]))[-1]
         steps.append(last.tolist())
     expected = {"prompt": prompt, "logits": logits.tolist(), "greedy": greedy,
-                "top2_gaps": gaps, "step_logits": steps, "types": {t: kinds(t) for t, _, _ in matrices()}}
+                "top2_gaps": gaps, "step_logits": steps, "types": types}
     with open(os.path.join(folder, name, "expected.json"), "w") as f:
         json.dump(expected, f)
+
+
+def qwen_mix(t):
+    """Q4_K where rows hold whole super-blocks, Q8_0 where they do not, Q6_K for the head."""
+    if t == "output":
+        return "Q6_K"
+    return "Q8_0" if t.endswith("attn_output") else "Q4_K"
 
 
 def main():
@@ -174,6 +197,8 @@ def main():
     write_case(folder, "kquant_mix", 1, lambda t: MIX[t], tied=False)
     write_case(folder, "f16", 2, lambda t: "F16", tied=True)
     write_case(folder, "bf16", 3, lambda t: "BF16", tied=False, vector_kind="BF16")
+    write_case(folder, "qwen2", 4, qwen_mix, tied=True, arch="qwen2")
+    write_case(folder, "qwen3", 5, qwen_mix, tied=False, arch="qwen3", head_dim=96)
 
 
 if __name__ == "__main__":

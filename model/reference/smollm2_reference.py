@@ -86,17 +86,19 @@ def rms_norm(x, g, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
 
 
-def rope(x, positions, base):
+def rope(x, positions, base, neox=False):
     # x: [T, heads, D]; GGUF llama rotates adjacent pairs (2i, 2i+1) (its Q/K rows are permuted
-    # from the Hugging Face layout so that this is the same function).
+    # from the Hugging Face layout so that this is the same function); Qwen's GGUF rows are not
+    # permuted and rotate pairs (i, i + D/2) (`neox`, llama.cpp's NEOX rope type).
     d = x.shape[-1]
     freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
     ang = np.asarray(positions, dtype=np.float64)[:, None] * freq[None, :]
     c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    x0, x1 = x[..., 0::2], x[..., 1::2]
+    first, second = (slice(0, d // 2), slice(d // 2, d)) if neox else (slice(0, d, 2), slice(1, d, 2))
+    x0, x1 = x[..., first], x[..., second]
     out = np.empty_like(x)
-    out[..., 0::2] = x0 * c - x1 * s
-    out[..., 1::2] = x0 * s + x1 * c
+    out[..., first] = x0 * c - x1 * s
+    out[..., second] = x0 * s + x1 * c
     return out
 
 
@@ -117,10 +119,20 @@ class Runner:
         for l in range(m.n_layer):
             b = f"blk.{l}."
             h = rms_norm(x, m.w(b + "attn_norm.weight"), m.eps)
-            q = (h @ m.w(b + "attn_q.weight").T).reshape(len(ids), m.n_head, m.head_dim)
-            k = (h @ m.w(b + "attn_k.weight").T).reshape(len(ids), m.n_kv, m.head_dim)
-            v = (h @ m.w(b + "attn_v.weight").T).reshape(len(ids), m.n_kv, m.head_dim)
-            q, k = rope(q, pos, m.base), rope(k, pos, m.base)
+
+            def project(t, heads):
+                # Qwen2 adds a bias to q, k and v; Qwen3 RMS-normalizes each head of q and k.
+                y = h @ m.w(b + t + ".weight").T
+                if b + t + ".bias" in m.tensors:
+                    y = y + m.w(b + t + ".bias")
+                y = y.reshape(len(ids), heads, m.head_dim)
+                if b + t + "_norm.weight" in m.tensors:
+                    y = rms_norm(y, m.w(b + t + "_norm.weight"), m.eps)
+                return y
+
+            q, k, v = project("attn_q", m.n_head), project("attn_k", m.n_kv), project("attn_v", m.n_kv)
+            neox = getattr(m, "neox", False)
+            q, k = rope(q, pos, m.base, neox), rope(k, pos, m.base, neox)
             self.k[l] = np.concatenate([self.k[l], k])
             self.v[l] = np.concatenate([self.v[l], v])
             keys, vals = self.k[l], self.v[l]

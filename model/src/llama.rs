@@ -1,12 +1,15 @@
-//! Llama-architecture models from GGUF (SmolLM2, Llama 2/3-style): config → weights → block →
-//! forward. Weights stay in their GGUF block format on the GPU and are dequantized in the kernels;
-//! a tied LM head reads the token embedding. GGUF stores Q/K rows permuted for RoPE on adjacent
-//! pairs (llama.cpp's convention), so RoPE here is the interleaved layout.
+//! Llama-family models from GGUF (`llama`: SmolLM2, Llama 2/3; `qwen2`: Qwen2/2.5 with q/k/v
+//! biases; `qwen3`: Qwen3 with an RMSNorm over each head of q and k): config → weights → block →
+//! forward. Weights stay in their GGUF block format on the GPU and are dequantized in the
+//! kernels; a tied LM head reads the token embedding. GGUF stores llama's Q/K rows permuted for
+//! RoPE on adjacent pairs (llama.cpp's convention), so its RoPE is the interleaved layout; Qwen's
+//! rows are not permuted and rotate half-split pairs (llama.cpp's NEOX type).
 
 use kiln_kernels::Weights;
 use kiln_kernels::attention::{self, KvCache};
 use kiln_kernels::embedding::embedding;
 use kiln_kernels::linear::{Input, Output};
+use kiln_kernels::norm::rms_norm_in_place;
 use kiln_kernels::rope::{Rope, RopeLayout};
 use kiln_runtime::{Context, Recorder, Tensor};
 
@@ -19,9 +22,42 @@ use crate::quantize::Quant;
 use crate::stacked::Stacked;
 use crate::step::{Dims, StepIo};
 
-/// Hyperparameters read from `llama.*` metadata.
+/// The members of the family, by `general.architecture`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Llama, Family::Qwen2, Family::Qwen3];
+
+    /// The GGUF architecture name, which prefixes its metadata keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    fn rope_layout(self) -> RopeLayout {
+        match self {
+            Family::Llama => RopeLayout::Interleaved,
+            Family::Qwen2 | Family::Qwen3 => RopeLayout::HalfSplit,
+        }
+    }
+}
+
+/// Hyperparameters read from `ARCH.*` metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LlamaConfig {
+    pub family: Family,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_ff: usize,
@@ -39,13 +75,15 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let arch = g.str("general.architecture")?;
-        if arch != "llama" {
+        let Some(family) = Family::from_name(arch) else {
             return Err(ModelError::Config {
                 path: g.path.clone(),
-                message: format!("architecture {arch:?} is not a Llama-style model"),
+                message: format!(
+                    "architecture {arch:?} is not a Llama-family model (llama, qwen2, qwen3)"
+                ),
             });
-        }
-        let u = |key: &str| g.u32(&format!("llama.{key}")).map(|v| v as usize);
+        };
+        let u = |key: &str| g.u32(&format!("{arch}.{key}")).map(|v| v as usize);
         let n_embd = u("embedding_length")?;
         let n_head = u("attention.head_count")?;
         let n_kv_head = u("attention.head_count_kv").unwrap_or(n_head);
@@ -58,9 +96,17 @@ impl LlamaConfig {
                 "{n_head} heads and {n_kv_head} KV heads do not divide width {n_embd}"
             )));
         }
-        let head_dim = n_embd / n_head;
-        let n_vocab = n_vocab(g, "llama")?;
+        // Qwen3 heads are wider than n_embd / n_head (key_length says so).
+        let head_dim = u("attention.key_length").unwrap_or(n_embd / n_head);
+        let value_dim = u("attention.value_length").unwrap_or(head_dim);
+        if head_dim == 0 || value_dim != head_dim {
+            return Err(bad(format!(
+                "attention.key_length {head_dim} and value_length {value_dim} must be equal and positive"
+            )));
+        }
+        let n_vocab = n_vocab(g, arch)?;
         let cfg = Self {
+            family,
             n_layer: u("block_count")?,
             n_embd,
             n_ff: u("feed_forward_length")?,
@@ -68,8 +114,8 @@ impl LlamaConfig {
             n_kv_head,
             head_dim,
             rope_dims: u("rope.dimension_count").unwrap_or(head_dim),
-            rope_base: g.f32("llama.rope.freq_base").unwrap_or(10000.0),
-            eps: g.f32("llama.attention.layer_norm_rms_epsilon")?,
+            rope_base: g.f32(&format!("{arch}.rope.freq_base")).unwrap_or(10000.0),
+            eps: g.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?,
             n_ctx: u("context_length")?,
             n_vocab,
         };
@@ -89,7 +135,7 @@ impl LlamaConfig {
             head_dim: self.head_dim,
             rot_dims: self.rope_dims,
             base: self.rope_base,
-            layout: RopeLayout::Interleaved,
+            layout: self.family.rope_layout(),
         }
     }
 }
@@ -101,6 +147,8 @@ pub(crate) struct Block {
     pub qkv: Stacked,
     pub wo: Matrix,       // [n_head * head_dim] -> [n_embd]
     pub ffn_norm: Tensor, // [n_embd]
+    /// Qwen3: RMSNorm weights over each head of q and of k, [head_dim] each.
+    pub qk_norm: Option<(Tensor, Tensor)>,
     /// gate and up, stacked: [n_embd] -> [n_ff] (twice)
     pub gate_up: Stacked,
     pub down: Matrix, // [n_ff] -> [n_embd]
@@ -156,6 +204,13 @@ impl Llama {
             (0..2).for_each(|_| step());
             let down = Matrix::new(matrix(ctx, g, &name("ffn_down.weight"), e, ff, quant)?);
             step();
+            let qk_norm = match cfg.family {
+                Family::Qwen3 => Some((
+                    vector(ctx, g, &name("attn_q_norm.weight"), cfg.head_dim)?,
+                    vector(ctx, g, &name("attn_k_norm.weight"), cfg.head_dim)?,
+                )),
+                _ => None,
+            };
             let attn_norm = vector(ctx, g, &name("attn_norm.weight"), e)?;
             let ffn_norm = vector(ctx, g, &name("ffn_norm.weight"), e)?;
             step();
@@ -165,6 +220,7 @@ impl Llama {
                 qkv,
                 wo,
                 ffn_norm,
+                qk_norm,
                 gate_up,
                 down,
             });
@@ -211,6 +267,10 @@ impl Architecture for Llama {
                 normed: &io.h,
             };
             b.qkv.record(rec, h, &[&io.q, &io.k, &io.v])?;
+            if let Some((q_norm, k_norm)) = &b.qk_norm {
+                rms_norm_in_place(rec, &io.q, q_norm, c.eps)?;
+                rms_norm_in_place(rec, &io.k, k_norm, c.eps)?;
+            }
             // RoPE at each row's cache position, folded into the store of k and v.
             let rope = c.rope(c.n_head);
             let (rows, att, scratch) = (io.new_rows(), &io.att, &io.scratch);

@@ -1,6 +1,6 @@
 //! Opens a model by path and picks its architecture: a folder is a Hugging Face GPT-2 checkpoint
 //! (`config.json` + `model.safetensors` + tokenizer files); a file is GGUF, read by its
-//! `general.architecture` (`llama` or `gpt2`).
+//! `general.architecture` (`llama`, `qwen2`, `qwen3` or `gpt2`).
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
-use crate::llama::Llama;
+use crate::llama::{Family, Llama};
 use crate::outliers::{self, Decomposition};
 use crate::quantize::{Int8Scheme, Quant};
 use crate::tokenizer::Tokenizer;
@@ -70,7 +70,7 @@ pub fn load(
     }
     let g = GgufFile::open(path)?;
     match g.str("general.architecture")? {
-        "llama" => {
+        arch if Family::from_name(arch).is_some() => {
             let model = Llama::load(ctx, &g, quant, progress)?;
             // A tokenizer.json beside the model wins over the GGUF's own vocabulary.
             let gguf_tok = Tokenizer::from_gguf(&g)?;
@@ -81,13 +81,13 @@ pub fn load(
                 gguf_tok
             };
             let chat_template = g.str("tokenizer.chat_template").ok().map(str::to_string);
-            let n_ctx = model.cfg.n_ctx;
+            let (n_ctx, arch) = (model.cfg.n_ctx, model.cfg.family.name());
             Ok(Loaded {
                 model: Box::new(model),
                 tokenizer,
                 chat_template,
                 n_ctx,
-                arch: "llama",
+                arch,
                 outliers: None,
             })
         }
@@ -105,7 +105,9 @@ pub fn load(
         }
         other => Err(ModelError::Config {
             path: path.to_path_buf(),
-            message: format!("GGUF architecture {other:?} is not supported (llama, gpt2)"),
+            message: format!(
+                "GGUF architecture {other:?} is not supported (llama, qwen2, qwen3, gpt2)"
+            ),
         }),
     }
 }

@@ -10,7 +10,7 @@ use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_weights::host_matrix;
+use crate::gguf_weights::{host_matrix, vector_values};
 use crate::matrix::{Matrix, NamedMatrix};
 use crate::quantize::Quant;
 
@@ -29,7 +29,8 @@ pub(crate) enum Stacked {
 impl Stacked {
     /// Reads the `[n_i, k]` matrices `parts` (GGUF names without `.weight`, with their rows) and
     /// stacks them as `name` where they share a format, each converted to `quant` on its own (an
-    /// int8 per-tensor scale stays per GGUF tensor).
+    /// int8 per-tensor scale stays per GGUF tensor). A part's `.bias` (Qwen2's q, k and v) is
+    /// added by the kernels.
     pub fn load(
         ctx: &Context,
         g: &GgufFile,
@@ -45,30 +46,57 @@ impl Stacked {
                 Ok((t.clone(), host))
             })
             .collect::<Result<Vec<_>>>()?;
-        Self::from_host(ctx, name, hosts)
+        let biases = parts
+            .iter()
+            .map(|(t, n)| {
+                let bias = format!("{t}.bias");
+                g.has_tensor(&bias)
+                    .then(|| vector_values(g, &bias, *n))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_host(ctx, name, hosts, biases)
     }
 
-    /// Stacks the named host matrices as `name` where they share a format and width.
+    /// Stacks the named host matrices as `name` where they share a format and width, with each
+    /// part's optional bias.
     pub fn from_host(
         ctx: &Context,
         name: String,
         parts: Vec<(String, HostWeights)>,
+        biases: Vec<Option<Vec<f32>>>,
     ) -> Result<Self> {
         let same = parts
             .windows(2)
             .all(|w| w[0].1.format == w[1].1.format && w[0].1.k == w[1].1.k);
         if same {
             let hosts: Vec<HostWeights> = parts.into_iter().map(|(_, h)| h).collect();
-            let rows = hosts.iter().map(|h| h.n).collect();
-            let w = Box::new(Matrix::new(Weights::upload(
-                ctx,
-                &HostWeights::stack(&hosts)?,
-            )?));
-            return Ok(Self::One { name, w, rows });
+            let rows: Vec<usize> = hosts.iter().map(|h| h.n).collect();
+            let mut w = Weights::upload(ctx, &HostWeights::stack(&hosts)?)?;
+            if biases.iter().any(Option::is_some) {
+                let bias: Vec<f32> = biases
+                    .iter()
+                    .zip(&rows)
+                    .flat_map(|(b, &n)| b.clone().unwrap_or_else(|| vec![0.0; n]))
+                    .collect();
+                w = w.with_bias(ctx, &bias)?;
+            }
+            return Ok(Self::One {
+                name,
+                w: Box::new(Matrix::new(w)),
+                rows,
+            });
         }
         let apart = parts
             .into_iter()
-            .map(|(t, h)| Ok((t, Matrix::new(Weights::upload(ctx, &h)?))))
+            .zip(biases)
+            .map(|((t, h), bias)| {
+                let mut w = Weights::upload(ctx, &h)?;
+                if let Some(bias) = bias {
+                    w = w.with_bias(ctx, &bias)?;
+                }
+                Ok((t, Matrix::new(w)))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self::Apart(apart))
     }
@@ -142,8 +170,8 @@ mod tests {
     }
 
     /// Parts that share a format become one matrix; a part in another format keeps them apart.
-    /// Either way each output is its own matrix's product (f64 reference, f32 accumulation of 64
-    /// products: 1e-4).
+    /// Either way each output is its own matrix's product plus its bias where it has one (f64
+    /// reference, f32 accumulation of 64 products: 1e-4).
     #[test]
     fn stacks_shared_formats_and_keeps_mixed_ones_apart() {
         let Some(ctx) = test_context() else { return };
@@ -164,7 +192,12 @@ mod tests {
                 .map(|(i, (&f, n))| (format!("blk.0.part{i}"), host(f, n, i as u32)))
                 .collect();
             let wants: Vec<Vec<f32>> = hosts.iter().map(|(_, h)| h.dequantize()).collect();
-            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts).unwrap();
+            let biases = vec![
+                Some(vec![0.5; 9]),
+                None,
+                Some((0..3).map(|i| i as f32).collect()),
+            ];
+            let s = Stacked::from_host(ctx, "blk.0.all".into(), hosts, biases.clone()).unwrap();
             assert_eq!(matches!(s, Stacked::One { .. }), stacked);
             let m = 2;
             let x: Vec<f32> = (0..m * 64).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -177,8 +210,8 @@ mod tests {
             s.record(&mut rec, Input::Rows(&xt), &ys.iter().collect::<Vec<_>>())
                 .unwrap();
             rec.submit().unwrap();
-            for ((y, w), n) in ys.iter().zip(&wants).zip([9, 3, 3]) {
-                let want = matmul_ref(&x, w, None, m, n, 64);
+            for (((y, w), n), b) in ys.iter().zip(&wants).zip([9, 3, 3]).zip(&biases) {
+                let want = matmul_ref(&x, w, b.as_deref(), m, n, 64);
                 let got = ctx.read::<f32>(y).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() <= 1e-4, "stacked {stacked}: {g} vs {w}");

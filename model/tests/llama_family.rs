@@ -1,7 +1,8 @@
 //! Llama-family checkpoints in the GGUF tensor types people download, against the independent
 //! float64 reference (`model/reference/llama_reference.py`): random blocks of every type in one
 //! file (Q2_K .. Q6_K, Q5_0, Q5_1, Q8_0, Q4_0, Q4_1, BF16, F16, an untied head), all F16 with a
-//! tied head, and all BF16 (norm weights too). Kiln's logits at every prompt position and every
+//! tied head, all BF16 (norm weights too), Qwen2 (q/k/v biases, half-split RoPE, tied head) and
+//! Qwen3 (per-head q/k RMSNorm, heads of 96 wider than n_embd / n_head) in a Q4_K/Q8_0/Q6_K mix. Kiln's logits at every prompt position and every
 //! decode step must match within LOGIT_TOL, and its 16 greedy tokens the reference's (or differ
 //! first where the reference's top-2 gap is a near tie). The script runs once per test process
 //! (it needs `python3 -m pip install numpy gguf`, as `.ci/run` does).
@@ -152,4 +153,14 @@ fn f16_file_with_tied_head_matches_reference() {
 #[test]
 fn bf16_file_matches_reference() {
     check_case("bf16", Quant::None);
+}
+
+#[test]
+fn qwen2_with_qkv_biases_matches_reference() {
+    check_case("qwen2", Quant::None);
+}
+
+#[test]
+fn qwen3_with_head_norms_matches_reference() {
+    check_case("qwen3", Quant::None);
 }
