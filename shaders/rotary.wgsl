@@ -3,10 +3,21 @@
 //   mode 0 (interleaved, GGUF llama / GPT-J): dims (2i, 2i + 1)
 //   mode 1 (half split, Hugging Face / NeoX):  dims (i, i + rot / 2)
 
+//   ROPE_FACTORS: pair i's angle divided by rope_factors[i] (Llama 3's frequency scaling, the
+//   GGUF tensor rope_freqs.weight; binding 11 of the kernel that includes this file).
+
+#if ROPE_FACTORS
+@group(0) @binding(11) var<storage, read> rope_factors: array<f32>;
+#endif
+
 // (cos, sin) of pair i's angle at `position`. The angle is reduced to [0, 2pi) first: GPUs only
 // promise sin and cos near zero.
 fn rotary_cs(position: u32, i: u32, rot: u32, base: f32) -> vec2<f32> {
+#if ROPE_FACTORS
+    let angle = f32(position) * pow(base, -2.0 * f32(i) / f32(rot)) / rope_factors[i];
+#else
     let angle = f32(position) * pow(base, -2.0 * f32(i) / f32(rot));
+#endif
     let r = angle - 6.2831853 * floor(angle * 0.15915494);
     return vec2<f32>(cos(r), sin(r));
 }

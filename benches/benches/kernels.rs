@@ -269,6 +269,7 @@ fn rows(c: &mut Criterion, b: &Bench) {
             rot_dims: head_dim,
             base: 10000.0,
             layout: RopeLayout::HalfSplit,
+            factors: None,
         };
         g.throughput(Throughput::Bytes((2 * t * heads * head_dim * 4) as u64));
         g.bench_function(
@@ -436,6 +437,7 @@ fn glue(c: &mut Criterion, b: &Bench) {
                     rot_dims: head_dim,
                     base: 10000.0,
                     layout: RopeLayout::Interleaved,
+                    factors: None,
                 };
                 g.throughput(Throughput::Bytes(
                     8 * (t * row + t * shape.heads * head_dim) as u64 + written,

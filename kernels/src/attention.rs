@@ -277,11 +277,12 @@ fn store(
     if let Some((q, rope)) = rope {
         params.set_rope(rope);
         bindings.push(Binding::new(6, q));
+        bindings.extend(rope.factor_binding("kv_store")?);
     }
     bindings.extend(cache.bindings());
     let variant = Variant::Store {
         kv: cache.format,
-        rope: rope.is_some(),
+        rope: Rotary::of(rope.map(|(_, r)| r)),
     };
     let (shader, entry) = variant.kernel();
     rec.dispatch(&Dispatch {
@@ -403,7 +404,7 @@ struct Step<'a> {
 struct Fold<'a> {
     k: &'a Tensor,
     v: &'a Tensor,
-    rope: Option<&'a Rope>,
+    rope: Option<&'a Rope<'a>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -483,7 +484,7 @@ fn attend_launch(
             let variant = if let Some(f) = &fold {
                 Variant::StoreKeys {
                     kv,
-                    rope: f.rope.is_some(),
+                    rope: Rotary::of(f.rope),
                 }
             } else if kernel == Attend::Keys {
                 Variant::Keys { kv }
@@ -515,6 +516,7 @@ fn attend_launch(
         bindings.extend([Binding::new(9, f.k), Binding::new(2, f.v)]);
         if let Some(rope) = f.rope {
             params.set_rope(rope);
+            bindings.extend(rope.factor_binding("attention")?);
         }
     }
     bindings.extend(cache.bindings());
@@ -584,11 +586,11 @@ pub fn attention_ref(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Variant {
     /// `kv_store`, with RoPE folded in or not.
-    Store { kv: KvFormat, rope: bool },
+    Store { kv: KvFormat, rope: Rotary },
     /// `attend` ([`Attend::Keys`]).
     Keys { kv: KvFormat },
     /// `attend` with the new rows' store folded in (f32 and f16 caches), RoPE or not.
-    StoreKeys { kv: KvFormat, rope: bool },
+    StoreKeys { kv: KvFormat, rope: Rotary },
     /// `attend_rows` ([`Attend::Rows`]) over heads of `head_dim` values.
     Rows { kv: KvFormat, head_dim: usize },
     /// `attend_lanes` ([`Attend::Lanes`]) over heads of `head_dim` values, the cache read in
@@ -600,6 +602,35 @@ pub(crate) enum Variant {
     },
     /// `combine`: split key ranges merged.
     Combine,
+}
+
+/// The RoPE a store applies to the new keys (and the queries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rotary {
+    None,
+    Plain,
+    /// With per-pair angle divisors ([`Rope::factors`]).
+    Factors,
+}
+
+impl Rotary {
+    const ALL: [Rotary; 3] = [Rotary::None, Rotary::Plain, Rotary::Factors];
+
+    fn of(rope: Option<&Rope<'_>>) -> Self {
+        match rope {
+            None => Rotary::None,
+            Some(r) if r.factors.is_some() => Rotary::Factors,
+            Some(_) => Rotary::Plain,
+        }
+    }
+
+    fn defines(self, d: Defines) -> Defines {
+        match self {
+            Rotary::None => d,
+            Rotary::Plain => d.flag("ROPE"),
+            Rotary::Factors => d.flag("ROPE").flag("ROPE_FACTORS"),
+        }
+    }
 }
 
 impl Variant {
@@ -622,10 +653,9 @@ impl Variant {
             KvFormat::Int8 => Defines::new().flag("KV_I8"),
         };
         match self {
-            Variant::Store { kv, rope } if rope => cache(kv).flag("ROPE"),
-            Variant::StoreKeys { kv, rope } if rope => cache(kv).flag("STORE_NEW").flag("ROPE"),
-            Variant::StoreKeys { kv, .. } => cache(kv).flag("STORE_NEW"),
-            Variant::Store { kv, .. } | Variant::Keys { kv } => cache(kv),
+            Variant::Store { kv, rope } => rope.defines(cache(kv)),
+            Variant::StoreKeys { kv, rope } => rope.defines(cache(kv).flag("STORE_NEW")),
+            Variant::Keys { kv } => cache(kv),
             Variant::Rows { kv, head_dim } => cache(kv)
                 .flag("ATTEND_ROWS")
                 .set("HEAD_DIM", head_dim as u32),
@@ -646,14 +676,14 @@ impl Variant {
         let mut all = vec![Variant::Combine];
         for kv in formats {
             all.push(Variant::Keys { kv });
-            all.extend([false, true].map(|rope| Variant::Store { kv, rope }));
+            all.extend(Rotary::ALL.map(|rope| Variant::Store { kv, rope }));
             for head_dim in (8..=MAX_HEAD_DIM).step_by(8) {
                 all.push(Variant::Rows { kv, head_dim });
             }
             if kv == KvFormat::Int8 {
                 continue;
             }
-            all.extend([false, true].map(|rope| Variant::StoreKeys { kv, rope }));
+            all.extend(Rotary::ALL.map(|rope| Variant::StoreKeys { kv, rope }));
             for wide in [false, true] {
                 // An item holds 16 bytes, 32 when wide.
                 let item = if wide { 32 } else { 16 } / kv.value_bytes();

@@ -27,13 +27,41 @@ pub enum RopeLayout {
 
 /// Shape and frequency settings.
 #[derive(Clone, Copy, Debug)]
-pub struct Rope {
+pub struct Rope<'a> {
     pub heads: usize,
     pub head_dim: usize,
     /// Leading dims of each head that rotate (even, at most `head_dim`; usually all of them).
     pub rot_dims: usize,
     pub base: f32,
     pub layout: RopeLayout,
+    /// Per-pair divisors of the angle (`[rot_dims / 2]` f32: Llama 3's frequency scaling, the
+    /// GGUF tensor `rope_freqs.weight`), or `None` for plain RoPE.
+    pub factors: Option<&'a Tensor>,
+}
+
+impl Rope<'_> {
+    /// Checks the factors' size; binds them at 11 and names the define that reads them.
+    pub(crate) fn factor_binding(&self, kernel: &'static str) -> Result<Option<Binding<'_>>> {
+        let Some(f) = self.factors else {
+            return Ok(None);
+        };
+        expect(f, kernel, "rope factors", DType::F32, self.rot_dims / 2)?;
+        Ok(Some(Binding::new(11, f)))
+    }
+
+    /// The rotary defines of a kernel that applies this RoPE.
+    pub(crate) fn defines(&self) -> Defines {
+        rotary_defines(self.factors.is_some())
+    }
+}
+
+/// `ROPE_FACTORS` where the angles are divided by per-pair factors.
+pub(crate) fn rotary_defines(factors: bool) -> Defines {
+    if factors {
+        Defines::new().flag("ROPE_FACTORS")
+    } else {
+        Defines::new()
+    }
 }
 
 #[repr(C)]
@@ -50,7 +78,7 @@ struct Params {
 }
 
 /// Rotates `x` (`[T, heads, head_dim]`, f32) in place; `pos` (`[T]`, u32) gives each row's position.
-pub fn rope(rec: &mut Recorder<'_>, x: &Tensor, pos: &Tensor, cfg: &Rope) -> Result<()> {
+pub fn rope(rec: &mut Recorder<'_>, x: &Tensor, pos: &Tensor, cfg: &Rope<'_>) -> Result<()> {
     let t = pos.len();
     ensure(
         cfg.rot_dims.is_multiple_of(2) && cfg.rot_dims > 0 && cfg.rot_dims <= cfg.head_dim,
@@ -75,25 +103,28 @@ pub fn rope(rec: &mut Recorder<'_>, x: &Tensor, pos: &Tensor, cfg: &Rope) -> Res
         pairs: pairs as u32,
         _pad: 0,
     };
+    let mut bindings = vec![Binding::new(1, x), Binding::new(2, pos)];
+    bindings.extend(cfg.factor_binding("rope")?);
     rec.dispatch(&Dispatch {
         shader: &SHADER,
         entry: "rope",
-        defines: &Defines::new(),
+        defines: &cfg.defines(),
         params: bytemuck::bytes_of(&params),
-        bindings: &[Binding::new(1, x), Binding::new(2, pos)],
+        bindings: &bindings,
         workgroups: groups_for(pairs, 256)?,
     })?;
     Ok(())
 }
 
-/// CPU reference (angles in f64).
-pub fn rope_ref(x: &mut [f32], pos: &[u32], cfg: &Rope) {
+/// CPU reference (angles in f64); `factors` as [`Rope::factors`] holds them.
+pub fn rope_ref(x: &mut [f32], pos: &[u32], cfg: &Rope, factors: Option<&[f32]>) {
     let half = cfg.rot_dims / 2;
     for (t, &p) in pos.iter().enumerate() {
         for h in 0..cfg.heads {
             let base = (t * cfg.heads + h) * cfg.head_dim;
             for i in 0..half {
-                let freq = (cfg.base as f64).powf(-2.0 * i as f64 / cfg.rot_dims as f64);
+                let freq = (cfg.base as f64).powf(-2.0 * i as f64 / cfg.rot_dims as f64)
+                    / factors.map_or(1.0, |f| f[i] as f64);
                 let (s, c) = (p as f64 * freq).sin_cos();
                 let (a, b) = match cfg.layout {
                     RopeLayout::Interleaved => (base + 2 * i, base + 2 * i + 1),
@@ -110,6 +141,8 @@ pub fn rope_ref(x: &mut [f32], pos: &[u32], cfg: &Rope) {
 pub fn shader_variants() -> ShaderVariants {
     ShaderVariants {
         shader: SHADER,
-        variants: vec![(Defines::new(), vec!["rope"])],
+        variants: [false, true]
+            .map(|f| (rotary_defines(f), vec!["rope"]))
+            .to_vec(),
     }
 }

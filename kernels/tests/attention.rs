@@ -25,13 +25,22 @@ fn rope_matches_reference_in_both_layouts() {
         (3, 2, 96, 32, 64, 2e-5),
         (33, 4, 128, 128, 8192, 2e-3),
     ] {
-        for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+        // Llama 3's per-pair divisors: 1 for fast pairs up to 32 for slow ones.
+        let factors = rand_vec(&mut rng, rot / 2, 1.0, 32.0);
+        let ft = ctx.upload_f32(&factors, &[rot / 2]).unwrap();
+        for (layout, scaled) in [
+            (RopeLayout::Interleaved, false),
+            (RopeLayout::HalfSplit, false),
+            (RopeLayout::Interleaved, true),
+            (RopeLayout::HalfSplit, true),
+        ] {
             let cfg = Rope {
                 heads,
                 head_dim,
                 rot_dims: rot,
                 base: 10000.0,
                 layout,
+                factors: scaled.then_some(&ft),
             };
             let x = rand_vec(&mut rng, t * heads * head_dim, -1.0, 1.0);
             let pos: Vec<u32> = (0..t)
@@ -43,7 +52,7 @@ fn rope_matches_reference_in_both_layouts() {
             rope(&mut rec, &xt, &pt, &cfg).unwrap();
             rec.submit().unwrap();
             let mut want = x.clone();
-            rope_ref(&mut want, &pos, &cfg);
+            rope_ref(&mut want, &pos, &cfg, scaled.then_some(&factors[..]));
             assert_close(
                 &format!("rope {cfg:?} t{t}"),
                 &ctx.read(&xt).unwrap(),
@@ -260,7 +269,15 @@ fn kv_store_rope_matches_rope_then_store() {
         .into_iter()
         .enumerate()
     {
-        for (layout, rot) in [(RopeLayout::Interleaved, 16), (RopeLayout::HalfSplit, 8)] {
+        let ft = ctx
+            .upload_f32(&[1.0, 2.5, 8.0, 32.0, 1.0, 3.0, 7.0, 20.0], &[8])
+            .unwrap();
+        for (layout, rot, factors) in [
+            (RopeLayout::Interleaved, 16, None),
+            (RopeLayout::HalfSplit, 8, None),
+            (RopeLayout::Interleaved, 16, Some(&ft)),
+            (RopeLayout::HalfSplit, 8, Some(&ft)),
+        ] {
             let shape = AttnShape {
                 heads: 6,
                 kv_heads: 2,
@@ -268,12 +285,14 @@ fn kv_store_rope_matches_rope_then_store() {
                 capacity: 48,
                 n_seq: 2,
             };
+            let ft4 = ctx.upload_f32(&[1.0, 2.5, 8.0, 32.0], &[4]).unwrap();
             let cfg = Rope {
                 heads: 6,
                 head_dim: 16,
                 rot_dims: rot,
                 base: 10000.0,
                 layout,
+                factors: factors.map(|f| if rot == 16 { f } else { &ft4 }),
             };
             let (a, b) = (
                 KvCache::new(ctx, &shape, format).unwrap(),
@@ -304,7 +323,10 @@ fn kv_store_rope_matches_rope_then_store() {
                 kv_store(&mut rec, &shape, &ka, &vt, &st, &a).unwrap();
                 kv_store_rope(&mut rec, &shape, (&qb, &kb), &vt, &st, &b, &cfg).unwrap();
                 rec.submit().unwrap();
-                let label = format!("{format} {layout:?} rot {rot} step of {t} rows");
+                let label = format!(
+                    "{format} {layout:?} rot {rot} factors {} step of {t} rows",
+                    factors.is_some()
+                );
                 let (read_a, read_b) = (a.read_f32(ctx).unwrap(), b.read_f32(ctx).unwrap());
                 // The same math in two shaders: equal up to f32 rounding, which a stored f16 or
                 // int8 value can carry across one step (|k| < 1.5: an f16 step is under 2e-3,
@@ -340,6 +362,7 @@ fn kv_store_rope_matches_rope_then_store() {
         rot_dims: 16,
         base: 10000.0,
         layout: RopeLayout::Interleaved,
+        factors: None,
     };
     assert!(matches!(
         kv_store_rope(
@@ -379,12 +402,17 @@ fn store_folded_into_attention_matches_store_then_attend() {
                     capacity: prompt + 4,
                     n_seq: 3,
                 };
+                let pairs = head_dim.min(8) / 2;
+                let factors: Vec<f32> = (0..pairs).map(|i| 1.0 + 3.0 * i as f32).collect();
+                let ft = ctx.upload_f32(&factors, &[pairs]).unwrap();
                 let rope = rope_cfg.map(|(layout, rot_dims)| Rope {
                     heads,
                     head_dim,
                     rot_dims,
                     base: 10000.0,
                     layout,
+                    // The half-split case divides its angles (Llama 3's scaling).
+                    factors: (layout == RopeLayout::HalfSplit).then(|| &ft),
                 });
                 let label = format!("{format} {shape:?} rope {rope_cfg:?}");
                 let (a, b) = (

@@ -20,7 +20,7 @@ const N_SEQ: usize = 3;
 /// A contiguous cache and a paged one, fed the same rows.
 struct Pair {
     shape: AttnShape,
-    rope: Rope,
+    rope: Rope<'static>,
     flat: KvCache,
     paged: KvCache,
     /// The paged cache's table, `[N_SEQ, width]`.
@@ -46,6 +46,7 @@ impl Pair {
                 rot_dims: shape.head_dim,
                 base: 10000.0,
                 layout: RopeLayout::HalfSplit,
+                factors: None,
             },
             flat: KvCache::new(ctx, &shape, format).unwrap(),
             paged: KvCache::paged(ctx, &shape, format, &paging).unwrap(),

@@ -120,10 +120,28 @@ def vector(rng, kind, n, around):
     return bits.view(np.uint8), gguf.GGMLQuantizationType.BF16, values
 
 
+def llama3_rope_factors(head_dim, base, factor, low, high, original):
+    """Llama 3's frequency divisors per rotating pair, as convert_hf_to_gguf.py writes them into
+    rope_freqs.weight (from the `rope_scaling` of config.json, rope_type llama3)."""
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * np.pi / base ** (-i / head_dim)
+        if wavelen < original / high:
+            out.append(1.0)
+        elif wavelen > original / low:
+            out.append(factor)
+        else:
+            smooth = (original / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD // N_HEAD,
-               vector_kind="F32"):
+               vector_kind="F32", base=ROPE_BASE, llama3_rope=False, linear_rope=None):
     """One checkpoint: `kinds(tensor)` names each matrix's GGML type; qwen2 adds q/k/v biases,
-    qwen3 per-head q/k norms (and a head_dim other than n_embd / n_head)."""
+    qwen3 per-head q/k norms (and a head_dim other than n_embd / n_head); `llama3_rope` adds
+    Llama 3's rope_freqs (with an original context of 64 positions, so that the scaling turns
+    the pairs a short prompt reaches); `linear_rope` a linear scaling factor in the metadata."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(folder, name), exist_ok=True)
     path = os.path.join(folder, name, "model.gguf")
@@ -138,7 +156,10 @@ def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD //
         wr.add_key_length(head_dim)
         wr.add_value_length(head_dim)
     wr.add_rope_dimension_count(head_dim)
-    wr.add_rope_freq_base(ROPE_BASE)
+    wr.add_rope_freq_base(base)
+    if linear_rope is not None:
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        wr.add_rope_scaling_factor(linear_rope)
     wr.add_layer_norm_rms_eps(EPS)
     wr.add_vocab_size(N_VOCAB)
     tensors = {}
@@ -163,12 +184,20 @@ def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD //
         if arch == "qwen3":
             for t in ("attn_q_norm", "attn_k_norm"):
                 add(b + t + ".weight", *vector(rng, vector_kind, head_dim, 1.0))
+    if llama3_rope:
+        factors = llama3_rope_factors(head_dim, base, 8.0, 1.0, 4.0, 64)
+        add("rope_freqs.weight", factors, None, factors.astype(np.float64))
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()
     wr.close()
 
-    run = Runner(Model(tensors, head_dim, neox=arch != "llama"))
+    if linear_rope is not None:
+        # Position interpolation: every pair's frequency divided by the factor.
+        tensors["rope_freqs.weight"] = np.full(head_dim // 2, linear_rope, dtype=np.float64)
+    model = Model(tensors, head_dim, neox=arch != "llama")
+    model.base = base
+    run = Runner(model)
     prompt = [int(i) for i in rng.integers(0, N_VOCAB, size=11)]
     logits = run.forward(np.array(prompt))
     greedy, gaps, steps = [], [], []
@@ -199,6 +228,8 @@ def main():
     write_case(folder, "bf16", 3, lambda t: "BF16", tied=False, vector_kind="BF16")
     write_case(folder, "qwen2", 4, qwen_mix, tied=True, arch="qwen2")
     write_case(folder, "qwen3", 5, qwen_mix, tied=False, arch="qwen3", head_dim=96)
+    write_case(folder, "llama3", 6, qwen_mix, tied=True, base=500000.0, llama3_rope=True)
+    write_case(folder, "linear_rope", 7, lambda t: "Q8_0", tied=True, linear_rope=4.0)
 
 
 if __name__ == "__main__":

@@ -86,12 +86,15 @@ def rms_norm(x, g, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
 
 
-def rope(x, positions, base, neox=False):
+def rope(x, positions, base, neox=False, factors=None):
     # x: [T, heads, D]; GGUF llama rotates adjacent pairs (2i, 2i+1) (its Q/K rows are permuted
     # from the Hugging Face layout so that this is the same function); Qwen's GGUF rows are not
-    # permuted and rotate pairs (i, i + D/2) (`neox`, llama.cpp's NEOX rope type).
+    # permuted and rotate pairs (i, i + D/2) (`neox`, llama.cpp's NEOX rope type). Llama 3
+    # divides pair i's frequency by factors[i] (the rope_freqs tensor).
     d = x.shape[-1]
     freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    if factors is not None:
+        freq = freq / factors
     ang = np.asarray(positions, dtype=np.float64)[:, None] * freq[None, :]
     c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     first, second = (slice(0, d // 2), slice(d // 2, d)) if neox else (slice(0, d, 2), slice(1, d, 2))
@@ -132,7 +135,8 @@ class Runner:
 
             q, k, v = project("attn_q", m.n_head), project("attn_k", m.n_kv), project("attn_v", m.n_kv)
             neox = getattr(m, "neox", False)
-            q, k = rope(q, pos, m.base, neox), rope(k, pos, m.base, neox)
+            factors = m.tensors.get("rope_freqs.weight")
+            q, k = rope(q, pos, m.base, neox, factors), rope(k, pos, m.base, neox, factors)
             self.k[l] = np.concatenate([self.k[l], k])
             self.v[l] = np.concatenate([self.v[l], v])
             keys, vals = self.k[l], self.v[l]

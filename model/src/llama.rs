@@ -66,6 +66,8 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     pub rope_dims: usize,
     pub rope_base: f32,
+    /// Linear RoPE scaling (position interpolation): every angle divided by this factor.
+    pub rope_linear: Option<f32>,
     pub eps: f32,
     /// Context length the model was trained for.
     pub n_ctx: usize,
@@ -104,6 +106,15 @@ impl LlamaConfig {
                 "attention.key_length {head_dim} and value_length {value_dim} must be equal and positive"
             )));
         }
+        let rope_linear = match g.str(&format!("{arch}.rope.scaling.type")) {
+            Err(_) | Ok("none") => None,
+            Ok("linear") => Some(g.f32(&format!("{arch}.rope.scaling.factor"))?),
+            Ok(other) => {
+                return Err(bad(format!(
+                    "rope.scaling.type {other:?} is not supported (none, linear, or Llama 3's rope_freqs tensor)"
+                )));
+            }
+        };
         let n_vocab = n_vocab(g, arch)?;
         let cfg = Self {
             family,
@@ -115,6 +126,7 @@ impl LlamaConfig {
             head_dim,
             rope_dims: u("rope.dimension_count").unwrap_or(head_dim),
             rope_base: g.f32(&format!("{arch}.rope.freq_base")).unwrap_or(10000.0),
+            rope_linear,
             eps: g.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?,
             n_ctx: u("context_length")?,
             n_vocab,
@@ -128,14 +140,15 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    /// The RoPE settings for `heads` heads.
-    pub fn rope(&self, heads: usize) -> Rope {
+    /// The RoPE settings for `heads` heads, the angles divided by `factors` where given.
+    pub fn rope<'a>(&self, heads: usize, factors: Option<&'a Tensor>) -> Rope<'a> {
         Rope {
             heads,
             head_dim: self.head_dim,
             rot_dims: self.rope_dims,
             base: self.rope_base,
             layout: self.family.rope_layout(),
+            factors,
         }
     }
 }
@@ -160,6 +173,8 @@ pub struct Llama {
     pub(crate) tok_embd: Matrix, // [n_vocab, n_embd]
     pub(crate) blocks: Vec<Block>,
     pub(crate) out_norm: Tensor, // [n_embd]
+    /// Llama 3's per-pair RoPE frequency divisors (`rope_freqs.weight`, [rope_dims / 2]).
+    pub(crate) rope_factors: Option<Tensor>,
     /// The LM head; `None` when tied to the token embedding.
     pub(crate) output: Option<Matrix>,
 }
@@ -226,6 +241,13 @@ impl Llama {
             });
         }
         let out_norm = vector(ctx, g, "output_norm.weight", e)?;
+        let rope_factors = match (g.has_tensor("rope_freqs.weight"), cfg.rope_linear) {
+            (true, _) => Some(vector(ctx, g, "rope_freqs.weight", cfg.rope_dims / 2)?),
+            (false, Some(f)) => {
+                Some(ctx.upload_f32(&vec![f; cfg.rope_dims / 2], &[cfg.rope_dims / 2])?)
+            }
+            (false, None) => None,
+        };
         step();
         let output = lm_head(ctx, g, cfg.n_vocab, e, quant)?;
         step();
@@ -234,6 +256,7 @@ impl Llama {
             tok_embd,
             blocks,
             out_norm,
+            rope_factors,
             output,
         })
     }
@@ -272,7 +295,7 @@ impl Architecture for Llama {
                 rms_norm_in_place(rec, &io.k, k_norm, c.eps)?;
             }
             // RoPE at each row's cache position, folded into the store of k and v.
-            let rope = c.rope(c.n_head);
+            let rope = c.rope(c.n_head, self.rope_factors.as_ref());
             let (rows, att, scratch) = (io.new_rows(), &io.att, &io.scratch);
             attention::store_and_attend(
                 rec,

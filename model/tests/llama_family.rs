@@ -2,7 +2,8 @@
 //! float64 reference (`model/reference/llama_reference.py`): random blocks of every type in one
 //! file (Q2_K .. Q6_K, Q5_0, Q5_1, Q8_0, Q4_0, Q4_1, BF16, F16, an untied head), all F16 with a
 //! tied head, all BF16 (norm weights too), Qwen2 (q/k/v biases, half-split RoPE, tied head) and
-//! Qwen3 (per-head q/k RMSNorm, heads of 96 wider than n_embd / n_head) in a Q4_K/Q8_0/Q6_K mix. Kiln's logits at every prompt position and every
+//! Qwen3 (per-head q/k RMSNorm, heads of 96 wider than n_embd / n_head) in a Q4_K/Q8_0/Q6_K mix,
+//! Llama 3's RoPE scaling (`rope_freqs.weight`, base 500000) and linear RoPE scaling. Kiln's logits at every prompt position and every
 //! decode step must match within LOGIT_TOL, and its 16 greedy tokens the reference's (or differ
 //! first where the reference's top-2 gap is a near tie). The script runs once per test process
 //! (it needs `python3 -m pip install numpy gguf`, as `.ci/run` does).
@@ -163,4 +164,16 @@ fn qwen2_with_qkv_biases_matches_reference() {
 #[test]
 fn qwen3_with_head_norms_matches_reference() {
     check_case("qwen3", Quant::None);
+}
+
+/// Llama 3's RoPE frequency scaling from the file's `rope_freqs.weight`.
+#[test]
+fn llama3_with_rope_scaling_matches_reference() {
+    check_case("llama3", Quant::None);
+}
+
+/// Linear RoPE scaling from the metadata (`rope.scaling.type` linear, factor 4).
+#[test]
+fn linear_rope_scaling_matches_reference() {
+    check_case("linear_rope", Quant::None);
 }
