@@ -412,7 +412,7 @@ fn store_folded_into_attention_matches_store_then_attend() {
                     base: 10000.0,
                     layout,
                     // The half-split case divides its angles (Llama 3's scaling).
-                    factors: (layout == RopeLayout::HalfSplit).then(|| &ft),
+                    factors: (layout == RopeLayout::HalfSplit).then_some(&ft),
                 });
                 let label = format!("{format} {shape:?} rope {rope_cfg:?}");
                 let (a, b) = (
