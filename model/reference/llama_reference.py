@@ -7,15 +7,17 @@ weights are about 0.05), written as they are; the reference dequantizes them wit
 package and runs the forward pass of smollm2_reference.py (float64 numpy, written from the Llama
 paper and the GGUF conventions), so Kiln's dequantization, kernels and loader are all checked.
 
-Writes, for each case, FOLDER/CASE/model.gguf and FOLDER/CASE/expected.json: the prompt's ids,
-logits at every prompt position, 16 greedy tokens with the top-2 gap of each, and the logits of
-each decode step with the greedy tokens fed back.
+Writes, for each case, FOLDER/CASE/model.gguf (or a Hugging Face folder: config.json and
+safetensors in bf16, f16 or f32, one file or shards with model.safetensors.index.json) and
+FOLDER/CASE/expected.json: the prompt's ids, logits at every prompt position, 16 greedy tokens
+with the top-2 gap of each, and the logits of each decode step with the greedy tokens fed back.
 
 Needs:  python3 -m pip install numpy gguf
 Run:    python3 model/reference/llama_reference.py FOLDER
 """
 import json
 import os
+import struct
 import sys
 
 import numpy as np
@@ -100,10 +102,10 @@ def stored(rng, kind, n, k):
 class Model:
     """What smollm2_reference.Runner reads: sizes and dequantized tensors."""
 
-    def __init__(self, tensors, head_dim, neox):
+    def __init__(self, tensors, head_dim, neox, base=ROPE_BASE):
         self.tensors = tensors
         self.n_layer, self.n_head, self.n_kv, self.head_dim = N_LAYER, N_HEAD, N_KV, head_dim
-        self.eps, self.base, self.neox = EPS, ROPE_BASE, neox
+        self.eps, self.base, self.neox = EPS, base, neox
 
     def w(self, name):
         return self.tensors[name]
@@ -195,8 +197,12 @@ def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD //
     if linear_rope is not None:
         # Position interpolation: every pair's frequency divided by the factor.
         tensors["rope_freqs.weight"] = np.full(head_dim // 2, linear_rope, dtype=np.float64)
-    model = Model(tensors, head_dim, neox=arch != "llama")
-    model.base = base
+    model = Model(tensors, head_dim, neox=arch != "llama", base=base)
+    run_reference(folder, name, rng, model)
+
+
+def run_reference(folder, name, rng, model):
+    """Writes expected.json for `model` (a Model) from a random prompt."""
     run = Runner(model)
     prompt = [int(i) for i in rng.integers(0, N_VOCAB, size=11)]
     logits = run.forward(np.array(prompt))
@@ -209,9 +215,111 @@ def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD //
         last = run.forward(np.array([greedy[-1]]))[-1]
         steps.append(last.tolist())
     expected = {"prompt": prompt, "logits": logits.tolist(), "greedy": greedy,
-                "top2_gaps": gaps, "step_logits": steps, "types": types}
+                "top2_gaps": gaps, "step_logits": steps}
     with open(os.path.join(folder, name, "expected.json"), "w") as f:
         json.dump(expected, f)
+
+
+HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+            "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+            "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj"}
+
+
+def hf_name(gguf_name):
+    """transformers' name of a GGUF tensor name."""
+    base, suffix = gguf_name.rsplit(".", 1)
+    top = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+    if base in top:
+        return f"{top[base]}.{suffix}"
+    _, layer, part = base.split(".", 2)
+    return f"model.layers.{layer}.{HF_LAYER[part]}.{suffix}"
+
+
+def to_dtype(a, dtype):
+    """(bytes, values as stored) of float array `a` in safetensors dtype BF16, F16 or F32."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if dtype == "F32":
+        return a.tobytes(), a.astype(np.float64)
+    if dtype == "F16":
+        h = a.astype(np.float16)
+        return h.tobytes(), h.astype(np.float64)
+    # bf16, rounded to nearest even as torch does.
+    bits = a.view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return bits.tobytes(), (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def write_safetensors(path, tensors):
+    """tensors: name -> (dtype, shape, bytes), written in the safetensors layout."""
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    head = json.dumps(header).encode()
+    head += b" " * ((8 - len(head) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def write_hf_case(folder, name, seed, arch, dtype, shards, tied, head_dim=N_EMBD // N_HEAD,
+                  base=ROPE_BASE, rope_scaling=None):
+    """A Hugging Face folder: config.json (model_type `arch`), random weights stored as `dtype`
+    in `shards` files (with an index when more than one). transformers' layout: Q/K rows not
+    permuted, so RoPE turns half-split pairs for every family."""
+    rng = np.random.default_rng(seed)
+    out = os.path.join(folder, name)
+    os.makedirs(out, exist_ok=True)
+    tensors, stored = {}, {}
+
+    def add(gguf_name, a):
+        data, values = to_dtype(a, dtype)
+        stored[hf_name(gguf_name)] = (dtype, a.shape, data)
+        tensors[gguf_name] = values.reshape(a.shape)
+
+    for t, n, k in matrices(head_dim):
+        if t == "output" and tied:
+            continue
+        add(t + ".weight", rng.normal(0.0, 0.05, size=(n, k)))
+    for t in ["output_norm"] + [f"blk.{l}.{t}" for l in range(N_LAYER) for t in ("attn_norm", "ffn_norm")]:
+        add(t + ".weight", 1.0 + rng.normal(0.0, 0.05, size=N_EMBD))
+    for l in range(N_LAYER):
+        b = f"blk.{l}."
+        if arch == "qwen2":
+            for t, n in [("attn_q", N_HEAD * head_dim), ("attn_k", N_KV * head_dim), ("attn_v", N_KV * head_dim)]:
+                add(b + t + ".bias", rng.normal(0.0, 0.05, size=n))
+        if arch == "qwen3":
+            for t in ("attn_q_norm", "attn_k_norm"):
+                add(b + t + ".weight", 1.0 + rng.normal(0.0, 0.05, size=head_dim))
+    names = list(stored)
+    if shards == 1:
+        write_safetensors(os.path.join(out, "model.safetensors"), stored)
+    else:
+        weight_map = {}
+        for i in range(shards):
+            file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = {n: stored[n] for n in names[i::shards]}
+            write_safetensors(os.path.join(out, file), part)
+            weight_map.update({n: file for n in part})
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": sum(len(v[2]) for v in stored.values())},
+                       "weight_map": weight_map}, f)
+    config = {"model_type": arch, "hidden_size": N_EMBD, "intermediate_size": N_FF,
+              "num_hidden_layers": N_LAYER, "num_attention_heads": N_HEAD,
+              "num_key_value_heads": N_KV, "head_dim": head_dim, "rms_norm_eps": EPS,
+              "rope_theta": base, "max_position_embeddings": N_CTX, "vocab_size": N_VOCAB,
+              "tie_word_embeddings": tied, "rope_scaling": rope_scaling,
+              "torch_dtype": {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[dtype]}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    if rope_scaling is not None:
+        r = rope_scaling
+        tensors["rope_freqs.weight"] = llama3_rope_factors(
+            head_dim, base, r["factor"], r["low_freq_factor"], r["high_freq_factor"],
+            r["original_max_position_embeddings"]).astype(np.float64)
+    run_reference(folder, name, rng, Model(tensors, head_dim, neox=True, base=base))
 
 
 def qwen_mix(t):
@@ -230,6 +338,12 @@ def main():
     write_case(folder, "qwen3", 5, qwen_mix, tied=False, arch="qwen3", head_dim=96)
     write_case(folder, "llama3", 6, qwen_mix, tied=True, base=500000.0, llama3_rope=True)
     write_case(folder, "linear_rope", 7, lambda t: "Q8_0", tied=True, linear_rope=4.0)
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    write_hf_case(folder, "hf_llama3_bf16_shards", 8, "llama", "BF16", shards=3, tied=False,
+                  base=500000.0, rope_scaling=llama3)
+    write_hf_case(folder, "hf_qwen2_f16", 9, "qwen2", "F16", shards=1, tied=True)
+    write_hf_case(folder, "hf_qwen3_f32", 10, "qwen3", "F32", shards=2, tied=False, head_dim=96)
 
 
 if __name__ == "__main__":

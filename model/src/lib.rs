@@ -23,8 +23,10 @@ pub mod generate;
 pub mod gguf;
 mod gguf_weights;
 pub mod gpt2;
+pub mod hf_folder;
 pub mod kv_blocks;
 pub mod llama;
+pub mod llama_config;
 pub mod loader;
 pub mod matrix;
 pub mod outliers;
@@ -35,5 +37,6 @@ pub mod session;
 mod stacked;
 pub mod step;
 pub mod tokenizer;
+pub mod weight_source;
 
 pub use error::{ModelError, Result};

@@ -5,153 +5,25 @@
 //! RoPE on adjacent pairs (llama.cpp's convention), so its RoPE is the interleaved layout; Qwen's
 //! rows are not permuted and rotate half-split pairs (llama.cpp's NEOX type).
 
+use std::path::Path;
+
 use kiln_kernels::Weights;
 use kiln_kernels::attention::{self, KvCache};
 use kiln_kernels::embedding::embedding;
 use kiln_kernels::linear::{Input, Output};
 use kiln_kernels::norm::rms_norm_in_place;
-use kiln_kernels::rope::{Rope, RopeLayout};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::architecture::Architecture;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::gguf::GgufFile;
-use crate::gguf_weights::{lm_head, matrix, n_vocab, vector};
+use crate::hf_folder::HfFolder;
+pub use crate::llama_config::{Family, LlamaConfig, RopeScaling};
 use crate::matrix::{Matrix, NamedMatrix, matrix_bytes};
 use crate::quantize::Quant;
 use crate::stacked::Stacked;
 use crate::step::{Dims, StepIo};
-
-/// The members of the family, by `general.architecture`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Llama,
-    Qwen2,
-    Qwen3,
-}
-
-impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Qwen2, Family::Qwen3];
-
-    /// The GGUF architecture name, which prefixes its metadata keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Llama => "llama",
-            Family::Qwen2 => "qwen2",
-            Family::Qwen3 => "qwen3",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    fn rope_layout(self) -> RopeLayout {
-        match self {
-            Family::Llama => RopeLayout::Interleaved,
-            Family::Qwen2 | Family::Qwen3 => RopeLayout::HalfSplit,
-        }
-    }
-}
-
-/// Hyperparameters read from `ARCH.*` metadata.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LlamaConfig {
-    pub family: Family,
-    pub n_layer: usize,
-    pub n_embd: usize,
-    pub n_ff: usize,
-    pub n_head: usize,
-    pub n_kv_head: usize,
-    pub head_dim: usize,
-    pub rope_dims: usize,
-    pub rope_base: f32,
-    /// Linear RoPE scaling (position interpolation): every angle divided by this factor.
-    pub rope_linear: Option<f32>,
-    pub eps: f32,
-    /// Context length the model was trained for.
-    pub n_ctx: usize,
-    pub n_vocab: usize,
-}
-
-impl LlamaConfig {
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch = g.str("general.architecture")?;
-        let Some(family) = Family::from_name(arch) else {
-            return Err(ModelError::Config {
-                path: g.path.clone(),
-                message: format!(
-                    "architecture {arch:?} is not a Llama-family model (llama, qwen2, qwen3)"
-                ),
-            });
-        };
-        let u = |key: &str| g.u32(&format!("{arch}.{key}")).map(|v| v as usize);
-        let n_embd = u("embedding_length")?;
-        let n_head = u("attention.head_count")?;
-        let n_kv_head = u("attention.head_count_kv").unwrap_or(n_head);
-        let bad = |message: String| ModelError::Config {
-            path: g.path.clone(),
-            message,
-        };
-        if n_head == 0 || n_embd % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(bad(format!(
-                "{n_head} heads and {n_kv_head} KV heads do not divide width {n_embd}"
-            )));
-        }
-        // Qwen3 heads are wider than n_embd / n_head (key_length says so).
-        let head_dim = u("attention.key_length").unwrap_or(n_embd / n_head);
-        let value_dim = u("attention.value_length").unwrap_or(head_dim);
-        if head_dim == 0 || value_dim != head_dim {
-            return Err(bad(format!(
-                "attention.key_length {head_dim} and value_length {value_dim} must be equal and positive"
-            )));
-        }
-        let rope_linear = match g.str(&format!("{arch}.rope.scaling.type")) {
-            Err(_) | Ok("none") => None,
-            Ok("linear") => Some(g.f32(&format!("{arch}.rope.scaling.factor"))?),
-            Ok(other) => {
-                return Err(bad(format!(
-                    "rope.scaling.type {other:?} is not supported (none, linear, or Llama 3's rope_freqs tensor)"
-                )));
-            }
-        };
-        let n_vocab = n_vocab(g, arch)?;
-        let cfg = Self {
-            family,
-            n_layer: u("block_count")?,
-            n_embd,
-            n_ff: u("feed_forward_length")?,
-            n_head,
-            n_kv_head,
-            head_dim,
-            rope_dims: u("rope.dimension_count").unwrap_or(head_dim),
-            rope_base: g.f32(&format!("{arch}.rope.freq_base")).unwrap_or(10000.0),
-            rope_linear,
-            eps: g.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?,
-            n_ctx: u("context_length")?,
-            n_vocab,
-        };
-        if cfg.rope_dims > head_dim || !cfg.rope_dims.is_multiple_of(2) {
-            return Err(bad(format!(
-                "rope.dimension_count {} must be even and at most the head dim {head_dim}",
-                cfg.rope_dims
-            )));
-        }
-        Ok(cfg)
-    }
-
-    /// The RoPE settings for `heads` heads, the angles divided by `factors` where given.
-    pub fn rope<'a>(&self, heads: usize, factors: Option<&'a Tensor>) -> Rope<'a> {
-        Rope {
-            heads,
-            head_dim: self.head_dim,
-            rot_dims: self.rope_dims,
-            base: self.rope_base,
-            layout: self.family.rope_layout(),
-            factors,
-        }
-    }
-}
+use crate::weight_source::WeightSource;
 
 /// One transformer block's weights.
 pub(crate) struct Block {
@@ -180,15 +52,36 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Uploads every tensor, matrices converted to `quant`; `progress(done, total)` is called
-    /// after each.
+    /// Uploads every tensor of a GGUF file, matrices converted to `quant`; `progress(done,
+    /// total)` is called after each.
     pub fn load(
         ctx: &Context,
         g: &GgufFile,
         quant: Quant,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_from(ctx, g, LlamaConfig::from_gguf(g)?, quant, progress)
+    }
+
+    /// A Hugging Face folder: `config.json` and the safetensors weights (one file or shards).
+    pub fn load_hf(
+        ctx: &Context,
+        dir: &Path,
+        quant: Quant,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let cfg = LlamaConfig::from_hf(&dir.join("config.json"))?;
+        Self::load_from(ctx, &HfFolder::open(dir)?, cfg, quant, progress)
+    }
+
+    /// Uploads the model `cfg` describes from `src`.
+    pub fn load_from(
+        ctx: &Context,
+        src: &dyn WeightSource,
+        cfg: LlamaConfig,
+        quant: Quant,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
-        let cfg = LlamaConfig::from_gguf(g)?;
         let total = 3 + cfg.n_layer * 9;
         let mut done = 0;
         let mut step = || {
@@ -201,7 +94,14 @@ impl Llama {
             cfg.n_kv_head * cfg.head_dim,
             cfg.n_ff,
         );
-        let tok_embd = Matrix::new(matrix(ctx, g, "token_embd.weight", cfg.n_vocab, e, quant)?);
+        let matrix = |name: &str, n: usize, k: usize| -> Result<Matrix> {
+            let host = src.matrix(&format!("{name}.weight"), n, k, quant)?;
+            Ok(Matrix::new(Weights::upload(ctx, &host)?))
+        };
+        let vector = |name: &str, n: usize| -> Result<Tensor> {
+            Ok(ctx.upload_f32(&src.vector(&format!("{name}.weight"), n)?, &[n])?)
+        };
+        let tok_embd = matrix("token_embd", cfg.n_vocab, e)?;
         step();
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -210,24 +110,24 @@ impl Llama {
                 ts.iter().map(|&(t, n)| (name(t), n)).collect()
             };
             let qkv_parts = parts(&[("attn_q", q), ("attn_k", kv), ("attn_v", kv)]);
-            let qkv = Stacked::load(ctx, g, name("attn_qkv"), &qkv_parts, e, quant)?;
+            let qkv = Stacked::load(ctx, src, name("attn_qkv"), &qkv_parts, e, quant)?;
             (0..3).for_each(|_| step());
-            let wo = Matrix::new(matrix(ctx, g, &name("attn_output.weight"), e, q, quant)?);
+            let wo = matrix(&name("attn_output"), e, q)?;
             step();
             let gate_up_parts = parts(&[("ffn_gate", ff), ("ffn_up", ff)]);
-            let gate_up = Stacked::load(ctx, g, name("ffn_gate_up"), &gate_up_parts, e, quant)?;
+            let gate_up = Stacked::load(ctx, src, name("ffn_gate_up"), &gate_up_parts, e, quant)?;
             (0..2).for_each(|_| step());
-            let down = Matrix::new(matrix(ctx, g, &name("ffn_down.weight"), e, ff, quant)?);
+            let down = matrix(&name("ffn_down"), e, ff)?;
             step();
             let qk_norm = match cfg.family {
                 Family::Qwen3 => Some((
-                    vector(ctx, g, &name("attn_q_norm.weight"), cfg.head_dim)?,
-                    vector(ctx, g, &name("attn_k_norm.weight"), cfg.head_dim)?,
+                    vector(&name("attn_q_norm"), cfg.head_dim)?,
+                    vector(&name("attn_k_norm"), cfg.head_dim)?,
                 )),
                 _ => None,
             };
-            let attn_norm = vector(ctx, g, &name("attn_norm.weight"), e)?;
-            let ffn_norm = vector(ctx, g, &name("ffn_norm.weight"), e)?;
+            let attn_norm = vector(&name("attn_norm"), e)?;
+            let ffn_norm = vector(&name("ffn_norm"), e)?;
             step();
             step();
             blocks.push(Block {
@@ -240,16 +140,22 @@ impl Llama {
                 down,
             });
         }
-        let out_norm = vector(ctx, g, "output_norm.weight", e)?;
-        let rope_factors = match (g.has_tensor("rope_freqs.weight"), cfg.rope_linear) {
-            (true, _) => Some(vector(ctx, g, "rope_freqs.weight", cfg.rope_dims / 2)?),
-            (false, Some(f)) => {
-                Some(ctx.upload_f32(&vec![f; cfg.rope_dims / 2], &[cfg.rope_dims / 2])?)
+        let out_norm = vector("output_norm", e)?;
+        // Llama 3's divisors as the GGUF file stores them, or from the config's scaling.
+        let pairs = cfg.rope_dims / 2;
+        let rope_factors = if src.has("rope_freqs.weight") {
+            Some(vector("rope_freqs", pairs)?)
+        } else {
+            match cfg.rope_scaling.factors(cfg.rope_dims, cfg.rope_base) {
+                Some(f) => Some(ctx.upload_f32(&f, &[pairs])?),
+                None => None,
             }
-            (false, None) => None,
         };
         step();
-        let output = lm_head(ctx, g, cfg.n_vocab, e, quant)?;
+        let output = match src.has("output.weight") {
+            true => Some(matrix("output", cfg.n_vocab, e)?),
+            false => None,
+        };
         step();
         Ok(Self {
             cfg,

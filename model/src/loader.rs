@@ -1,15 +1,17 @@
-//! Opens a model by path and picks its architecture: a folder is a Hugging Face GPT-2 checkpoint
-//! (`config.json` + `model.safetensors` + tokenizer files); a file is GGUF, read by its
-//! `general.architecture` (`llama`, `qwen2`, `qwen3` or `gpt2`).
+//! Opens a model by path and picks its architecture: a folder is a Hugging Face checkpoint
+//! (`config.json` + safetensors + tokenizer files) read by its `model_type` (`llama`, `qwen2`,
+//! `qwen3` or `gpt2`); a file is GGUF, read by its `general.architecture` (the same four).
 
 use std::path::Path;
 
 use kiln_runtime::Context;
+use serde_json::Value;
 
 use crate::architecture::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::gpt2::Gpt2;
+use crate::hf_folder::read_json;
 use crate::llama::{Family, Llama};
 use crate::outliers::{self, Decomposition};
 use crate::quantize::{Int8Scheme, Quant};
@@ -23,7 +25,7 @@ pub struct Loaded {
     pub chat_template: Option<String>,
     /// Positions the model was trained for.
     pub n_ctx: usize,
-    /// "llama" or "gpt2".
+    /// "llama", "qwen2", "qwen3" or "gpt2".
     pub arch: &'static str,
     /// The outlier decomposition applied after loading, if any.
     pub outliers: Option<Decomposition>,
@@ -57,6 +59,20 @@ pub fn load(
     progress: impl FnMut(usize, usize),
 ) -> Result<Loaded> {
     if path.is_dir() {
+        let config = read_json(&path.join("config.json"))?;
+        let model_type = config["model_type"].as_str().unwrap_or("gpt2");
+        if let Some(family) = Family::from_name(model_type) {
+            let model = Llama::load_hf(ctx, path, quant, progress)?;
+            let (tokenizer, chat_template) = hf_tokenizer(path, family)?;
+            return Ok(Loaded {
+                n_ctx: model.cfg.n_ctx,
+                model: Box::new(model),
+                tokenizer,
+                chat_template,
+                arch: family.name(),
+                outliers: None,
+            });
+        }
         let model = Gpt2::load(ctx, path, quant, progress)?;
         let n_ctx = model.cfg.n_positions;
         return Ok(Loaded {
@@ -110,4 +126,39 @@ pub fn load(
             ),
         }),
     }
+}
+
+/// A Hugging Face folder's `tokenizer.json`, with BOS, EOS, whether to prepend BOS and the chat
+/// template from `tokenizer_config.json` (where it exists).
+fn hf_tokenizer(dir: &Path, family: Family) -> Result<(Tokenizer, Option<String>)> {
+    let config_path = dir.join("tokenizer_config.json");
+    let config = if config_path.exists() {
+        read_json(&config_path)?
+    } else {
+        Value::Null
+    };
+    let mut tok = Tokenizer::from_file(&dir.join("tokenizer.json"), None, None)?;
+    // A special token is named by a string or by an AddedToken object ({"content": ...}).
+    let token = |key: &str| {
+        let v = &config[key];
+        v.as_str()
+            .or_else(|| v["content"].as_str())
+            .map(str::to_string)
+    };
+    tok.bos = token("bos_token").and_then(|t| tok.token_to_id(&t));
+    tok.eos = token("eos_token").and_then(|t| tok.token_to_id(&t));
+    tok.add_bos = config["add_bos_token"]
+        .as_bool()
+        .unwrap_or(family == Family::Llama && tok.bos.is_some());
+    // A template is a string, or a list of named ones of which "default" is the chat one.
+    let template = match &config["chat_template"] {
+        Value::String(t) => Some(t.clone()),
+        Value::Array(named) => named
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    Ok((tok, template))
 }

@@ -9,10 +9,9 @@ use kiln_kernels::{HostWeights, Weights};
 use kiln_runtime::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
-use crate::gguf_weights::{host_matrix, vector_values};
 use crate::matrix::{Matrix, NamedMatrix};
 use crate::quantize::Quant;
+use crate::weight_source::WeightSource;
 
 pub(crate) enum Stacked {
     /// One matrix, named for calibration and decomposition (`blk.N.attn_qkv`), with the rows
@@ -33,7 +32,7 @@ impl Stacked {
     /// added by the kernels.
     pub fn load(
         ctx: &Context,
-        g: &GgufFile,
+        src: &dyn WeightSource,
         name: String,
         parts: &[(String, usize)],
         k: usize,
@@ -42,7 +41,7 @@ impl Stacked {
         let hosts = parts
             .iter()
             .map(|(t, n)| {
-                let host = host_matrix(g, &format!("{t}.weight"), *n, k, quant)?;
+                let host = src.matrix(&format!("{t}.weight"), *n, k, quant)?;
                 Ok((t.clone(), host))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -50,9 +49,7 @@ impl Stacked {
             .iter()
             .map(|(t, n)| {
                 let bias = format!("{t}.bias");
-                g.has_tensor(&bias)
-                    .then(|| vector_values(g, &bias, *n))
-                    .transpose()
+                src.has(&bias).then(|| src.vector(&bias, *n)).transpose()
             })
             .collect::<Result<Vec<_>>>()?;
         Self::from_host(ctx, name, hosts, biases)

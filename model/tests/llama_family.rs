@@ -3,7 +3,9 @@
 //! file (Q2_K .. Q6_K, Q5_0, Q5_1, Q8_0, Q4_0, Q4_1, BF16, F16, an untied head), all F16 with a
 //! tied head, all BF16 (norm weights too), Qwen2 (q/k/v biases, half-split RoPE, tied head) and
 //! Qwen3 (per-head q/k RMSNorm, heads of 96 wider than n_embd / n_head) in a Q4_K/Q8_0/Q6_K mix,
-//! Llama 3's RoPE scaling (`rope_freqs.weight`, base 500000) and linear RoPE scaling. Kiln's logits at every prompt position and every
+//! Llama 3's RoPE scaling (`rope_freqs.weight`, base 500000) and linear RoPE scaling; and the
+//! same families as Hugging Face folders (config.json, safetensors in bf16 over three shards with
+//! Llama 3's `rope_scaling`, f16 with a tied head, f32 over two shards). Kiln's logits at every prompt position and every
 //! decode step must match within LOGIT_TOL, and its 16 greedy tokens the reference's (or differ
 //! first where the reference's top-2 gap is a near tie). The script runs once per test process
 //! (it needs `python3 -m pip install numpy gguf`, as `.ci/run` does).
@@ -11,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use kiln_model::ModelError;
 use kiln_model::gguf::GgufFile;
 use kiln_model::llama::Llama;
 use kiln_model::quantize::Quant;
@@ -81,8 +84,13 @@ fn check_row(what: &str, got: &[f32], want: &[f32]) -> f32 {
 fn check_case(case: &str, quant: Quant) {
     let Some(ctx) = test_context() else { return };
     let fx = expected(case);
-    let g = GgufFile::open(reference_dir().join(case).join("model.gguf")).unwrap();
-    let model = Llama::load(ctx, &g, quant, |_, _| {}).unwrap();
+    let dir = reference_dir().join(case);
+    let model = if dir.join("model.gguf").exists() {
+        let g = GgufFile::open(dir.join("model.gguf")).unwrap();
+        Llama::load(ctx, &g, quant, |_, _| {}).unwrap()
+    } else {
+        Llama::load_hf(ctx, &dir, quant, |_, _| {}).unwrap()
+    };
     let vocab = model.cfg.n_vocab;
     let prompt = ids(&fx["prompt"]);
     let what = format!("{case} as {quant}");
@@ -176,4 +184,96 @@ fn llama3_with_rope_scaling_matches_reference() {
 #[test]
 fn linear_rope_scaling_matches_reference() {
     check_case("linear_rope", Quant::None);
+}
+
+#[test]
+fn hf_llama3_bf16_in_shards_matches_reference() {
+    check_case("hf_llama3_bf16_shards", Quant::None);
+}
+
+#[test]
+fn hf_qwen2_f16_matches_reference() {
+    check_case("hf_qwen2_f16", Quant::None);
+}
+
+#[test]
+fn hf_qwen3_f32_in_shards_matches_reference() {
+    check_case("hf_qwen3_f32", Quant::None);
+}
+
+/// A copy of reference folder `case` to break.
+fn copy_case(case: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(reference_dir().join(case)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+/// Broken Hugging Face folders are typed errors naming the file and what is wrong: a shard the
+/// index lists but the folder lacks, a config whose sizes contradict the tensors, a bf16 tensor
+/// whose bytes do not match its shape, an unsupported rope_scaling type.
+#[test]
+fn malformed_hf_folders_are_named_errors() {
+    let Some(ctx) = test_context() else { return };
+    let load = |dir: &Path| {
+        Llama::load_hf(ctx, dir, Quant::None, |_, _| {})
+            .err()
+            .unwrap()
+    };
+
+    let missing = copy_case("hf_llama3_bf16_shards");
+    std::fs::remove_file(missing.path().join("model-00002-of-00003.safetensors")).unwrap();
+    let e = load(missing.path());
+    assert!(matches!(e, ModelError::Io { .. }), "{e}");
+    assert!(
+        e.to_string().contains("model-00002-of-00003.safetensors"),
+        "{e}"
+    );
+
+    let contradicting = copy_case("hf_qwen2_f16");
+    let config = contradicting.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    json["intermediate_size"] = 640.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let e = load(contradicting.path());
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, .. } if tensor.contains("mlp")),
+        "{e}"
+    );
+
+    // The first tensor of a bf16 shard claims two bytes fewer than its shape needs.
+    let short = copy_case("hf_llama3_bf16_shards");
+    let shard = short.path().join("model-00001-of-00003.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let first = header.as_object_mut().unwrap().values_mut().next().unwrap();
+    let end = first["data_offsets"][1].as_u64().unwrap();
+    first["data_offsets"][1] = (end - 2).into();
+    let mut text = header.to_string().into_bytes();
+    text.resize(n, b' ');
+    let mut broken = bytes[..8].to_vec();
+    broken.extend(text);
+    broken.extend(&bytes[8 + n..]);
+    std::fs::write(&shard, broken).unwrap();
+    let e = load(short.path());
+    assert!(
+        e.to_string().contains("model-00001-of-00003.safetensors")
+            && e.to_string().contains("not a valid safetensors file"),
+        "{e}"
+    );
+
+    let yarn = copy_case("hf_qwen2_f16");
+    let config = yarn.path().join("config.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let e = load(yarn.path());
+    assert!(
+        e.to_string().contains("yarn") && e.to_string().contains("config.json"),
+        "{e}"
+    );
 }
