@@ -284,7 +284,14 @@ impl<'a> Cursor<'a> {
                     return Err(self.err("nested arrays are not supported"));
                 }
                 let item = self.u32()?;
-                let n = self.count(1, "array")?;
+                // Each item takes at least its encoded size, so the count is bounded by the file.
+                let min = match item {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    _ => 8,
+                };
+                let n = self.count(min, "array")?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item, depth + 1)?);
