@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 mod common;
 
-use common::{gguf_bytes, sample, string};
+use common::{gguf_bytes, sample};
 use kiln_model::ModelError;
 use kiln_model::gguf::{GgmlType, GgufFile, Value};
 
