@@ -81,6 +81,9 @@ struct Args {
     /// kernel (needs timestamp queries; the run is slower while it is timed)
     #[arg(long)]
     profile: bool,
+    /// Print the model's matrices by weight format: how many, and their bytes
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn main() -> Result<()> {
@@ -102,6 +105,9 @@ fn main() -> Result<()> {
 
     let ctx = common::device(args.backend.as_deref(), args.adapter.as_deref())?;
     let loaded = common::open(&ctx, args.model.clone(), args.quant, args.outliers)?;
+    if args.verbose {
+        print_formats(&loaded);
+    }
     let (model, tok) = (loaded.model.as_ref(), &loaded.tokenizer);
     let texts: Vec<String> = if args.chat {
         let template = loaded
@@ -234,6 +240,25 @@ fn print_profile(profile: &kiln::runtime::Profile) {
             } else {
                 0.0
             }
+        );
+    }
+}
+
+/// Prints the loaded matrices grouped by weight format (as GGUF names the types): count, bytes
+/// and bits per weight.
+fn print_formats(loaded: &kiln_model::loader::Loaded) {
+    let mut by_format: std::collections::BTreeMap<String, (usize, u64, u64)> = Default::default();
+    for w in loaded.model.matrices() {
+        let entry = by_format.entry(w.format.name()).or_default();
+        entry.0 += 1;
+        entry.1 += w.size_bytes();
+        entry.2 += (w.n * w.k) as u64;
+    }
+    for (name, (count, bytes, values)) in by_format {
+        eprintln!(
+            "kiln:   {name:>8}: {count:>4} matrices, {:>8.1} MB, {:.2} bits per weight",
+            bytes as f64 / 1e6,
+            8.0 * bytes as f64 / values as f64
         );
     }
 }

@@ -182,6 +182,14 @@ pub fn formats() -> Vec<(&'static str, WeightFormat)> {
         ("q8_0", WeightFormat::Q8_0),
         ("q4_0", WeightFormat::Q4_0),
         ("q4_1", WeightFormat::Q4_1),
+        ("q5_0", WeightFormat::Q5_0),
+        ("q5_1", WeightFormat::Q5_1),
+        ("q2_k", WeightFormat::Q2_K),
+        ("q3_k", WeightFormat::Q3_K),
+        ("q4_k", WeightFormat::Q4_K),
+        ("q5_k", WeightFormat::Q5_K),
+        ("q6_k", WeightFormat::Q6_K),
+        ("bf16", WeightFormat::BF16),
         (
             "int8-channel",
             WeightFormat::Int8 {
@@ -226,6 +234,22 @@ pub fn synthetic_weights(format: WeightFormat, n: usize, k: usize) -> Result<Hos
                 zero_point.then(|| vec![3.0; groups]),
             )?
         }
+        WeightFormat::BF16 => {
+            let bits = (0..n * k).flat_map(|i| ((value(i).to_bits() >> 16) as u16).to_le_bytes());
+            HostWeights::new(format, n, k, bits.collect())?
+        }
+        whole if !whole.split_blocks() => {
+            // Every quant and scale byte pseudo-random, the f16 super-scales small.
+            let size = whole.block_bytes().unwrap_or(0);
+            let mut data: Vec<u8> = (0..n * k / whole.block_values() * size).map(byte).collect();
+            for block in data.chunks_mut(size) {
+                for (i, &at) in whole.scale_fields().iter().enumerate() {
+                    let v = if i == 0 { 0.001 } else { 0.0005 };
+                    block[at..at + 2].copy_from_slice(&half(v));
+                }
+            }
+            HostWeights::new(whole, n, k, data)?
+        }
         block => {
             let mut data = Vec::new();
             for b in 0..n * k / kiln_kernels::weights::BLOCK {
@@ -257,6 +281,10 @@ pub fn matrix(
     let y = ctx.zeros(DType::F32, &[rows, n])?;
     let mut out = Vec::new();
     for &(name, format) in formats {
+        // K-quant rows hold whole 256-value super-blocks: not every shape fits every format.
+        if format.check_k(k).is_err() {
+            continue;
+        }
         let w = Weights::upload(ctx, &synthetic_weights(format, n, k)?)?;
         let kernels = match Kernel::pick(ctx, rows, &w) {
             Kernel::Matmul => match matmul_splits(ctx, rows, &w) {

@@ -4,12 +4,12 @@
 mod common;
 
 use common::*;
-use kiln_kernels::Weights;
 use kiln_kernels::argmax::{Scan, argmax, argmax_ref, argmax_with};
 use kiln_kernels::elementwise::{self, gelu_ref, silu_ref};
 use kiln_kernels::embedding::{embedding, embedding_ref};
 use kiln_kernels::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_in_place, rms_norm_ref};
 use kiln_kernels::softmax::{Causal, softmax, softmax_ref};
+use kiln_kernels::{WeightFormat, Weights};
 use kiln_runtime::DType;
 
 /// Norms: |gpu − ref| ≤ 1e-5 + 1e-4 · |ref| (f32 statistics over up to 3072 values). Rows by
@@ -294,6 +294,35 @@ fn oversized_binding_names_the_limit() {
         }
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
+}
+
+/// Blocks kept whole grow on the device (a Q6_K block of 210 bytes takes 212): a table whose
+/// GGUF bytes would fill the binding limit is cut into parts by the padded size, and gathers
+/// within it. 5000 rows of one Q6_K block are 1,050,000 GGUF bytes against a 1 MiB limit.
+#[test]
+fn padded_blocks_part_within_the_binding_limit() {
+    if test_context().is_none() {
+        return;
+    }
+    let mut options = kiln_runtime::DeviceOptions::from_env().unwrap();
+    options.max_storage_binding = Some(1 << 20);
+    let ctx = &kiln_runtime::Context::new(&options).unwrap();
+    let (vocab, k) = (5000, 256);
+    let table = random_weights(&mut rng(70), WeightFormat::Q6_K, vocab, k);
+    let w = Weights::upload(ctx, &table).unwrap();
+    let ids: Vec<u32> = vec![0, 4945, 4946, 4999];
+    let it = ctx.upload(&ids, DType::U32, &[ids.len()]).unwrap();
+    let out = ctx.zeros(DType::F32, &[ids.len(), k]).unwrap();
+    let mut rec = ctx.recorder();
+    embedding(&mut rec, &it, &w, &out).unwrap();
+    rec.submit().unwrap();
+    assert_close(
+        "Q6_K table in parts",
+        &ctx.read(&out).unwrap(),
+        &embedding_ref(&ids, &table),
+        0.0,
+        1e-6,
+    );
 }
 
 /// A recording submitted in pieces as it is recorded (`Recorder::submit_every`, the GPU plan's

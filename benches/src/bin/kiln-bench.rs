@@ -18,9 +18,10 @@ use kiln_benches::report::Report;
 use kiln_benches::roofline::{
     self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_DOWN, SMOLLM2_FFN_UP, SMOLLM2_GATE_UP, SMOLLM2_HEAD,
 };
-use kiln_benches::{peer, plots};
+use kiln_benches::{peer, plots, synthetic};
 use kiln_kernels::WeightFormat;
 use kiln_model::fetch::ensure_default_model;
+use kiln_model::llama::Llama;
 use kiln_model::quantize::Quant;
 use kiln_runtime::{Context, DeviceOptions};
 
@@ -29,6 +30,9 @@ struct Args {
     /// Fewer shapes, lengths and repetitions (under 3 minutes on lavapipe)
     #[arg(long)]
     quick: bool,
+    /// Also time a synthetic Llama 3.2 1B in Q4_K_M's mix of types (always in full runs)
+    #[arg(long)]
+    llama3_1b: bool,
     /// Folder for report.json and report.md (created if missing)
     #[arg(long, default_value = "kiln-bench-report")]
     out: PathBuf,
@@ -183,6 +187,31 @@ fn main() -> Result<()> {
         model.bytes_per_token as f64 / 1e6
     );
 
+    let mut models = vec![model];
+    if !quick || args.llama3_1b {
+        // A 1B-class model in the types people download, without downloading one.
+        let cfg = synthetic::llama3_1b();
+        let source = synthetic::Q4KMix {
+            n_layer: cfg.n_layer,
+        };
+        let llama = Llama::load_from(&ctx, &source, cfg, Quant::None, |_, _| {})?;
+        let small = Plan {
+            prompts: if quick { vec![32] } else { vec![32, 128] },
+            decode_steps: if quick { 4 } else { 16 },
+            batches: if quick { vec![1, 2] } else { vec![1, 4] },
+            kv_lengths: if quick { vec![16, 32] } else { vec![16, 256] },
+            reps: if quick { 1 } else { 2 },
+        };
+        let name = "synthetic Llama 3.2 1B (Q4_K_M mix)";
+        let result = models::measure(&ctx, name, &llama, &small)?;
+        eprintln!(
+            "kiln-bench: {name}: decode {:.2} tokens/s, {:.1} MB per token",
+            result.decode_tokens_per_s,
+            result.bytes_per_token as f64 / 1e6
+        );
+        models.push(result);
+    }
+
     let mut peers = Vec::new();
     if let Some(bin) = &args.llama_bench {
         let prompt = plan.prompts.last().copied().unwrap_or(32);
@@ -197,12 +226,17 @@ fn main() -> Result<()> {
         quick,
         bandwidth,
         kernels,
-        models: vec![model],
+        models,
         peers,
     };
     let command = format!(
-        "cargo run --release -p kiln-benches --bin kiln-bench --{} --out {}{}",
+        "cargo run --release -p kiln-benches --bin kiln-bench --{}{} --out {}{}",
         if quick { " --quick" } else { "" },
+        if quick && args.llama3_1b {
+            " --llama3-1b"
+        } else {
+            ""
+        },
         args.out.display(),
         if args.llama_bench.is_some() {
             " --llama-bench PATH/TO/llama-bench"

@@ -59,6 +59,20 @@ impl WeightFormat {
         }
     }
 
+    /// Byte offsets in a block of its f16 super-scales: d first, then the minimum (m or dmin)
+    /// where the format has one. Empty for formats without blocks.
+    pub fn scale_fields(self) -> &'static [usize] {
+        match self {
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q5_0 => &[0],
+            WeightFormat::Q4_1 | WeightFormat::Q5_1 => &[0, 2],
+            WeightFormat::Q2_K => &[80, 82],
+            WeightFormat::Q3_K => &[108],
+            WeightFormat::Q4_K | WeightFormat::Q5_K => &[0, 2],
+            WeightFormat::Q6_K => &[208],
+            _ => &[],
+        }
+    }
+
     /// Values per block, for block formats (32, or 256 for the K-quants).
     pub fn block_values(self) -> usize {
         match self {

@@ -95,18 +95,14 @@ pub fn random_weights(rng: &mut StdRng, format: WeightFormat, n: usize, k: usize
     }
 }
 
-/// Byte offsets of a block format's f16 fields (d first, then the minimum where it has one) and
-/// a plausible magnitude for d.
-pub fn half_fields(format: WeightFormat) -> (&'static [usize], f32) {
+/// A plausible magnitude for a block format's d.
+fn scale_size(format: WeightFormat) -> f32 {
     match format {
-        WeightFormat::Q8_0 | WeightFormat::Q4_0 => (&[0], 0.05),
-        WeightFormat::Q5_0 => (&[0], 0.05),
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 => (&[0, 2], 0.05),
-        WeightFormat::Q2_K => (&[80, 82], 0.02),
-        WeightFormat::Q3_K => (&[108], 0.005),
-        WeightFormat::Q4_K | WeightFormat::Q5_K => (&[0, 2], 0.002),
-        WeightFormat::Q6_K => (&[208], 0.0005),
-        other => panic!("{other:?} has no blocks"),
+        WeightFormat::Q2_K => 0.02,
+        WeightFormat::Q3_K => 0.005,
+        WeightFormat::Q4_K | WeightFormat::Q5_K => 0.002,
+        WeightFormat::Q6_K => 0.0005,
+        _ => 0.05,
     }
 }
 
@@ -115,7 +111,7 @@ pub fn half_fields(format: WeightFormat) -> (&'static [usize], f32) {
 /// super-scales plausible, of either sign, now and then subnormal.
 pub fn blocks_of(rng: &mut StdRng, format: WeightFormat, count: usize, patterned: bool) -> Vec<u8> {
     let size = format.block_bytes().unwrap();
-    let (halves, scale) = half_fields(format);
+    let (halves, scale) = (format.scale_fields(), scale_size(format));
     let mut data = Vec::with_capacity(count * size);
     for b in 0..count {
         let mut block: Vec<u8> = if patterned && b < 256 {
