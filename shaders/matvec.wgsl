@@ -174,6 +174,23 @@ fn rows_dot(n0: u32, stride: u32, first: u32, step: u32) -> array<f32, ROW_TILE 
             }
         }
     }
+#elif W_WHOLE
+    // Whole GGUF blocks: 16 values per step share one scale, decoded once for them.
+    for (var k = first * 16u; k < p.K; k += step * 16u) {
+        var xs: array<vec4<f32>, 4 * BATCH>;
+        for (var b = 0u; b < BATCH; b++) {
+            for (var i = 0u; i < 4u; i++) {
+                xs[4u * b + i] = x_load4(b, k + 4u * i);
+            }
+        }
+        for (var r = 0u; r < ROW_TILE; r++) {
+            let wv = w_kblock_load16(rows[r], k, p.K);
+            for (var b = 0u; b < BATCH; b++) {
+                acc[r * BATCH + b] += dot(xs[4u * b], wv[0]) + dot(xs[4u * b + 1u], wv[1])
+                    + dot(xs[4u * b + 2u], wv[2]) + dot(xs[4u * b + 3u], wv[3]);
+            }
+        }
+    }
 #else
     for (var k = first * 4u; k < p.K; k += step * 4u) {
         var xs: array<vec4<f32>, BATCH>;

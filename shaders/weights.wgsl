@@ -11,10 +11,11 @@
 //   W_Q4_1  GGUF blocks of 32: f16 d, f16 m, 16 bytes        w = d * q + m
 //   W_I8    rows of K int8 padded to 4 bytes; f32 scale per group of G (and a zero point when W_ZP)
 //   W_BF16  bfloat16 halves packed in array<u32>
-//   W_Q5_0, W_Q5_1, W_Q2_K, W_Q3_K, W_Q4_K, W_Q5_K, W_Q6_K: whole GGUF blocks (32 values, or 256
-//           for the K-quants) in array<u32>, each padded to a word (Q5_0 with its quants moved
-//           two bytes on; kernels/src/weights/packing.rs, pad_blocks), row by row; dequantized
-//           four values at a time as ggml's dequantize_row_* does (`w_kblock_load4`).
+//   W_Q5_0, W_Q5_1, W_Q2_K, W_Q3_K, W_Q4_K, W_Q5_K, W_Q6_K (with W_WHOLE): whole GGUF blocks
+//           (32 values, or 256 for the K-quants) in array<u32>, each padded to a word (Q5_0 with
+//           its quants moved two bytes on; kernels/src/weights/packing.rs, pad_blocks), row by
+//           row; dequantized as ggml's dequantize_row_* does, 4 values at a time
+//           (`w_kblock_load4`) or 16 sharing one scale (`w_kblock_load16`).
 // GGUF blocks (34, 18 and 20 bytes, so often not even word-aligned) are split at upload: binding 0
 // holds every block's quants, whole vec4s (two for Q8_0), and binding 1 the scales: f16 d two
 // blocks to a word (Q8_0, Q4_0), or d and m one block to a word (Q4_1). The quants go by groups
@@ -342,7 +343,7 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
         }
     }
     return v;
-#elif W_Q5_0 || W_Q5_1 || W_Q2_K || W_Q3_K || W_Q4_K || W_Q5_K || W_Q6_K
+#elif W_WHOLE
     return w_kblock_load4(n, k, K);
 #elif W_I8
     let row_words = (K + 3u) >> 2u;
@@ -357,7 +358,7 @@ fn w_load4(n: u32, k: u32, K: u32, G: u32) -> vec4<f32> {
 #endif
 }
 
-#if W_Q5_0 || W_Q5_1 || W_Q2_K || W_Q3_K || W_Q4_K || W_Q5_K || W_Q6_K
+#if W_WHOLE
 // Blocks kept whole: words per padded block and values per block.
 #if W_Q5_0 || W_Q5_1
 const KB_WORDS: u32 = 6u;
@@ -410,75 +411,112 @@ fn kb_scale_min(b: u32, j: u32) -> vec2<f32> {
 }
 #endif
 
-// W[n, k .. k + 4] from the whole block that holds it (k a multiple of 4): the four values share
-// their block's scales, and their quants are four bytes of one word of every field.
-fn w_kblock_load4(n: u32, k: u32, K: u32) -> vec4<f32> {
-    let b = (n * (K >> KB_SHIFT) + (k >> KB_SHIFT)) * KB_WORDS;
-    let e = k & ((1u << KB_SHIFT) - 1u);
-#if W_Q5_0 || W_Q5_1
-    // d (and m) in word 0, the 32 high bits in word 1, the nibbles in words 2..5.
+// Where value k of row n sits: (first word of its block, index in the block).
+fn kb_at(n: u32, k: u32, K: u32) -> vec2<u32> {
+    return vec2<u32>((n * (K >> KB_SHIFT) + (k >> KB_SHIFT)) * KB_WORDS, k & ((1u << KB_SHIFT) - 1u));
+}
+
+// The scale x and offset y of the 16 values from e (a multiple of 16) of block b: each value is
+// x * q + y for its quant q (`kb_quants`). As ggml's dequantize_row_* computes them, so that
+// the values are the same f32 numbers: K-quants' x = d * sc and y = -(dmin * m).
+fn kb_scale(b: u32, e: u32) -> vec2<f32> {
+#if W_Q5_0
+    return vec2<f32>(unpack2x16float(w[b]).x, 0.0);
+#elif W_Q5_1
+    return unpack2x16float(w[b]);
+#elif W_Q2_K
+    // 16 scale bytes (words 0..3): a scale nibble and a minimum nibble per 16 values; d and dmin
+    // in word 20.
+    let sc = kb_byte(b, ((e >> 7u) << 3u) + ((e >> 4u) & 7u));
+    let dm = unpack2x16float(w[b + 20u]);
+    return vec2<f32>(dm.x * f32(sc & 15u), -(dm.y * f32(sc >> 4u)));
+#elif W_Q3_K
+    // 12 bytes of 6-bit signed scales (bytes 96..107), one per 16 values; d in word 27.
+    let is = ((e >> 7u) << 3u) + ((e >> 4u) & 7u);
+    let low = (kb_byte(b, 96u + (is & 7u)) >> (4u * (is >> 3u))) & 15u;
+    let high = (kb_byte(b, 104u + (is & 3u)) >> (2u * (is >> 2u))) & 3u;
+    let d = unpack2x16float(w[b + 27u]).x;
+    return vec2<f32>(d * f32(i32(low | (high << 4u)) - 32), 0.0);
+#elif W_Q4_K || W_Q5_K
+    // d and dmin (word 0); 6-bit scales and minimums, one pair per 32 values (bytes 4..15).
     let dm = unpack2x16float(w[b]);
+    let sm = kb_scale_min(b, e >> 5u);
+    return vec2<f32>(dm.x * sm.x, -(dm.y * sm.y));
+#else
+    // Q6_K: 16 signed scales (bytes 192..207), one per 16 values in the order of the quants'
+    // halves and quarters; d in word 52.
+    let h = e >> 7u;
+    let quarter = (e >> 5u) & 3u;
+    let sc = extractBits(i32(kb_byte(b, 192u + h * 8u + ((e >> 4u) & 1u) + 2u * quarter)), 0u, 8u);
+    return vec2<f32>(unpack2x16float(w[b + 52u]).x * f32(sc), 0.0);
+#endif
+}
+
+// The quants of values e .. e + 4 (e a multiple of 4) of block b, the format's offset included
+// (Q5_0's 16, Q3_K's missing high bit, Q6_K's 32): four bytes of one word of every field.
+fn kb_quants(b: u32, e: u32) -> vec4<f32> {
+#if W_Q5_0 || W_Q5_1
+    // The 32 high bits in word 1, the nibbles in words 2..5.
     let nib = u4x4(w[b + 2u + ((e & 15u) >> 2u)] >> select(0u, 4u, e >= 16u));
     let hb = (w[b + 1u] >> e) & 15u;
     let high = vec4<f32>(f32(hb & 1u), f32((hb >> 1u) & 1u), f32((hb >> 2u) & 1u), f32(hb >> 3u));
-    let q = nib + 16.0 * high;
 #if W_Q5_0
-    return (q - vec4<f32>(16.0)) * dm.x;
+    return nib + 16.0 * high - vec4<f32>(16.0);
 #else
-    return q * dm.x + vec4<f32>(dm.y);
+    return nib + 16.0 * high;
 #endif
 #elif W_Q2_K || W_Q3_K
-    // Halves of 128 values; in each, 4 shifts of 32 values; a scale per 16.
+    // Halves of 128 values; in each, 4 shifts of 32 values of 2-bit quants (Q2_K: words 4..19,
+    // Q3_K: words 8..23, after its 32 high-bit bytes).
     let h = e >> 7u;
     let j = (e >> 5u) & 3u;
     let l = e & 31u;
-    let is = h * 8u + j * 2u + (l >> 4u);
 #if W_Q2_K
-    // 16 scale bytes (words 0..3), 64 quant bytes (words 4..19), d and dmin (word 20).
-    let sc = kb_byte(b, is);
-    let q = crumbs4(w[b + 4u + ((h * 32u + l) >> 2u)], 2u * j);
-    let dm = unpack2x16float(w[b + 20u]);
-    return (dm.x * f32(sc & 15u)) * q - vec4<f32>(dm.y * f32(sc >> 4u));
+    return crumbs4(w[b + 4u + ((h * 32u + l) >> 2u)], 2u * j);
 #else
-    // 32 high-bit bytes (words 0..7), 64 quant bytes (words 8..23), 12 scale bytes (bytes
-    // 96..107), d (word 27).
-    let low = (kb_byte(b, 96u + (is & 7u)) >> (4u * (is >> 3u))) & 15u;
-    let high = (kb_byte(b, 104u + (is & 3u)) >> (2u * (is >> 2u))) & 3u;
-    let sc = f32(i32(low | (high << 4u)) - 32);
     let q = crumbs4(w[b + 8u + ((h * 32u + l) >> 2u)], 2u * j);
     let hm = bits4(w[b + (l >> 2u)], h * 4u + j);
-    let d = unpack2x16float(w[b + 27u]).x;
-    return (d * sc) * (q - 4.0 * (vec4<f32>(1.0) - hm));
+    return q - 4.0 * (vec4<f32>(1.0) - hm);
 #endif
 #elif W_Q4_K || W_Q5_K
-    // d and dmin (word 0), 12 scale bytes (words 1..3), [Q5_K: 32 high-bit bytes (words 4..11)],
-    // the nibbles: 4 chunks of 64 values, low nibbles the first 32 and high the next.
+    // 4 chunks of 64 values, low nibbles the first 32 and high the next (Q4_K: words 4..35;
+    // Q5_K: words 12..43, after 32 high-bit bytes).
     let c = e >> 6u;
     let hi = (e >> 5u) & 1u;
     let l = e & 31u;
-    let dm = unpack2x16float(w[b]);
-    let sm = kb_scale_min(b, 2u * c + hi);
 #if W_Q4_K
-    let qs = 4u;
+    return u4x4(w[b + 4u + c * 8u + (l >> 2u)] >> (4u * hi));
 #else
-    let qs = 12u;
+    let q = u4x4(w[b + 12u + c * 8u + (l >> 2u)] >> (4u * hi));
+    return q + 16.0 * bits4(w[b + 4u + (l >> 2u)], 2u * c + hi);
 #endif
-    var q = u4x4(w[b + qs + c * 8u + (l >> 2u)] >> (4u * hi));
-#if W_Q5_K
-    q += 16.0 * bits4(w[b + 4u + (l >> 2u)], 2u * c + hi);
-#endif
-    return (dm.x * sm.x) * q - vec4<f32>(dm.y * sm.y);
 #else
-    // Q6_K: 128 low-nibble bytes (words 0..31), 64 bytes of high 2 bits (words 32..47), 16
-    // signed scales (bytes 192..207), d (word 52). Halves of 128 values, quarters of 32.
+    // Q6_K: 128 low-nibble bytes (words 0..31), 64 bytes of high 2 bits (words 32..47); halves
+    // of 128 values, quarters of 32.
     let h = e >> 7u;
     let quarter = (e >> 5u) & 3u;
     let l = e & 31u;
     let low = u4x4(w[b + ((h * 64u + l + 32u * (quarter & 1u)) >> 2u)] >> (4u * (quarter >> 1u)));
     let high = crumbs4(w[b + 32u + ((h * 32u + l) >> 2u)], 2u * quarter);
-    let sc = f32(extractBits(i32(kb_byte(b, 192u + h * 8u + (l >> 4u) + 2u * quarter)), 0u, 8u));
-    let d = unpack2x16float(w[b + 52u]).x;
-    return (d * sc) * (low + 16.0 * high - vec4<f32>(32.0));
+    return low + 16.0 * high - vec4<f32>(32.0);
 #endif
+}
+
+// W[n, k .. k + 4] from the whole block that holds it (k a multiple of 4).
+fn w_kblock_load4(n: u32, k: u32, K: u32) -> vec4<f32> {
+    let at = kb_at(n, k, K);
+    let s = kb_scale(at.x, at.y & ~15u);
+    return s.x * kb_quants(at.x, at.y) + vec4<f32>(s.y);
+}
+
+// W[n, k .. k + 16] (k a multiple of 16): one scale for all 16 values.
+fn w_kblock_load16(n: u32, k: u32, K: u32) -> array<vec4<f32>, 4> {
+    let at = kb_at(n, k, K);
+    let s = kb_scale(at.x, at.y);
+    var v: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        v[i] = s.x * kb_quants(at.x, at.y + 4u * i) + vec4<f32>(s.y);
+    }
+    return v;
 }
 #endif

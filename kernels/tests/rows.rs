@@ -244,7 +244,7 @@ fn embedding_gathers_every_format() {
             let mut ids: Vec<u32> = (0..t).map(|i| ((i * 7919) % vocab) as u32).collect();
             ids[t / 2] = vocab as u32 + 3; // out of range
             let part_rows = vocab.div_ceil(3);
-            let row_bytes = format.row_bytes(k) as u64;
+            let row_bytes = format.device_row_bytes(k) as u64;
             for w in [
                 Weights::upload(ctx, &table).unwrap(),
                 Weights::upload_in_parts(ctx, &table, part_rows as u64 * row_bytes).unwrap(),

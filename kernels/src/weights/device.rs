@@ -8,8 +8,8 @@ use super::format::{WeightFormat, WeightRead};
 use super::host::HostWeights;
 use super::outliers::Outliers;
 use super::packing::{
-    INTERLEAVE, LANE_TILE, join_blocks, pack_lane_tiles, pad_blocks, padded_block_bytes,
-    split_blocks, unpack_lane_tiles, unpad_blocks,
+    INTERLEAVE, LANE_TILE, join_blocks, pack_lane_tiles, pad_blocks, split_blocks,
+    unpack_lane_tiles, unpad_blocks,
 };
 use crate::error::{KernelError, Result};
 use crate::plan::{BlockOrder, DevicePlan, F16Read};
@@ -68,12 +68,7 @@ impl Weights {
         host.validate()?;
         let row_bytes = host.format.row_bytes(host.k);
         // Blocks kept whole grow to a word each on the device: parts are cut by those bytes.
-        let device_row_bytes = match host.format.block_bytes() {
-            Some(_) if !host.format.split_blocks() => {
-                host.k / host.format.block_values() * padded_block_bytes(host.format)
-            }
-            _ => row_bytes,
-        };
+        let device_row_bytes = host.format.device_row_bytes(host.k);
         let rows_per_part = (max_part_bytes / device_row_bytes as u64) as usize;
         if rows_per_part == 0 {
             return Err(KernelError::Shape {

@@ -105,6 +105,18 @@ impl WeightFormat {
         }
     }
 
+    /// Bytes of one row on the device: as [`WeightFormat::row_bytes`], but blocks kept whole
+    /// take a word-padded size each (`pad_blocks`). Split block formats also pad their rows
+    /// to groups; weights are cut into parts by this size.
+    pub fn device_row_bytes(self, k: usize) -> usize {
+        match self.block_bytes() {
+            Some(bytes) if !self.split_blocks() => {
+                k / self.block_values() * bytes.next_multiple_of(4)
+            }
+            _ => self.row_bytes(k),
+        }
+    }
+
     /// The name GGUF gives the type (`Q5_0`, `BF16`), or the int8 scheme's.
     pub fn name(self) -> String {
         match self {
@@ -179,6 +191,9 @@ impl WeightRead {
     /// The defines that select this read in `weights.wgsl`: the one place they are made.
     pub fn defines(self) -> Defines {
         let mut d = Defines::new().flag(self.format.flag());
+        if self.format.block_bytes().is_some() && !self.format.split_blocks() {
+            d = d.flag("W_WHOLE");
+        }
         if self.order == BlockOrder::LaneTiles {
             d = d.flag("W_LANE_TILES");
         }

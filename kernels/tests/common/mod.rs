@@ -221,7 +221,7 @@ pub fn upload_weights_ordered(
     order: Option<BlockOrder>,
 ) -> Weights {
     let limit = match part_rows {
-        Some(rows) => (rows * host.format.row_bytes(host.k)) as u64,
+        Some(rows) => (rows * host.format.device_row_bytes(host.k)) as u64,
         None => ctx
             .limits
             .max_storage_buffer_binding_size
