@@ -14,6 +14,7 @@ use kiln::model::chat::{self, Message};
 use kiln::model::generate::{GenerateConfig, generate};
 use kiln::model::quantize::Quant;
 use kiln::model::sampling::SamplerConfig;
+use kiln::model::speculative::{SpecConfig, Speculation};
 
 mod common;
 
@@ -84,6 +85,14 @@ struct Args {
     /// Print the model's matrices by weight format: how many, and their bytes
     #[arg(short, long)]
     verbose: bool,
+    /// Speculative decoding: ngram[:N] drafts by prompt lookup (the last N tokens, then fewer,
+    /// matched against the prompt and the text so far); the model checks each draft in one pass
+    /// and the output is what plain decoding gives
+    #[arg(long)]
+    spec: Option<Speculation>,
+    /// Most tokens drafted per sequence and step with --spec
+    #[arg(long, default_value_t = 8)]
+    draft_tokens: usize,
 }
 
 fn main() -> Result<()> {
@@ -156,6 +165,10 @@ fn main() -> Result<()> {
         capacity: args.ctx_size.unwrap_or(loaded.n_ctx.min(2048)),
         kv: args.kv,
         ahead: args.sync.then_some(false),
+        spec: args.spec.map(|mode| SpecConfig {
+            mode,
+            draft_tokens: args.draft_tokens,
+        }),
         ..GenerateConfig::default()
     };
     let stream = !args.json && prompts.len() == 1;
@@ -188,6 +201,12 @@ fn main() -> Result<()> {
                 "adapter": ctx.info.name,
                 "backend": format!("{:?}", ctx.info.backend),
             });
+            let mut obj = obj;
+            if cfg.spec.is_some() {
+                obj["drafted"] = r.drafted.into();
+                obj["accepted"] = r.accepted.into();
+                obj["acceptance_rate"] = (r.accepted as f64 / r.drafted.max(1) as f64).into();
+            }
             println!("{obj}");
         } else if !stream {
             println!("--- {prompt}\n{prompt}{}\n", r.text);
@@ -204,6 +223,16 @@ fn main() -> Result<()> {
         stats.decode_steps,
         prompts.len()
     );
+    if let Some(spec) = &cfg.spec {
+        eprintln!(
+            "kiln: speculative {}: {} of {} drafted tokens kept ({:.0}%), {:.2} tokens per step",
+            spec.mode,
+            stats.accepted,
+            stats.drafted,
+            100.0 * stats.accepted as f64 / stats.drafted.max(1) as f64,
+            stats.decode_tokens as f64 / stats.decode_steps.max(1) as f64 / prompts.len() as f64
+        );
+    }
     if args.profile {
         print_profile(&ctx.profile_end());
     }

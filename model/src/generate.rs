@@ -9,8 +9,9 @@ use kiln_kernels::attention::KvFormat;
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
-use crate::sampling::{Sampler, SamplerConfig};
+use crate::sampling::{Sampler, SamplerConfig, Verdict};
 use crate::session::{Architecture, Output, Pending, Session};
+use crate::speculative::SpecConfig;
 use crate::tokenizer::{TextStream, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -30,6 +31,8 @@ pub struct GenerateConfig {
     /// one's tokens are read ([`Session::step_ahead`]); otherwise every step waits for its
     /// tokens. `None`: as the device plan says ([`DevicePlan::run_ahead`]: on GPUs).
     pub ahead: Option<bool>,
+    /// Speculative decoding: drafts checked by the model in one pass per step.
+    pub spec: Option<SpecConfig>,
 }
 
 impl Default for GenerateConfig {
@@ -42,6 +45,7 @@ impl Default for GenerateConfig {
             prefill_chunk: 128,
             kv: KvFormat::F32,
             ahead: None,
+            spec: None,
         }
     }
 }
@@ -60,6 +64,9 @@ pub struct Generation {
     pub generated_ids: Vec<u32>,
     pub text: String,
     pub stop: StopReason,
+    /// Speculative decoding: tokens drafted, and how many of them the model kept.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 /// Wall-clock time of the two phases (each includes its submits and readbacks).
@@ -71,6 +78,9 @@ pub struct Stats {
     pub decode_tokens: usize,
     pub decode_time: Duration,
     pub decode_steps: usize,
+    /// Speculative decoding: tokens drafted and kept, over all sequences.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl Stats {
@@ -89,6 +99,8 @@ struct Seq {
     stream: TextStream,
     text: String,
     stop: Option<StopReason>,
+    drafted: usize,
+    accepted: usize,
 }
 
 /// Generates from each of `prompts` (token ids) as one batch; `on_text(i, piece)` receives text as
@@ -129,6 +141,8 @@ pub fn generate(
             stream: TextStream::default(),
             text: String::new(),
             stop: (cfg.max_tokens == 0).then_some(StopReason::MaxTokens),
+            drafted: 0,
+            accepted: 0,
         })
         .collect();
     let mut stats = Stats::default();
@@ -159,7 +173,19 @@ pub fn generate(
     let start = Instant::now();
     let greedy = seqs.iter().all(|s| s.sampler.is_greedy());
     let ahead = cfg.ahead.unwrap_or_else(|| DevicePlan::of(ctx).run_ahead);
-    if ahead && greedy {
+    if let Some(spec) = &cfg.spec {
+        decode_speculative(
+            ctx,
+            model,
+            tok,
+            cfg,
+            spec,
+            &mut session,
+            &mut seqs,
+            &mut stats,
+            &mut on_text,
+        )?;
+    } else if ahead && greedy {
         decode_ahead(
             ctx,
             model,
@@ -206,6 +232,8 @@ pub fn generate(
             generated_ids: s.ids[s.prompt_len..].to_vec(),
             text: s.text,
             stop: s.stop.unwrap_or(StopReason::MaxTokens),
+            drafted: s.drafted,
+            accepted: s.accepted,
         })
         .collect();
     Ok((results, stats))
@@ -269,6 +297,117 @@ fn decode_ahead(
         in_flight = next.map(|p| (p, running));
     }
     Ok(())
+}
+
+/// Speculative decode: each step feeds every running sequence its newest token and a draft of up
+/// to `spec.draft_tokens` more, as rows of one pass through the model (the prefill path, causal
+/// within each sequence). Row j's output checks draft token j ([`Sampler::verify`]: the argmax
+/// for greedy, the speculative sampling rule otherwise); the first rejection is replaced by the
+/// model's own token, and when all are kept the last row gives one more. The cache then forgets
+/// the positions of rejected drafts ([`Session::truncate`]), so the sequence continues as if
+/// they had never been written; tokens a truncation could not keep (int8 keys are kept by whole
+/// groups) are fed again with the next step.
+#[allow(clippy::too_many_arguments)]
+fn decode_speculative(
+    ctx: &Context,
+    model: &dyn Architecture,
+    tok: &Tokenizer,
+    cfg: &GenerateConfig,
+    spec: &SpecConfig,
+    session: &mut Session,
+    seqs: &mut [Seq],
+    stats: &mut Stats,
+    on_text: &mut impl FnMut(usize, &str),
+) -> Result<()> {
+    let vocab = model.dims().n_vocab;
+    loop {
+        let running: Vec<usize> = (0..seqs.len())
+            .filter(|&i| seqs[i].stop.is_none())
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        // The rows of one step share the session's row budget.
+        let per_seq = session.max_rows() / running.len();
+        let mut rows = Vec::new();
+        let mut select = Vec::new();
+        let mut drafts = Vec::with_capacity(running.len());
+        for &i in &running {
+            let seq = &seqs[i];
+            let unfed = &seq.ids[session.len(i)..];
+            // Each kept draft token is a new token, and so is the one after the last: keep
+            // within the budget, the context and the step's rows.
+            let budget = cfg.max_tokens - (seq.ids.len() - seq.prompt_len);
+            let room = cfg.capacity.saturating_sub(seq.ids.len());
+            let k = spec
+                .draft_tokens
+                .min(budget.saturating_sub(1))
+                .min(room.saturating_sub(1))
+                .min(per_seq.saturating_sub(unfed.len()));
+            let draft = spec.draft(&seq.ids, k);
+            rows.extend(unfed.iter().chain(&draft).map(|&t| (i, t)));
+            // Outputs of the newest token's row and of every draft row.
+            let last = rows.len() - draft.len() - 1;
+            select.extend(last..rows.len());
+            drafts.push(draft);
+        }
+        let output = if running.iter().all(|&i| seqs[i].sampler.is_greedy()) {
+            Output::Argmax
+        } else {
+            Output::Logits
+        };
+        let out = session.step(ctx, model, &rows, &select, output)?;
+        stats.decode_steps += 1;
+        let mut row = 0;
+        for (&i, draft) in running.iter().zip(&drafts) {
+            let seq = &mut seqs[i];
+            let mut kept = 0;
+            for j in 0..=draft.len() {
+                let (next, done) = match draft.get(j) {
+                    Some(&d) => {
+                        match verdict(&mut seq.sampler, &out, row + j, vocab, &seq.ids, d) {
+                            Verdict::Accept => (d, false),
+                            Verdict::Replace(t) => (t, true),
+                        }
+                    }
+                    None => (pick(&mut seq.sampler, &out, row + j, vocab, &seq.ids), true),
+                };
+                kept += usize::from(!done);
+                stats.decode_tokens += 1;
+                accept(seq, i, next, tok, cfg, on_text)?;
+                if done || seq.stop.is_some() {
+                    break;
+                }
+            }
+            row += draft.len() + 1;
+            seq.drafted += draft.len();
+            seq.accepted += kept;
+            stats.drafted += draft.len();
+            stats.accepted += kept;
+            // The cache holds the fed tokens and the kept drafts; the newest token is unfed.
+            let keep = (seq.ids.len() - 1).min(session.len(i));
+            session.truncate(i, keep);
+        }
+    }
+}
+
+/// Checks draft token `draft` against selected row `row` of a step.
+fn verdict(
+    sampler: &mut Sampler,
+    out: &crate::session::StepOutput,
+    row: usize,
+    vocab: usize,
+    history: &[u32],
+    draft: u32,
+) -> Verdict {
+    if out.logits.is_empty() {
+        match out.tokens[row] {
+            t if t == draft => Verdict::Accept,
+            t => Verdict::Replace(t),
+        }
+    } else {
+        sampler.verify(&out.logits[row * vocab..][..vocab], history, draft)
+    }
 }
 
 fn output_for(sampler: &Sampler) -> Output {

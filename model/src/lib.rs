@@ -34,6 +34,7 @@ pub mod perplexity;
 pub mod quantize;
 pub mod sampling;
 pub mod session;
+pub mod speculative;
 mod stacked;
 pub mod step;
 pub mod tokenizer;
