@@ -164,6 +164,10 @@ def write_case(folder, name, seed, kinds, tied, arch="llama", head_dim=N_EMBD //
         wr.add_rope_scaling_factor(linear_rope)
     wr.add_layer_norm_rms_eps(EPS)
     wr.add_vocab_size(N_VOCAB)
+    # A stand-in byte-level BPE vocabulary of the model's size, so that the file loads whole.
+    wr.add_tokenizer_model("gpt2")
+    wr.add_token_list(["a", "b", "ab"] + [f"<x{i}>" for i in range(3, N_VOCAB)])
+    wr.add_token_merges(["a b"])
     tensors = {}
 
     def add(name, data, raw_dtype, values):

@@ -11,8 +11,9 @@ use crate::step::{Dims, StepIo};
 
 pub trait Architecture {
     fn dims(&self) -> Dims;
-    /// Records the whole forward pass of a step: embeds `io.ids` at `io.pos`, runs every block
-    /// (layer `l` over `caches[l]`), then for the selected rows ([`StepIo::selected_rows`]) the
+    /// Records the whole forward pass of a step: embeds `io.ids` at `io.pos`, runs the blocks
+    /// (layer `l` over `caches[l]`; only the first `caches.len()` blocks when given fewer caches,
+    /// as self-speculation's draft does), then for the selected rows ([`StepIo::selected_rows`]) the
     /// final norm, the LM head into `io.logits` and [`StepIo::finish`].
     fn record_step(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()>;
     /// Bytes of every weight on the device (matrices with their scales, norms, biases).

@@ -9,9 +9,10 @@ use kiln_kernels::attention::KvFormat;
 use kiln_runtime::Context;
 
 use crate::error::{ModelError, Result};
+use crate::quantize::Quant;
 use crate::sampling::{Sampler, SamplerConfig, Verdict};
 use crate::session::{Architecture, Output, Pending, Session};
-use crate::speculative::SpecConfig;
+use crate::speculative::{FirstLayers, SpecConfig, Speculation, ngram_draft};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -320,6 +321,27 @@ fn decode_speculative(
     on_text: &mut impl FnMut(usize, &str),
 ) -> Result<()> {
     let vocab = model.dims().n_vocab;
+    // A draft model decodes greedily ahead in a session of its own.
+    let (loaded, first_layers);
+    let draft: Option<&dyn Architecture> = match &spec.mode {
+        Speculation::Ngram { .. } => None,
+        Speculation::Layers { k } => {
+            first_layers = FirstLayers { model, k: *k };
+            Some(&first_layers)
+        }
+        Speculation::Draft { path } => {
+            loaded = crate::loader::load(ctx, path, Quant::None, |_, _| {})?;
+            check_vocabulary(path, &loaded, model, tok)?;
+            Some(loaded.model.as_ref())
+        }
+    };
+    let mut drafter = match draft {
+        Some(m) => Some((
+            m,
+            Session::with_kv(ctx, m, seqs.len(), cfg.capacity, session.max_rows(), cfg.kv)?,
+        )),
+        None => None,
+    };
     loop {
         let running: Vec<usize> = (0..seqs.len())
             .filter(|&i| seqs[i].stop.is_none())
@@ -329,27 +351,39 @@ fn decode_speculative(
         }
         // The rows of one step share the session's row budget.
         let per_seq = session.max_rows() / running.len();
+        let ks: Vec<usize> = running
+            .iter()
+            .map(|&i| {
+                let seq = &seqs[i];
+                let unfed = seq.ids.len() - session.len(i);
+                // Each kept draft token is a new token, and so is the one after the last: keep
+                // within the budget, the context and the step's rows.
+                let budget = cfg.max_tokens - (seq.ids.len() - seq.prompt_len);
+                let room = cfg.capacity.saturating_sub(seq.ids.len());
+                spec.draft_tokens
+                    .min(budget.saturating_sub(1))
+                    .min(room.saturating_sub(1))
+                    .min(per_seq.saturating_sub(unfed))
+            })
+            .collect();
+        let drafts = match (&spec.mode, &mut drafter) {
+            (Speculation::Ngram { n }, _) => running
+                .iter()
+                .zip(&ks)
+                .map(|(&i, &k)| ngram_draft(&seqs[i].ids, *n, k))
+                .collect(),
+            (_, Some((m, ds))) => model_drafts(ctx, *m, ds, seqs, &running, &ks)?,
+            (_, None) => unreachable!("a draft model's mode has its session"),
+        };
         let mut rows = Vec::new();
         let mut select = Vec::new();
-        let mut drafts = Vec::with_capacity(running.len());
-        for &i in &running {
+        for (&i, draft) in running.iter().zip(&drafts) {
             let seq = &seqs[i];
             let unfed = &seq.ids[session.len(i)..];
-            // Each kept draft token is a new token, and so is the one after the last: keep
-            // within the budget, the context and the step's rows.
-            let budget = cfg.max_tokens - (seq.ids.len() - seq.prompt_len);
-            let room = cfg.capacity.saturating_sub(seq.ids.len());
-            let k = spec
-                .draft_tokens
-                .min(budget.saturating_sub(1))
-                .min(room.saturating_sub(1))
-                .min(per_seq.saturating_sub(unfed.len()));
-            let draft = spec.draft(&seq.ids, k);
-            rows.extend(unfed.iter().chain(&draft).map(|&t| (i, t)));
+            rows.extend(unfed.iter().chain(draft).map(|&t| (i, t)));
             // Outputs of the newest token's row and of every draft row.
             let last = rows.len() - draft.len() - 1;
             select.extend(last..rows.len());
-            drafts.push(draft);
         }
         let output = if running.iter().all(|&i| seqs[i].sampler.is_greedy()) {
             Output::Argmax
@@ -387,8 +421,90 @@ fn decode_speculative(
             // The cache holds the fed tokens and the kept drafts; the newest token is unfed.
             let keep = (seq.ids.len() - 1).min(session.len(i));
             session.truncate(i, keep);
+            if let Some((_, ds)) = &mut drafter {
+                let keep = (seq.ids.len() - 1).min(ds.len(i));
+                ds.truncate(i, keep);
+            }
         }
     }
+}
+
+/// Greedy drafts of up to `ks[r]` tokens for each running sequence from a draft model: its
+/// session first catches up with the tokens it has not seen (in chunks of its rows), whose last
+/// row gives the first draft token; then one step for all sequences per further token.
+fn model_drafts(
+    ctx: &Context,
+    draft: &dyn Architecture,
+    ds: &mut Session,
+    seqs: &[Seq],
+    running: &[usize],
+    ks: &[usize],
+) -> Result<Vec<Vec<u32>>> {
+    let mut drafts = vec![Vec::new(); running.len()];
+    for (r, &i) in running.iter().enumerate() {
+        if ks[r] == 0 {
+            continue;
+        }
+        let ids = &seqs[i].ids;
+        let mut from = ds.len(i);
+        while from < ids.len() {
+            let to = (from + ds.max_rows()).min(ids.len());
+            let rows: Vec<(usize, u32)> = ids[from..to].iter().map(|&t| (i, t)).collect();
+            let select = if to == ids.len() {
+                vec![rows.len() - 1]
+            } else {
+                vec![]
+            };
+            let out = ds.step(ctx, draft, &rows, &select, Output::Argmax)?;
+            if to == ids.len() {
+                drafts[r].push(out.tokens[0]);
+            }
+            from = to;
+        }
+    }
+    let longest = ks.iter().copied().max().unwrap_or(0);
+    for j in 1..longest {
+        let more: Vec<usize> = (0..running.len()).filter(|&r| ks[r] > j).collect();
+        let rows: Vec<(usize, u32)> = more
+            .iter()
+            .map(|&r| (running[r], drafts[r][j - 1]))
+            .collect();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let out = ds.step(ctx, draft, &rows, &all, Output::Argmax)?;
+        for (&r, &t) in more.iter().zip(&out.tokens) {
+            drafts[r].push(t);
+        }
+    }
+    Ok(drafts)
+}
+
+/// A draft model must share the model's vocabulary: the same size and the same text for every
+/// token id.
+fn check_vocabulary(
+    path: &std::path::Path,
+    draft: &crate::loader::Loaded,
+    model: &dyn Architecture,
+    tok: &Tokenizer,
+) -> Result<()> {
+    let (n, m) = (model.dims().n_vocab, draft.model.dims().n_vocab);
+    let differs = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        message: format!("the draft model's vocabulary differs from the model's: {message}"),
+    };
+    if n != m || tok.vocab_size() != draft.tokenizer.vocab_size() {
+        return Err(differs(format!(
+            "{m} tokens ({} in its tokenizer) against {n} ({})",
+            draft.tokenizer.vocab_size(),
+            tok.vocab_size()
+        )));
+    }
+    for id in 0..tok.vocab_size().min(n) as u32 {
+        let (a, b) = (tok.decode(&[id])?, draft.tokenizer.decode(&[id])?);
+        if a != b {
+            return Err(differs(format!("token {id} is {b:?}, not {a:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// Checks draft token `draft` against selected row `row` of a step.

@@ -2,19 +2,36 @@
 //! model checks them in one pass ([`crate::generate`] verifies). Prompt lookup (`ngram:N`)
 //! matches the sequence's last N tokens (then fewer) against everything before them, the prompt
 //! included, and proposes what followed the latest match (Saxena 2023, llama.cpp's `--lookup`).
+//! A draft model (`draft:PATH`, sharing the vocabulary) or the model's own first K layers with
+//! its final norm and head (`layers:K`, self-speculation: no weights of its own) decode greedily
+//! ahead instead.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use kiln_kernels::Weights;
+use kiln_kernels::attention::KvCache;
+use kiln_runtime::Recorder;
+
+use crate::architecture::Architecture;
+use crate::error::Result;
+use crate::matrix::NamedMatrix;
+use crate::step::{Dims, StepIo};
+
 /// How drafts are made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Speculation {
     /// Prompt lookup over n-grams of up to `n` tokens.
     Ngram { n: usize },
+    /// The model's first `k` layers, then its final norm and head.
+    Layers { k: usize },
+    /// Another model with the same vocabulary.
+    Draft { path: PathBuf },
 }
 
 /// Speculation settings of a generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecConfig {
     pub mode: Speculation,
     /// Most tokens drafted per sequence and step.
@@ -27,25 +44,29 @@ pub const DEFAULT_NGRAM: usize = 3;
 impl FromStr for Speculation {
     type Err = String;
 
-    /// `ngram` or `ngram:N` (N from 1 to 16).
+    /// `ngram`, `ngram:N` (N from 1 to 16), `layers:K` (K at least 1) or `draft:PATH`.
     fn from_str(s: &str) -> Result<Self, String> {
         let (mode, arg) = s.split_once(':').unwrap_or((s, ""));
+        let whole = |what: &str, lo: usize, hi: usize| {
+            arg.parse::<usize>()
+                .ok()
+                .filter(|v| (lo..=hi).contains(v))
+                .ok_or_else(|| {
+                    format!("{mode}:{arg}: {what} must be a whole number from {lo} to {hi}")
+                })
+        };
         match mode {
-            "ngram" => {
-                let n = match arg {
-                    "" => DEFAULT_NGRAM,
-                    n => n
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=16).contains(n))
-                        .ok_or_else(|| {
-                            format!("ngram:{n}: N must be a whole number from 1 to 16")
-                        })?,
-                };
-                Ok(Speculation::Ngram { n })
-            }
+            "ngram" if arg.is_empty() => Ok(Speculation::Ngram { n: DEFAULT_NGRAM }),
+            "ngram" => Ok(Speculation::Ngram {
+                n: whole("N", 1, 16)?,
+            }),
+            "layers" => Ok(Speculation::Layers {
+                k: whole("K", 1, 1024)?,
+            }),
+            "draft" if !arg.is_empty() => Ok(Speculation::Draft { path: arg.into() }),
+            "draft" => Err("draft:PATH needs the draft model's path".into()),
             other => Err(format!(
-                "unknown speculation {other:?}: expected ngram or ngram:N"
+                "unknown speculation {other:?}: expected ngram[:N], layers:K or draft:PATH"
             )),
         }
     }
@@ -55,16 +76,49 @@ impl fmt::Display for Speculation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Speculation::Ngram { n } => write!(f, "ngram:{n}"),
+            Speculation::Layers { k } => write!(f, "layers:{k}"),
+            Speculation::Draft { path } => write!(f, "draft:{}", path.display()),
         }
     }
 }
 
-impl SpecConfig {
-    /// Up to `k` tokens to propose after `ids`.
-    pub fn draft(&self, ids: &[u32], k: usize) -> Vec<u32> {
-        match self.mode {
-            Speculation::Ngram { n } => ngram_draft(ids, n, k),
+/// The first `k` blocks of `model`, then its final norm and head: a draft model that shares all
+/// its weights ([`Architecture::record_step`] runs as many blocks as it is given caches).
+pub struct FirstLayers<'a> {
+    pub model: &'a dyn Architecture,
+    pub k: usize,
+}
+
+impl Architecture for FirstLayers<'_> {
+    fn dims(&self) -> Dims {
+        Dims {
+            n_layer: self.k.min(self.model.dims().n_layer),
+            ..self.model.dims()
         }
+    }
+
+    fn record_step(&self, rec: &mut Recorder<'_>, io: &StepIo, caches: &[KvCache]) -> Result<()> {
+        self.model
+            .record_step(rec, io, &caches[..self.dims().n_layer.min(caches.len())])
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        self.model.weight_bytes()
+    }
+
+    /// The blocks' share of the model's bytes per token (the head counted as a block's share).
+    fn weight_bytes_per_token(&self) -> u64 {
+        let d = self.model.dims();
+        self.model.weight_bytes_per_token() * self.dims().n_layer as u64 / d.n_layer.max(1) as u64
+    }
+
+    fn matrices(&self) -> Vec<&Weights> {
+        self.model.matrices()
+    }
+
+    /// A view cannot replace the model's matrices.
+    fn matrices_mut(&mut self) -> Vec<NamedMatrix<'_>> {
+        Vec::new()
     }
 }
 
@@ -107,8 +161,17 @@ mod tests {
     fn modes_parse_and_print() {
         assert_eq!("ngram".parse(), Ok(Speculation::Ngram { n: DEFAULT_NGRAM }));
         assert_eq!("ngram:5".parse(), Ok(Speculation::Ngram { n: 5 }));
+        assert_eq!("layers:4".parse(), Ok(Speculation::Layers { k: 4 }));
+        assert_eq!(
+            "draft:m.gguf".parse(),
+            Ok(Speculation::Draft {
+                path: "m.gguf".into()
+            })
+        );
         assert_eq!(Speculation::Ngram { n: 2 }.to_string(), "ngram:2");
-        for bad in ["ngram:0", "ngram:x", "ngram:17", "medusa"] {
+        for bad in [
+            "ngram:0", "ngram:x", "ngram:17", "medusa", "layers:0", "layers", "draft:",
+        ] {
             assert!(bad.parse::<Speculation>().is_err(), "{bad}");
         }
     }
