@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::models::{ModelResult, StepProfile};
 use crate::peer::PeerResult;
 use crate::roofline::{Bandwidth, KernelResult};
+use crate::speculative::SpecResult;
 
 /// Everything one run measured.
 pub struct Report {
@@ -16,6 +17,8 @@ pub struct Report {
     pub models: Vec<ModelResult>,
     /// llama.cpp on the same model and adapter, measured in the same run.
     pub peers: Vec<PeerResult>,
+    /// Speculative decoding against plain greedy decoding on the first model.
+    pub speculative: Vec<SpecResult>,
 }
 
 /// A PCI vendor id as a name where it is a well-known GPU vendor.
@@ -88,6 +91,20 @@ impl Report {
                     "fraction_of_peak_bandwidth": k.gbps() / peak,
                     "peak_alongside_gbps": k.peak_alongside_gbps,
                     "fraction_of_peak_alongside": k.peak_alongside_gbps.map(|c| k.gbps() / c),
+                })
+            })
+            .collect();
+        v["speculative"] = self
+            .speculative
+            .iter()
+            .map(|r| {
+                json!({
+                    "prompt": r.prompt, "mode": r.mode, "tokens_per_s": r.tokens_per_s,
+                    "plain_tokens_per_s": r.plain_tokens_per_s,
+                    "speedup": r.tokens_per_s / r.plain_tokens_per_s,
+                    "drafted": r.drafted, "accepted": r.accepted,
+                    "acceptance_rate": r.accepted as f64 / r.drafted.max(1) as f64,
+                    "tokens_per_step": r.tokens_per_step,
                 })
             })
             .collect();
@@ -277,6 +294,28 @@ impl Report {
             }
             for (tokens, p) in &m.prefill_profiles {
                 md.push_str(&prefill_profile_markdown(*tokens, p));
+            }
+        }
+        if !self.speculative.is_empty() {
+            md.push_str(
+                "\n## Speculative decoding\n\nGreedy, batch 1, the output identical to plain decoding; \
+                 each mode timed right after a plain run of the same prompt (medians).\n\n\
+                 | prompt | mode | tokens/s | plain tokens/s | speedup | drafts kept | tokens per step |\n\
+                 |---|---|---|---|---|---|---|\n",
+            );
+            for r in &self.speculative {
+                md.push_str(&format!(
+                    "| {} | {} | {:.2} | {:.2} | {:.2}× | {} of {} ({:.0}%) | {:.2} |\n",
+                    r.prompt,
+                    r.mode,
+                    r.tokens_per_s,
+                    r.plain_tokens_per_s,
+                    r.tokens_per_s / r.plain_tokens_per_s,
+                    r.accepted,
+                    r.drafted,
+                    100.0 * r.accepted as f64 / r.drafted.max(1) as f64,
+                    r.tokens_per_step
+                ));
             }
         }
         md

@@ -4,6 +4,7 @@
 use kiln_benches::models::{Batch, KvPoint, ModelResult, Prefill, StepProfile};
 use kiln_benches::report::Report;
 use kiln_benches::roofline::{Bandwidth, KernelResult, formats, synthetic_weights};
+use kiln_benches::speculative::SpecResult;
 use kiln_runtime::testing::test_context;
 use kiln_runtime::{KernelTime, Profile};
 
@@ -74,6 +75,15 @@ fn report() -> Report {
             )],
         }],
         peers: vec![],
+        speculative: vec![SpecResult {
+            prompt: "free text",
+            mode: "ngram:3".into(),
+            tokens_per_s: 30.0,
+            plain_tokens_per_s: 20.0,
+            drafted: 40,
+            accepted: 30,
+            tokens_per_step: 2.5,
+        }],
     }
 }
 
@@ -144,6 +154,14 @@ fn json_and_markdown_hold_the_promised_fields() {
         md.contains("| matmul:matmul | q4_1 | 90 | 4000 | 44 | 80.0% |"),
         "{md}"
     );
+    // Speculation: 30 against 20 tokens/s, 30 of 40 drafts kept.
+    let spec = &v["speculative"][0];
+    assert_eq!(spec["speedup"], 1.5);
+    assert_eq!(spec["acceptance_rate"], 0.75);
+    assert!(
+        md.contains("| free text | ngram:3 | 30.00 | 20.00 | 1.50× | 30 of 40 (75%) | 2.50 |"),
+        "{md}"
+    );
     // 600 ms a step profiled against 500 ms unprofiled (2 tokens/s): 100 ms over 62 launches.
     assert!(
         md.contains("took 600.00 ms of wall time against 500.00 ms unprofiled, 1613 µs more"),
@@ -155,7 +173,11 @@ fn json_and_markdown_hold_the_promised_fields() {
 #[test]
 fn synthetic_weights_are_valid() {
     for (name, format) in formats() {
-        for (n, k) in [(1536, 576), (3072, 768), (5, 64)] {
+        for (n, k) in [(1536, 576), (3072, 768), (5, 64), (7, 512)] {
+            // K-quant rows hold whole 256-value super-blocks.
+            if format.check_k(k).is_err() {
+                continue;
+            }
             let w = synthetic_weights(format, n, k).unwrap_or_else(|e| panic!("{name}: {e}"));
             w.validate().unwrap();
             assert!(w.dequantize().iter().all(|v| v.is_finite()), "{name}");

@@ -342,6 +342,10 @@ fn decode_speculative(
         )),
         None => None,
     };
+    // Each sequence's draft length adapts to what it keeps: after a rejection, one more than
+    // was kept; after a draft kept whole, twice as many (up to `spec.draft_tokens`). Verifying
+    // drafts that are thrown away costs rows of the pass.
+    let mut limit = vec![spec.draft_tokens; seqs.len()];
     loop {
         let running: Vec<usize> = (0..seqs.len())
             .filter(|&i| seqs[i].stop.is_none())
@@ -360,7 +364,7 @@ fn decode_speculative(
                 // within the budget, the context and the step's rows.
                 let budget = cfg.max_tokens - (seq.ids.len() - seq.prompt_len);
                 let room = cfg.capacity.saturating_sub(seq.ids.len());
-                spec.draft_tokens
+                limit[i]
                     .min(budget.saturating_sub(1))
                     .min(room.saturating_sub(1))
                     .min(per_seq.saturating_sub(unfed))
@@ -414,6 +418,12 @@ fn decode_speculative(
                 }
             }
             row += draft.len() + 1;
+            if !draft.is_empty() {
+                limit[i] = match kept == draft.len() {
+                    true => (2 * limit[i]).min(spec.draft_tokens),
+                    false => kept + 1,
+                };
+            }
             seq.drafted += draft.len();
             seq.accepted += kept;
             stats.drafted += draft.len();

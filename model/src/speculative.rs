@@ -122,13 +122,15 @@ impl Architecture for FirstLayers<'_> {
     }
 }
 
-/// Prompt lookup: for m = n down to 1, the latest earlier occurrence of the last m tokens that
-/// has a continuation; its next (up to) `k` tokens. Empty when nothing matches.
+/// Prompt lookup: for m = n down to 2 (or 1 when n is 1), the latest earlier occurrence of the
+/// last m tokens that has a continuation; its next (up to) `k` tokens. Empty when nothing
+/// matches: a lone token's last occurrence predicts too little to pay for checking it.
 pub fn ngram_draft(ids: &[u32], n: usize, k: usize) -> Vec<u32> {
     if k == 0 {
         return Vec::new();
     }
-    for m in (1..=n.min(ids.len().saturating_sub(1))).rev() {
+    let shortest = n.min(2);
+    for m in (shortest..=n.min(ids.len().saturating_sub(1))).rev() {
         let tail = &ids[ids.len() - m..];
         // Starts of earlier matches, latest first; the match must end before the tail does.
         if let Some(start) = (0..ids.len() - m).rev().find(|&s| &ids[s..s + m] == tail) {
@@ -149,8 +151,10 @@ mod tests {
         let ids = [1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 1, 2, 3];
         assert_eq!(ngram_draft(&ids, 3, 4), [7, 8, 5, 1]);
         assert_eq!(ngram_draft(&ids, 3, 2), [7, 8]);
-        // Only the last token matches: what followed its latest earlier occurrence.
-        assert_eq!(ngram_draft(&[4, 6, 5, 4], 3, 3), [6, 5, 4]);
+        // Only the last token matches: too little, unless matching single tokens is asked for.
+        assert!(ngram_draft(&[4, 6, 5, 4], 3, 3).is_empty());
+        assert_eq!(ngram_draft(&[4, 6, 5, 4], 1, 3), [6, 5, 4]);
+        assert_eq!(ngram_draft(&[4, 6, 5, 4, 6], 3, 2), [5, 4]);
         // Nothing to match, or nothing asked.
         assert!(ngram_draft(&[1, 2, 3], 3, 4).is_empty());
         assert!(ngram_draft(&ids, 3, 0).is_empty());

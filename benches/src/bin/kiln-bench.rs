@@ -18,11 +18,12 @@ use kiln_benches::report::Report;
 use kiln_benches::roofline::{
     self, GPT2_FC, LLAMA_1B_FFN_UP, SMOLLM2_FFN_DOWN, SMOLLM2_FFN_UP, SMOLLM2_GATE_UP, SMOLLM2_HEAD,
 };
-use kiln_benches::{peer, plots, synthetic};
+use kiln_benches::{peer, plots, speculative, synthetic};
 use kiln_kernels::WeightFormat;
 use kiln_model::fetch::ensure_default_model;
 use kiln_model::llama::Llama;
 use kiln_model::quantize::Quant;
+use kiln_model::speculative::Speculation;
 use kiln_runtime::{Context, DeviceOptions};
 
 #[derive(Parser)]
@@ -187,6 +188,30 @@ fn main() -> Result<()> {
         model.bytes_per_token as f64 / 1e6
     );
 
+    // Speculative decoding on the same model: prompt lookup, and self-drafting from its first
+    // three quarters of layers.
+    let n_layer = loaded.model.dims().n_layer;
+    let modes = [
+        Speculation::Ngram { n: 3 },
+        Speculation::Layers {
+            k: (3 * n_layer / 4).max(1),
+        },
+    ];
+    let (spec_tokens, spec_reps) = if quick { (32, 1) } else { (64, 3) };
+    let speculative = speculative::measure(
+        &ctx,
+        loaded.model.as_ref(),
+        &loaded.tokenizer,
+        &modes,
+        spec_tokens,
+        spec_reps,
+    )?;
+    for r in &speculative {
+        eprintln!(
+            "kiln-bench: speculative {} on {}: {:.2} tokens/s against {:.2} plain, {} of {} drafts kept",
+            r.mode, r.prompt, r.tokens_per_s, r.plain_tokens_per_s, r.accepted, r.drafted
+        );
+    }
     let mut models = vec![model];
     if !quick || args.llama3_1b {
         // A 1B-class model in the types people download, without downloading one.
@@ -228,6 +253,7 @@ fn main() -> Result<()> {
         kernels,
         models,
         peers,
+        speculative,
     };
     let command = format!(
         "cargo run --release -p kiln-benches --bin kiln-bench --{}{} --out {}{}",
