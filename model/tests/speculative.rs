@@ -191,3 +191,126 @@ fn draft_with_another_vocabulary_is_refused() {
     );
     std::fs::remove_dir_all(&other).ok();
 }
+
+/// Temperature of the sampled-speculation test: peaked enough that the drafted (argmax) token
+/// carries much of the mass, so a wrong rule shows.
+const TEMPERATURE: f32 = 0.25;
+
+/// Softmax of `logits` / [`TEMPERATURE`] in f64.
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+    let t = TEMPERATURE as f64;
+    let e: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / t).exp())
+        .collect();
+    let total: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / total).collect()
+}
+
+/// Sampled speculation keeps the model's distribution. On a small random model (320 tokens,
+/// `llama_reference.py`'s f16 checkpoint) drafting for itself (`draft:` its own file, greedy
+/// drafts), the second generated token at temperature 0.25 is checked against its exact
+/// distribution, Σ over first tokens t of p(t) p(· | t), computed from the model's logits:
+/// 3,072 samples, Pearson's chi-square over tokens expected at least 5 times (the rest pooled)
+/// under the p = 0.001 critical value. Drawing a rejected draft's replacement from p with the
+/// draft left in (the rule broken) fails it.
+#[test]
+fn sampled_speculation_keeps_the_distribution() {
+    let Some(ctx) = test_context() else { return };
+    let dir = std::env::temp_dir().join(format!("kiln-spec-chi2-{}", std::process::id()));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/llama_reference.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .status();
+    assert!(
+        status.unwrap().success(),
+        "python3 -m pip install numpy gguf"
+    );
+    let path = dir.join("f16").join("model.gguf");
+    let g = GgufFile::open(&path).unwrap();
+    let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let vocab = model.cfg.n_vocab;
+    let prompt: Vec<u32> = vec![5, 17, 42, 99, 7, 230];
+
+    // Exact: p(t2) = Σ_t1 p(t1) p(t2 | t1).
+    let logits_after = |ids: &[u32]| {
+        let mut s = Session::new(ctx, &model, 1, ids.len() + 1, ids.len()).unwrap();
+        let rows: Vec<(usize, u32)> = ids.iter().map(|&t| (0, t)).collect();
+        s.step(ctx, &model, &rows, &[ids.len() - 1], Output::Logits)
+            .unwrap()
+            .logits
+    };
+    let p1 = softmax(&logits_after(&prompt));
+    let mut p2 = vec![0.0f64; vocab];
+    for (t1, &p) in p1.iter().enumerate() {
+        let ids: Vec<u32> = prompt.iter().copied().chain([t1 as u32]).collect();
+        for (t2, q) in softmax(&logits_after(&ids)).into_iter().enumerate() {
+            p2[t2] += p * q;
+        }
+    }
+
+    // Sampled with speculation: 48 batches of 64 sequences, each its own seed.
+    let (batch, batches) = (64, 48);
+    let mut counts = vec![0usize; vocab];
+    let (mut drafted, mut kept) = (0, 0);
+    for b in 0..batches {
+        let cfg = GenerateConfig {
+            max_tokens: 3,
+            capacity: 16,
+            sampler: kiln_model::sampling::SamplerConfig {
+                temperature: TEMPERATURE,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 1000 * b as u64,
+                ..Default::default()
+            },
+            spec: Some(SpecConfig {
+                mode: Speculation::Draft { path: path.clone() },
+                draft_tokens: 2,
+            }),
+            ..GenerateConfig::default()
+        };
+        let prompts = vec![prompt.clone(); batch];
+        let (out, stats) = generate(ctx, &model, &tok, &prompts, &cfg, |_, _| {}).unwrap();
+        drafted += stats.drafted;
+        kept += stats.accepted;
+        for g in out {
+            counts[g.generated_ids[1] as usize] += 1;
+        }
+    }
+    assert!(
+        drafted >= batch * batches,
+        "every second token is a checked draft"
+    );
+    let n = (batch * batches) as f64;
+    let (mut x2, mut bins, mut pooled_p, mut pooled_c) = (0.0, 0, 0.0, 0usize);
+    for (t, &p) in p2.iter().enumerate() {
+        if n * p >= 5.0 {
+            x2 += (counts[t] as f64 - n * p).powi(2) / (n * p);
+            bins += 1;
+        } else {
+            pooled_p += p;
+            pooled_c += counts[t];
+        }
+    }
+    if n * pooled_p >= 5.0 {
+        x2 += (pooled_c as f64 - n * pooled_p).powi(2) / (n * pooled_p);
+        bins += 1;
+    }
+    // The chi-square quantile at p = 0.001 (Wilson–Hilferty).
+    let df = (bins - 1) as f64;
+    let critical = df * (1.0 - 2.0 / (9.0 * df) + 3.09 * (2.0 / (9.0 * df)).sqrt()).powi(3);
+    eprintln!(
+        "chi-square {x2:.1} over {bins} bins (critical {critical:.1}); drafts kept {kept} of {drafted}"
+    );
+    assert!(bins >= 5, "enough tokens likely enough to test");
+    assert!(
+        x2 < critical,
+        "chi-square {x2} over {bins} bins, critical {critical}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
