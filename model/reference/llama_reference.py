@@ -348,6 +348,11 @@ def main():
                   base=500000.0, rope_scaling=llama3)
     write_hf_case(folder, "hf_qwen2_f16", 9, "qwen2", "F16", shards=1, tied=True)
     write_hf_case(folder, "hf_qwen3_f32", 10, "qwen3", "F32", shards=2, tied=False, head_dim=96)
+    # Every family in F16 GGUF and in a bf16 folder, as well as in a K-quant mix.
+    write_case(folder, "qwen2_f16", 11, lambda t: "F16", tied=True, arch="qwen2")
+    write_case(folder, "qwen3_f16", 12, lambda t: "F16", tied=False, arch="qwen3", head_dim=96)
+    write_hf_case(folder, "hf_qwen2_bf16", 13, "qwen2", "BF16", shards=1, tied=True)
+    write_hf_case(folder, "hf_qwen3_bf16", 14, "qwen3", "BF16", shards=2, tied=False, head_dim=96)
 
 
 if __name__ == "__main__":

@@ -201,6 +201,14 @@ fn hf_qwen3_f32_in_shards_matches_reference() {
     check_case("hf_qwen3_f32", Quant::None);
 }
 
+/// Each family in F16 GGUF and in a bf16 Hugging Face folder, as well as in its K-quant mix.
+#[test]
+fn qwen_in_f16_gguf_and_bf16_folders_match_reference() {
+    for case in ["qwen2_f16", "qwen3_f16", "hf_qwen2_bf16", "hf_qwen3_bf16"] {
+        check_case(case, Quant::None);
+    }
+}
+
 /// A copy of reference folder `case` to break.
 fn copy_case(case: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
