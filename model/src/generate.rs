@@ -12,7 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::quantize::Quant;
 use crate::sampling::{Sampler, SamplerConfig, Verdict};
 use crate::session::{Architecture, Output, Pending, Session};
-use crate::speculative::{FirstLayers, SpecConfig, Speculation, ngram_draft};
+use crate::speculative::{FirstLayers, SpecConfig, Speculation, default_layers, ngram_draft};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -326,7 +326,9 @@ fn decode_speculative(
     let draft: Option<&dyn Architecture> = match &spec.mode {
         Speculation::Ngram { .. } => None,
         Speculation::Layers { k } => {
-            first_layers = FirstLayers { model, k: *k };
+            let n_layer = model.dims().n_layer;
+            let k = if *k == 0 { default_layers(n_layer) } else { *k };
+            first_layers = FirstLayers { model, k };
             Some(&first_layers)
         }
         Speculation::Draft { path } => {

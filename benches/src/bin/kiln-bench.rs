@@ -23,7 +23,7 @@ use kiln_kernels::WeightFormat;
 use kiln_model::fetch::ensure_default_model;
 use kiln_model::llama::Llama;
 use kiln_model::quantize::Quant;
-use kiln_model::speculative::Speculation;
+use kiln_model::speculative::{Speculation, default_layers};
 use kiln_runtime::{Context, DeviceOptions};
 
 #[derive(Parser)]
@@ -194,7 +194,7 @@ fn main() -> Result<()> {
     let modes = [
         Speculation::Ngram { n: 3 },
         Speculation::Layers {
-            k: (3 * n_layer / 4).max(1),
+            k: default_layers(n_layer),
         },
     ];
     let (spec_tokens, spec_reps) = if quick { (32, 1) } else { (64, 3) };
