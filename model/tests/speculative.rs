@@ -168,18 +168,8 @@ fn draft_with_another_vocabulary_is_refused() {
     let g = GgufFile::open(&path).unwrap();
     let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
     let tok = Tokenizer::from_gguf(&g).unwrap();
-    // The GPT-2 reference checkpoints have GPT-2's 50257 tokens.
-    let other = std::env::temp_dir().join(format!("kiln-spec-vocab-{}", std::process::id()));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/llama_reference.py");
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&other)
-        .status();
-    assert!(
-        status.unwrap().success(),
-        "python3 -m pip install numpy gguf"
-    );
+    // A small random model of 320 tokens, not SmolLM2's 49,152.
+    let other = random_models();
     let draft = other.join("f16").join("model.gguf");
     let spec = SpecConfig {
         mode: Speculation::Draft {
@@ -201,12 +191,31 @@ fn draft_with_another_vocabulary_is_refused() {
         e.to_string().contains("vocabulary") && e.to_string().contains("model.gguf"),
         "{e}"
     );
-    std::fs::remove_dir_all(&other).ok();
 }
 
 /// Temperature of the sampled-speculation test: peaked enough that the drafted (argmax) token
 /// carries much of the mass, so a wrong rule shows.
 const TEMPERATURE: f32 = 0.25;
+
+/// The small random checkpoints of `model/reference/llama_reference.py`, written once per test
+/// process (it needs `python3 -m pip install numpy gguf`, as `.ci/run` does).
+fn random_models() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-spec-models-{}", std::process::id()));
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/llama_reference.py");
+        let status = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "python3 -m pip install numpy gguf"
+        );
+        dir
+    })
+}
 
 /// Softmax of `logits` / [`TEMPERATURE`] in f64.
 fn softmax(logits: &[f32]) -> Vec<f64> {
@@ -230,17 +239,7 @@ fn softmax(logits: &[f32]) -> Vec<f64> {
 #[test]
 fn sampled_speculation_keeps_the_distribution() {
     let Some(ctx) = test_context() else { return };
-    let dir = std::env::temp_dir().join(format!("kiln-spec-chi2-{}", std::process::id()));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/llama_reference.py");
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .status();
-    assert!(
-        status.unwrap().success(),
-        "python3 -m pip install numpy gguf"
-    );
+    let dir = random_models();
     let path = dir.join("f16").join("model.gguf");
     let g = GgufFile::open(&path).unwrap();
     let model = Llama::load(ctx, &g, Quant::None, |_, _| {}).unwrap();
@@ -321,5 +320,4 @@ fn sampled_speculation_keeps_the_distribution() {
         x2 < critical,
         "chi-square {x2} over {bins} bins, critical {critical}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
