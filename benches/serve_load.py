@@ -10,7 +10,7 @@ slot's whole context), and the share of prompt tokens served from cached prefix 
     cargo build --release -p kiln-server
     python3 benches/serve_load.py --clients 1 4 16 64            # starts target/release/kiln-server
     python3 benches/serve_load.py --url http://127.0.0.1:8080 --model NAME --clients 4
-    python3 benches/serve_load.py --soak 2000      # short requests, a third cancelled; RSS before/after
+    python3 benches/serve_load.py --soak 2000      # short requests, a third cancelled; RSS and Rust heap
     python3 benches/serve_load.py --prefix-ttft 500 --server-args "--ctx-size 1024"
         # time to first token with a 500-token system prompt, uncached and then cached
 
@@ -161,12 +161,22 @@ def soak(url, model, n, pid):
     start = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         for done, _ in enumerate(pool.map(one, range(n))):
-            if done in (n // 10, n // 2, n - 1):
-                marks.append((done + 1, rss_mb(pid) if pid else float("nan")))
-    g = kv_gauges(url) or {}
+            if (done + 1) % max(1, n // 10) == 0 or done == n - 1:
+                g = kv_gauges(url) or {}
+                heap = g.get("kiln_host_heap_bytes", float("nan")) / 1e6
+                marks.append((done + 1, rss_mb(pid) if pid else float("nan"), heap,
+                              g.get("kiln_bind_groups_cached", float("nan")),
+                              g.get("kiln_pipelines_compiled", float("nan"))))
+    # Dropped streams are noticed at the server's next write: give the last ones a moment.
+    for _ in range(50):
+        g = kv_gauges(url) or {}
+        if g.get("kiln_running_sequences", 0) == 0 and g.get("kiln_queued_requests", 0) == 0:
+            break
+        time.sleep(0.1)
     cancelled = g.get('kiln_requests_total{outcome="cancelled"}', float("nan"))
-    print(f"soak: {n} requests in {time.perf_counter() - start:.1f} s; server RSS "
-          + ", ".join(f"{mb:.1f} MB after {k}" for k, mb in marks)
+    print(f"soak: {n} requests in {time.perf_counter() - start:.1f} s; server RSS (Rust heap; bind groups, pipelines) "
+          + ", ".join(f"{mb:.1f} MB ({heap:.2f} MB; {groups:.0f} bind groups, {pipes:.0f} pipelines) "
+                      f"after {k}" for k, mb, heap, groups, pipes in marks)
           + f"; slots used {g.get('kiln_kv_slots_used', float('nan')):.0f}, "
           f"blocks used {g.get('kiln_kv_blocks_used', float('nan')):.0f}, "
           f"cancelled {cancelled:.0f}")

@@ -85,7 +85,7 @@ fn timer_measures_recorded_work() {
 }
 
 /// A recorder made with a bind-group cache reuses the groups of a repeated dispatch (one entry
-/// for the same buffers and parameter slot), makes new ones for other buffers, and still sees
+/// for the same buffers, wherever its parameters land), makes new ones for other buffers, and sees
 /// new data and parameters in the reused ones. Its own context: tests running beside it would
 /// take the shared context's pooled parameter chunks and change which one a step gets.
 #[test]
@@ -111,7 +111,17 @@ fn cached_bind_groups_are_reused_and_stay_correct() {
     copy(&mut rec, &y, &z).unwrap();
     rec.submit().unwrap();
     assert_eq!(ctx.read::<f32>(&z).unwrap(), [2.0, 5.0, -1.0]);
-    // The second copy binds other buffers and a later parameter slot.
+    // The second copy binds other buffers.
+    assert_eq!(cache.len(), 2);
+    // The same launches in the other order place their parameters elsewhere in the chunk; the
+    // offset is given at launch time, so the same two groups serve them.
+    ctx.write(&x, &[7.0f32, 8.0, 9.0]).unwrap();
+    let mut rec = ctx.recorder_cached(&cache);
+    copy(&mut rec, &y, &z).unwrap();
+    copy(&mut rec, &x, &y).unwrap();
+    rec.submit().unwrap();
+    assert_eq!(ctx.read::<f32>(&z).unwrap(), [2.0, 5.0, -1.0]);
+    assert_eq!(ctx.read::<f32>(&y).unwrap(), [7.0, 8.0, 9.0]);
     assert_eq!(cache.len(), 2);
     cache.clear();
     assert!(cache.is_empty());

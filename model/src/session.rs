@@ -202,6 +202,11 @@ impl Session {
         self.pool.counts()
     }
 
+    /// Bind groups the session keeps for its steps (at most [`kiln_runtime::bind_cache::MAX_ENTRIES`]).
+    pub fn bind_groups_held(&self) -> usize {
+        self.bind_groups.len()
+    }
+
     /// Positions per KV block.
     pub fn block_size(&self) -> usize {
         self.pool.block()

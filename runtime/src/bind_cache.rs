@@ -4,7 +4,9 @@
 //! same buffers, with parameters at the same places in the same pooled uniform chunks. Making
 //! their bind groups anew costs more than the rest of recording (docs/benchmarks/NOTES.md), so a
 //! [`BindGroupCache`] keeps them, keyed by pipeline, group and the exact
-//! buffer ranges bound. An entry holds its buffers alive, so the cache belongs to whatever owns
+//! buffer ranges bound. The parameters' offset is not part of it (a dynamic offset,
+//! `crate::layout`), so steps of other shapes, whose launches land elsewhere in the chunks, reuse
+//! the same groups. An entry holds its buffers alive, so the cache belongs to whatever owns
 //! those buffers (a generation session) and goes with it; past [`MAX_ENTRIES`] it starts over.
 
 use std::collections::HashMap;

@@ -197,6 +197,11 @@ impl Context {
         self.pipelines.disk.as_ref().map(|d| d.path())
     }
 
+    /// Pipelines compiled on this device so far (each kernel variant once, on first use).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.len()
+    }
+
     /// Whether that file held data from an earlier run that passed its checksum.
     pub fn pipeline_cache_loaded(&self) -> bool {
         self.pipelines.disk.as_ref().is_some_and(|d| d.loaded)

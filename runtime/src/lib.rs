@@ -18,6 +18,7 @@ pub mod bind_cache;
 pub mod device;
 mod disk_cache;
 pub mod error;
+mod layout;
 pub mod pipeline;
 pub mod profile;
 pub mod recorder;

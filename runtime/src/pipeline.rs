@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::disk_cache::DiskCache;
 use crate::error::{Result, RuntimeError};
+use crate::layout::{Reflection, entry_layouts};
 use crate::shader::{Defines, Shader, preprocess};
 
 /// Identifies a compiled compute pipeline.
@@ -19,11 +20,18 @@ pub struct PipelineKey {
     pub defines: Defines,
 }
 
+/// A compiled shader module and naga's reading of it, for its entry points' layouts.
+#[derive(Clone)]
+struct Module {
+    compiled: Arc<wgpu::ShaderModule>,
+    reflection: Arc<Reflection>,
+}
+
 /// Shader modules and pipelines compiled on one device, kept for the device's lifetime, and the
 /// driver's compiled code kept on disk between runs where the backend allows.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    modules: Mutex<HashMap<(&'static str, Defines), Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(&'static str, Defines), Module>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) disk: Option<DiskCache>,
 }
@@ -34,6 +42,14 @@ impl PipelineCache {
             disk,
             ..Self::default()
         }
+    }
+
+    /// Pipelines compiled so far.
+    pub(crate) fn len(&self) -> usize {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// The pipeline for `entry` of `shader` under `defines`, compiled on `device` on first use.
@@ -54,11 +70,26 @@ impl PipelineCache {
             return Ok(pipeline.clone());
         }
         let module = self.shader_module(device, shader, defines)?;
+        let groups = entry_layouts(device, &module.reflection, entry).ok_or_else(|| {
+            RuntimeError::Shader {
+                shader: shader.name,
+                variant: format!("{defines}, entry {entry}"),
+                message: "the entry point binds something other than buffers, or its group 0 \
+                          binding 0 is not the parameters' uniform"
+                    .into(),
+            }
+        })?;
+        let groups: Vec<Option<&wgpu::BindGroupLayout>> = groups.iter().map(Some).collect();
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &groups,
+            immediate_size: 0,
+        });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
-            layout: None,
-            module: &module,
+            layout: Some(&layout),
+            module: &module.compiled,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions::default(),
             cache: self.disk.as_ref().map(|d| &d.cache),
@@ -84,25 +115,33 @@ impl PipelineCache {
         device: &wgpu::Device,
         shader: &Shader,
         defines: &Defines,
-    ) -> Result<Arc<wgpu::ShaderModule>> {
+    ) -> Result<Module> {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(module) = modules.get(&(shader.name, defines.clone())) {
             return Ok(module.clone());
         }
         let source = preprocess(shader, defines)?;
+        let reflection = Reflection::of(&source);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
-        if let Some(error) = pollster::block_on(scope.pop()) {
-            return Err(RuntimeError::Shader {
-                shader: shader.name,
-                variant: defines.to_string(),
-                message: error.to_string(),
-            });
-        }
-        let module = Arc::new(module);
+        let error = pollster::block_on(scope.pop()).map(|e| e.to_string());
+        let reflection = match (error, reflection) {
+            (None, Some(reflection)) => reflection,
+            (error, _) => {
+                return Err(RuntimeError::Shader {
+                    shader: shader.name,
+                    variant: defines.to_string(),
+                    message: error.unwrap_or_else(|| "naga cannot read the module".into()),
+                });
+            }
+        };
+        let module = Module {
+            compiled: Arc::new(module),
+            reflection: Arc::new(reflection),
+        };
         modules.insert((shader.name, defines.clone()), module.clone());
         Ok(module)
     }

@@ -232,7 +232,9 @@ impl<'c> Recorder<'c> {
                 .map(|b| (b.binding, b.tensor.buffer(), 0, 0))
                 .collect();
             if group == 0 {
-                entries.push((0, &self.chunks[chunk], offset, size));
+                // The parameters' offset is dynamic (`crate::layout`): given at set_bind_group,
+                // so the bind group is the same wherever in a chunk they land.
+                entries.push((0, &self.chunks[chunk], 0, size));
             }
             let make = || {
                 let entries: Vec<wgpu::BindGroupEntry> = entries
@@ -300,7 +302,8 @@ impl<'c> Recorder<'c> {
         }
         pass.set_pipeline(&pipeline);
         for (&group, bind_group) in groups.iter().zip(&bind_groups) {
-            pass.set_bind_group(group, bind_group, &[]);
+            let dynamic = [offset as u32];
+            pass.set_bind_group(group, bind_group, if group == 0 { &dynamic } else { &[] });
         }
         pass.dispatch_workgroups(x, y, 1);
         if let Some(m) = mark {

@@ -623,6 +623,8 @@ impl Worker {
         let blocks = self.session.blocks();
         Metrics::set(&m.kv_blocks_used, blocks.used);
         Metrics::set(&m.kv_blocks_cached, blocks.cached);
+        Metrics::set(&m.bind_groups, self.session.bind_groups_held());
+        Metrics::set(&m.pipelines, self.ctx.pipelines_compiled());
     }
 }
 

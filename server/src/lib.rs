@@ -5,6 +5,7 @@
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod heap;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;

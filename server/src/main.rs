@@ -14,6 +14,10 @@ use kiln_model::quantize::Quant;
 use kiln_runtime::DeviceOptions;
 use kiln_server::engine::{Engine, EngineConfig};
 
+/// Counts the heap bytes Rust code holds, for `/metrics` (`kiln_host_heap_bytes`).
+#[global_allocator]
+static HEAP: kiln_server::heap::Counting = kiln_server::heap::Counting;
+
 #[derive(Parser)]
 #[command(about = "Serve a model over the OpenAI API with Kiln")]
 struct Args {

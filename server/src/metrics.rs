@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::heap;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub requests_ok: AtomicU64,
@@ -29,6 +31,10 @@ pub struct Metrics {
     pub steps: AtomicU64,
     pub step_rows: AtomicU64,
     pub step_micros: AtomicU64,
+    /// Bind groups the engine's session keeps for reuse (bounded; see kiln_runtime::bind_cache).
+    pub bind_groups: AtomicU64,
+    /// Kernel variants compiled so far (each on first use: a new batch shape compiles more).
+    pub pipelines: AtomicU64,
 }
 
 impl Metrics {
@@ -185,8 +191,31 @@ impl Metrics {
                 "Bytes of the KV cache.",
                 g(&self.kv_bytes),
             ),
+            (
+                "bind_groups_cached",
+                "Bind groups kept for reuse by later steps (bounded).",
+                g(&self.bind_groups),
+            ),
+            (
+                "pipelines_compiled",
+                "Kernel variants compiled so far, each on its first use.",
+                g(&self.pipelines),
+            ),
         ] {
             put(name, "gauge", help, &[("", v as f64)]);
+        }
+        if let Some(bytes) = heap::live_bytes() {
+            let help = "Heap bytes the server's Rust code holds (the driver's allocations apart).";
+            put("host_heap_bytes", "gauge", help, &[("", bytes as f64)]);
+        }
+        if let Some(bytes) = heap::resident_bytes() {
+            let help = "Resident memory of the server process (GPU buffers too, where host-side).";
+            put(
+                "resident_memory_bytes",
+                "gauge",
+                help,
+                &[("", bytes as f64)],
+            );
         }
         out
     }
@@ -212,5 +241,16 @@ mod tests {
         assert!(text.contains("kiln_kv_slots_free 5\n"));
         assert!(text.contains("# TYPE kiln_requests_total counter\n"));
         assert!(text.contains("kiln_requests_total{outcome=\"cancelled\"} 0\n"));
+        // The library's tests run on the system allocator: no heap gauge rather than a zero.
+        assert!(!text.contains("kiln_host_heap_bytes"));
+        if cfg!(target_os = "linux") {
+            let rss = text
+                .lines()
+                .find_map(|l| l.strip_prefix("kiln_resident_memory_bytes "));
+            assert!(
+                rss.and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 1e6)
+            );
+        }
     }
 }

@@ -227,6 +227,9 @@ class Api(unittest.TestCase):
         self.assertEqual(m["kiln_kv_blocks_free"], m["kiln_kv_blocks_total"])
         self.assertGreaterEqual(m['kiln_requests_total{outcome="cancelled"}'], 100)
         self.assertGreater(m["kiln_generation_tokens_total"], 0)
+        # The binary counts its own heap (its global allocator) for soak runs to read.
+        self.assertGreater(m["kiln_host_heap_bytes"], 0)
+        self.assertGreater(m["kiln_resident_memory_bytes"], m["kiln_host_heap_bytes"])
 
 
 if __name__ == "__main__":
