@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::scheduler::{Slots, plan};
 use crate::stop::StopText;
+use crate::warmup::warm_up;
 
 /// How the engine loads its model and sizes its batch.
 #[derive(Clone, Debug)]
@@ -55,6 +56,8 @@ pub struct EngineConfig {
     /// Requests that may wait for a slot; more are refused as busy.
     pub max_queue: usize,
     pub device: DeviceOptions,
+    /// Whether to run a step of each shape before serving ([`crate::warmup`]).
+    pub warmup: bool,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +75,7 @@ impl Default for EngineConfig {
             prefill_chunk: 128,
             max_queue: 64,
             device: DeviceOptions::default(),
+            warmup: false,
         }
     }
 }
@@ -264,7 +268,7 @@ impl Worker {
         let capacity = cfg.ctx_size.unwrap_or(loaded.n_ctx.min(2048));
         let max_rows = cfg.prefill_chunk + cfg.max_batch;
         let pool = pool_size(cfg, loaded.model.dims(), capacity)?;
-        let session = Session::with_pool(
+        let mut session = Session::with_pool(
             &ctx,
             loaded.model.as_ref(),
             (cfg.max_batch, capacity, max_rows),
@@ -273,6 +277,24 @@ impl Worker {
         )?;
         // A sequence can hold no more than the whole pool.
         let capacity = capacity.min(pool.blocks * pool.block);
+        if cfg.warmup {
+            let start = Instant::now();
+            let model = loaded.model.as_ref();
+            warm_up(
+                &ctx,
+                model,
+                &mut session,
+                cfg.max_batch,
+                cfg.prefill_chunk,
+                capacity,
+            )
+            .context("warming up")?;
+            log::info!(
+                "kiln-server: warmed up in {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Metrics::set(&metrics.pipelines, ctx.pipelines_compiled());
         let name = cfg.name.clone().unwrap_or_else(|| {
             path.file_stem()
                 .or(path.file_name())

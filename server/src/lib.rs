@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod routes;
 pub mod scheduler;
 pub mod stop;
+pub mod warmup;

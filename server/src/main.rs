@@ -59,6 +59,10 @@ struct Args {
     /// KV cache storage: f32, f16, or int8
     #[arg(long, default_value = "f32")]
     kv: KvFormat,
+    /// Start serving without first running a step of each shape (which compiles every kernel
+    /// variant before the first request instead of during one)
+    #[arg(long)]
+    no_warmup: bool,
     /// Backend: vulkan, metal, dx12, gl
     #[arg(long)]
     backend: Option<String>,
@@ -85,6 +89,7 @@ fn main() -> Result<()> {
         prefill_chunk: args.prefill_chunk,
         max_queue: args.max_queue,
         device,
+        warmup: !args.no_warmup,
     })?;
     let m = &engine.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

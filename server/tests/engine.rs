@@ -313,3 +313,48 @@ fn a_small_kv_pool_preempts_and_shares_without_changing_answers() {
     let long = finish(engine.submit(greedy(&vec![28u32; 150], 2))).unwrap();
     assert_eq!(long.tokens.len(), 2);
 }
+
+/// After the warm-up, serving compiles nothing more: requests alone and four at once, prompts
+/// longer than a prefill chunk beside decode rows, run on the pipelines compiled before the
+/// first request.
+#[test]
+fn warm_up_compiles_every_kernel_serving_needs() {
+    let Some((engine, tok)) = start(EngineConfig {
+        max_batch: 4,
+        ctx_size: Some(160),
+        prefill_chunk: 16,
+        warmup: true,
+        ..EngineConfig::default()
+    }) else {
+        return;
+    };
+    let m = engine.metrics.clone();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let warmed = get(&m.pipelines);
+    assert!(warmed > 0, "the warm-up compiled the model's kernels");
+    let prompts: Vec<Vec<u32>> = [
+        "Hi",
+        "The capital of France is",
+        "Write a long list of fruit, one per line, starting with apples, pears and plums:",
+        "Once upon a time, in a kingdom by the sea, there lived a baker who",
+    ]
+    .iter()
+    .map(|p| tok.encode(p).unwrap())
+    .collect();
+    assert!(prompts[2].len() > 16, "a prompt takes more than one chunk");
+    for p in &prompts {
+        finish(engine.submit(greedy(p, 6))).unwrap();
+    }
+    let together: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit(greedy(p, 6)))
+        .collect();
+    for rx in together {
+        finish(rx).unwrap();
+    }
+    assert_eq!(
+        get(&m.pipelines),
+        warmed,
+        "no kernel compiled while serving"
+    );
+}
